@@ -1,0 +1,48 @@
+/**
+ * Raw baseline servers in their own process. Usage: node servers.ts grpc|connect|nats [NATS_URL]
+ * grpc: grpc-js answering stargate.v1.GatewayService/Call with the request payload (echo).
+ * connect: the same echo on connect-node (gRPC protocol over HTTP/2), for the API-server choice.
+ * nats: a NATS responder on subject bench.echo that answers with the request data.
+ * Prints "READY <port>" once serving.
+ */
+import { createServer } from 'node:http2'
+import type { AddressInfo } from 'node:net'
+import { create } from '@bufbuild/protobuf'
+import { connectNodeAdapter } from '@connectrpc/connect-node'
+import * as grpc from '@grpc/grpc-js'
+import { CallResponseSchema, GatewayService } from '@stargate/shared/gen/gateway'
+import { connect } from 'nats'
+import { CALL_DEFINITION } from '../lib/grpc.ts'
+
+const [mode, natsUrl] = process.argv.slice(2)
+process.on('SIGTERM', () => process.exit(0))
+
+if (mode === 'grpc') {
+  const server = new grpc.Server({ 'grpc.max_receive_message_length': 16 * 1024 * 1024 })
+  server.addService(CALL_DEFINITION, {
+    call: (call: grpc.ServerUnaryCall<{ payload: unknown }, unknown>, cb: grpc.sendUnaryData<unknown>) => {
+      cb(null, create(CallResponseSchema, { payload: call.request.payload as never }))
+    },
+  })
+  server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, port) => {
+    if (err != null) throw err
+    process.stdout.write(`READY ${port}\n`)
+  })
+} else if (mode === 'connect') {
+  const server = createServer(
+    connectNodeAdapter({
+      routes: (router) => {
+        router.service(GatewayService, { call: (req) => ({ payload: req.payload }) })
+      },
+    }),
+  )
+  server.listen(0, '127.0.0.1', () => process.stdout.write(`READY ${(server.address() as AddressInfo).port}\n`))
+} else if (mode === 'nats' && natsUrl != null) {
+  const nc = await connect({ servers: natsUrl })
+  nc.subscribe('bench.echo', { callback: (err, msg) => (err == null ? msg.respond(msg.data) : undefined) })
+  await nc.flush()
+  process.stdout.write('READY 0\n')
+} else {
+  process.stderr.write('usage: servers.ts grpc|connect|nats [NATS_URL]\n')
+  process.exit(2)
+}

@@ -1,0 +1,107 @@
+/**
+ * A Serve client in its own process, written only against the public API (GatewayService over gRPC),
+ * used by the tests as a remote handler. Usage: node serve-client.ts HOST:PORT [method...]
+ * Methods: echo (returns the payload), fail (answers the status code given as JSON {"code":N}),
+ * slow (waits {"ms":N} then echoes), big (returns {"bytes":N} bytes). Prints "REGISTERED <peer id>" once
+ * registered and "HANDLED <method> <request id> <tier>" for every call it runs.
+ */
+import { create, toJson } from '@bufbuild/protobuf'
+import { ValueSchema } from '@bufbuild/protobuf/wkt'
+import { createClient } from '@connectrpc/connect'
+import { createGrpcTransport } from '@connectrpc/connect-node'
+import { GatewayService, type ServeRequest, ServeRequestSchema } from '@stargate/shared/gen/gateway'
+
+const [target, ...methodArgs] = process.argv.slice(2)
+if (target == null) {
+  process.stderr.write('usage: serve-client.ts HOST:PORT [method...]\n')
+  process.exit(2)
+}
+const methods = methodArgs.length > 0 ? methodArgs : ['echo', 'fail', 'slow', 'big']
+const client = createClient(GatewayService, createGrpcTransport({ baseUrl: `http://${target}` }))
+
+const queue: ServeRequest[] = [create(ServeRequestSchema, { kind: { case: 'register', value: { methods, capabilities: ['echo'] } } })]
+let wake: (() => void) | undefined
+const send = (r: ServeRequest): void => {
+  queue.push(r)
+  wake?.()
+}
+async function* requests(): AsyncGenerator<ServeRequest> {
+  for (;;) {
+    const next = queue.shift()
+    if (next != null) {
+      yield next
+      continue
+    }
+    await new Promise<void>((r) => {
+      wake = r
+    })
+  }
+}
+
+const ac = new AbortController()
+process.on('SIGTERM', () => ac.abort())
+process.on('SIGINT', () => ac.abort())
+
+try {
+  for await (const msg of client.serve(requests(), { signal: ac.signal })) {
+    if (msg.kind.case === 'registered') {
+      process.stdout.write(`REGISTERED ${msg.kind.value.peerId} ${msg.kind.value.methods.join(',')}\n`)
+      continue
+    }
+    if (msg.kind.case !== 'call') continue
+    const call = msg.kind.value
+    process.stdout.write(`HANDLED ${call.method} ${call.requestId} ${call.tier}\n`)
+    const json = call.payload.case === 'json' ? (toJson(ValueSchema, call.payload.value) as Record<string, number>) : {}
+    const reply = async (): Promise<void> => {
+      switch (call.method) {
+        case 'fail':
+          send(
+            create(ServeRequestSchema, {
+              kind: {
+                case: 'reply',
+                value: {
+                  callId: call.callId,
+                  result: { case: 'error', value: { code: json.code ?? 9, message: `handler failed on purpose (code ${json.code ?? 9})` } },
+                },
+              },
+            }),
+          )
+          return
+        case 'slow':
+          await new Promise((r) => setTimeout(r, json.ms ?? 1000))
+          break
+        case 'big':
+          send(
+            create(ServeRequestSchema, {
+              kind: {
+                case: 'reply',
+                value: { callId: call.callId, result: { case: 'data', value: new Uint8Array(json.bytes ?? 0).fill(7) } },
+              },
+            }),
+          )
+          return
+      }
+      send(
+        create(ServeRequestSchema, {
+          kind: {
+            case: 'reply',
+            value: {
+              callId: call.callId,
+              result:
+                call.payload.case === 'json'
+                  ? { case: 'json', value: call.payload.value }
+                  : { case: 'data', value: call.payload.value ?? new Uint8Array() },
+            },
+          },
+        }),
+      )
+    }
+    void reply()
+  }
+} catch (err: unknown) {
+  if (!ac.signal.aborted) {
+    process.stderr.write(`serve stream failed: ${err instanceof Error ? err.message : String(err)}\n`)
+    process.exit(1)
+  }
+}
+process.exit(0)

@@ -1,0 +1,266 @@
+import { peerIdFromString } from '@libp2p/peer-id'
+import { multiaddr } from '@multiformats/multiaddr'
+import { loadOrCreateIdentity, peerIdOf } from '@stargate/shared/identity'
+import { logBackgroundFailures, stopOnSignals } from '@stargate/shared/lifecycle'
+import { createLogger } from '@stargate/shared/log'
+import { type FlagSpec, hostPort, int, list, num, type ParsedFlags, str, UsageError } from '@stargate/shared/options'
+import { startTelemetry } from '@stargate/shared/telemetry'
+import { GATEWAY_DEFAULTS as D } from './defaults.ts'
+import { Gateway } from './gateway.ts'
+import type { GatewayInit, StaticPeer } from './options.ts'
+
+/** Flags of `stargate gateway`. */
+export const GATEWAY_FLAGS: FlagSpec[] = [
+  {
+    name: 'listen',
+    type: 'string',
+    description: 'HOST:PORT of the gRPC / Connect / gRPC-Web API',
+    defaultText: `${D.apiHost}:${D.apiPort}`,
+  },
+  { name: 'p2p-listen', type: 'string', multiple: true, description: 'libp2p listen multiaddr; none = reachable only through relays' },
+  { name: 'p2p-announce', type: 'string', multiple: true, description: 'extra multiaddr to announce to peers' },
+  { name: 'relay', type: 'string', multiple: true, description: 'relay multiaddr ending in /p2p/<relay peer id>' },
+  { name: 'nats', type: 'string', description: 'NATS URL for the NATS tier and presence, e.g. nats://127.0.0.1:4222' },
+  { name: 'identity', type: 'string', description: 'Ed25519 identity file, created on first start', defaultText: D.identityFile },
+  { name: 'peer', type: 'string', multiple: true, description: 'static peer PEERID=MULTIADDR' },
+  { name: 'capability', type: 'string', multiple: true, description: 'capability announced in presence records' },
+  {
+    name: 'call-deadline-ms',
+    type: 'string',
+    description: 'deadline of a Call without a client deadline',
+    defaultText: String(D.callDeadlineMs),
+  },
+  { name: 'attempt-timeout-ms', type: 'string', description: 'timeout of one tier attempt', defaultText: String(D.attemptTimeoutMs) },
+  { name: 'max-retries', type: 'string', description: 'retries of the tier chain on transport failure', defaultText: String(D.maxRetries) },
+  { name: 'backoff-factor', type: 'string', description: 'exponential backoff factor', defaultText: String(D.backoffFactor) },
+  { name: 'backoff-base-ms', type: 'string', description: 'delay before the first retry', defaultText: String(D.backoffBaseMs) },
+  {
+    name: 'tier-stagger-ms',
+    type: 'string',
+    description: 'start the next tier when the current one has not connected after this long',
+    defaultText: String(D.tierStaggerMs),
+  },
+  {
+    name: 'tier-cooldown-ms',
+    type: 'string',
+    description: 'skip a tier that failed toward a peer for this long',
+    defaultText: String(D.tierCooldownMs),
+  },
+  { name: 'pool-max-peers', type: 'string', description: 'peers kept in the connection pool', defaultText: String(D.poolMaxPeers) },
+  { name: 'pool-ttl-ms', type: 'string', description: 'idle time before a pooled connection is closed', defaultText: String(D.poolTtlMs) },
+  { name: 'max-payload-bytes', type: 'string', description: 'largest call payload accepted', defaultText: String(D.maxPayloadBytes) },
+  {
+    name: 'relay-health-interval-ms',
+    type: 'string',
+    description: 'relay health check interval',
+    defaultText: String(D.relayHealthIntervalMs),
+  },
+  {
+    name: 'relay-health-timeout-ms',
+    type: 'string',
+    description: 'timeout of one relay health check',
+    defaultText: String(D.relayHealthTimeoutMs),
+  },
+  {
+    name: 'relay-unhealthy-after',
+    type: 'string',
+    description: 'consecutive failed checks before a relay is unhealthy',
+    defaultText: String(D.relayUnhealthyAfterFailures),
+  },
+  {
+    name: 'max-reserved-relays',
+    type: 'string',
+    description: 'relays to hold reservations on at once',
+    defaultText: String(D.maxReservedRelays),
+  },
+  { name: 'auth-token-file', type: 'string', description: 'file of API bearer tokens, one per line; turns API auth on' },
+  {
+    name: 'auth-tokens',
+    type: 'string',
+    multiple: true,
+    description: 'API bearer token; prefer the env variable or --auth-token-file (flags show in ps)',
+  },
+  {
+    name: 'auth-health-open',
+    type: 'string',
+    description: 'true|false: grpc.health.v1 answers without a token when auth is on',
+    defaultText: String(D.authHealthOpen),
+  },
+  { name: 'tls-cert', type: 'string', description: 'PEM certificate chain of the API; with --tls-key turns TLS on' },
+  { name: 'tls-key', type: 'string', description: 'PEM private key of the API' },
+  { name: 'tls-client-ca', type: 'string', description: 'PEM CA that API clients must present a certificate from (mTLS)' },
+  {
+    name: 'max-inbound-calls-per-peer',
+    type: 'string',
+    description: 'calls one remote peer may have in flight here (more get RESOURCE_EXHAUSTED)',
+    defaultText: String(D.maxInboundCallsPerPeer),
+  },
+  {
+    name: 'frame-stall-timeout-ms',
+    type: 'string',
+    description: 'close an inbound peer stream whose frame stays incomplete this long',
+    defaultText: String(D.frameStallTimeoutMs),
+  },
+  {
+    name: 'shutdown-grace-ms',
+    type: 'string',
+    description: 'time to finish in-flight calls on SIGTERM',
+    defaultText: String(D.shutdownGraceMs),
+  },
+  {
+    name: 'stun',
+    type: 'string',
+    multiple: true,
+    description: 'STUN server HOST:PORT for NAT detection (two or more needed to classify)',
+    defaultText: `each relay's host at port ${D.stunPort}`,
+  },
+  {
+    name: 'nat-detect-interval-ms',
+    type: 'string',
+    description: 'NAT re-detection interval (also re-run when local addresses change)',
+    defaultText: String(D.natDetectIntervalMs),
+  },
+  {
+    name: 'metrics-listen',
+    type: 'string',
+    description: 'HOST:PORT to serve Prometheus metrics on (/metrics); OTLP export is configured by OTEL_* variables',
+  },
+]
+
+function parsePeer(value: string): StaticPeer {
+  const eq = value.indexOf('=')
+  if (eq <= 0) throw new UsageError(`--peer must be PEERID=MULTIADDR, got "${value}"`)
+  const peerId = value.slice(0, eq)
+  const addr = value.slice(eq + 1)
+  try {
+    peerIdFromString(peerId)
+  } catch {
+    throw new UsageError(`--peer "${value}": "${peerId}" is not a valid peer id`)
+  }
+  try {
+    multiaddr(addr)
+  } catch {
+    throw new UsageError(`--peer "${value}": "${addr}" is not a valid multiaddr`)
+  }
+  return { peerId, addr }
+}
+
+function multiaddrs(flags: ParsedFlags, name: string): string[] {
+  const values = list(flags, name)
+  for (const v of values) {
+    try {
+      multiaddr(v)
+    } catch {
+      throw new UsageError(`--${name} "${v}" is not a valid multiaddr`)
+    }
+  }
+  return values
+}
+
+function trueFalse(flags: ParsedFlags, name: string): boolean | undefined {
+  const v = str(flags, name)
+  if (v === undefined) return undefined
+  if (/^(1|true|yes)$/i.test(v)) return true
+  if (/^(0|false|no)$/i.test(v)) return false
+  throw new UsageError(`--${name} must be true or false, got "${v}"`)
+}
+
+/** Turns parsed flags into gateway options (without key and logger). */
+export function gatewayConfigFromFlags(flags: ParsedFlags): {
+  init: Omit<GatewayInit, 'privateKey' | 'log'>
+  identityFile: string
+  metricsListen?: { host: string; port: number }
+} {
+  const listen = str(flags, 'listen')
+  const api = listen != null ? hostPort(listen, 'listen') : undefined
+  const relays = multiaddrs(flags, 'relay')
+  for (const r of relays) {
+    if (!r.includes('/p2p/')) throw new UsageError(`--relay "${r}" must end in /p2p/<relay peer id>`)
+  }
+  const identityFile = str(flags, 'identity') ?? D.identityFile
+  const journal = str(flags, 'request-journal')
+  const nats = str(flags, 'nats')
+  const metricsListen = str(flags, 'metrics-listen')
+  if (nats != null && !/^(nats|tls|ws|wss):\/\/[^\s]+$/.test(nats)) {
+    throw new UsageError(`--nats must be a URL like nats://HOST:4222, got "${nats}"`)
+  }
+  const tlsCert = str(flags, 'tls-cert')
+  const tlsKey = str(flags, 'tls-key')
+  if ((tlsCert == null) !== (tlsKey == null)) throw new UsageError('--tls-cert and --tls-key must be given together')
+  const tlsClientCa = str(flags, 'tls-client-ca')
+  if (tlsClientCa != null && tlsCert == null) throw new UsageError('--tls-client-ca needs --tls-cert and --tls-key')
+  return {
+    init: {
+      apiHost: api?.host,
+      apiPort: api?.port,
+      p2pListen: multiaddrs(flags, 'p2p-listen'),
+      p2pAnnounce: multiaddrs(flags, 'p2p-announce'),
+      relays,
+      natsUrl: nats,
+      staticPeers: list(flags, 'peer').map(parsePeer),
+      capabilities: list(flags, 'capability'),
+      callDeadlineMs: int(flags, 'call-deadline-ms', 1),
+      attemptTimeoutMs: int(flags, 'attempt-timeout-ms', 1),
+      maxRetries: int(flags, 'max-retries', 0, 100),
+      backoffFactor: num(flags, 'backoff-factor', 1, 100),
+      backoffBaseMs: int(flags, 'backoff-base-ms', 1),
+      tierStaggerMs: int(flags, 'tier-stagger-ms', 0),
+      tierCooldownMs: int(flags, 'tier-cooldown-ms', 0),
+      poolMaxPeers: int(flags, 'pool-max-peers', 1),
+      poolTtlMs: int(flags, 'pool-ttl-ms', 1),
+      maxPayloadBytes: int(flags, 'max-payload-bytes', 1),
+      relayHealthIntervalMs: int(flags, 'relay-health-interval-ms', 1),
+      relayHealthTimeoutMs: int(flags, 'relay-health-timeout-ms', 1),
+      relayUnhealthyAfterFailures: int(flags, 'relay-unhealthy-after', 1),
+      maxReservedRelays: int(flags, 'max-reserved-relays', 1),
+      shutdownGraceMs: int(flags, 'shutdown-grace-ms', 0),
+      maxInboundCallsPerPeer: int(flags, 'max-inbound-calls-per-peer', 1),
+      frameStallTimeoutMs: int(flags, 'frame-stall-timeout-ms', 1),
+      requestJournalFile: journal === '' ? undefined : (journal ?? `${identityFile}.requests`),
+      authTokenFile: str(flags, 'auth-token-file'),
+      authTokens: list(flags, 'auth-tokens'),
+      authHealthOpen: trueFalse(flags, 'auth-health-open'),
+      tlsCertFile: tlsCert,
+      tlsKeyFile: tlsKey,
+      tlsClientCaFile: tlsClientCa,
+      stunServers: list(flags, 'stun').map((v) => {
+        if (hostPort(v, 'stun').port === 0) throw new UsageError(`--stun port must not be 0, got "${v}"`)
+        return v
+      }),
+      natDetectIntervalMs: int(flags, 'nat-detect-interval-ms', 1),
+    },
+    identityFile,
+    metricsListen: metricsListen != null ? hostPort(metricsListen, 'metrics-listen') : undefined,
+  }
+}
+
+/** `stargate gateway`: runs until SIGTERM/SIGINT. */
+export async function runGateway(flags: ParsedFlags): Promise<void> {
+  const log = createLogger('gateway')
+  logBackgroundFailures(log)
+  const config = gatewayConfigFromFlags(flags)
+  const { privateKey, created } = await loadOrCreateIdentity(config.identityFile)
+  if (created) log.info('created identity', { file: config.identityFile })
+  const telemetry = await startTelemetry({
+    serviceName: 'stargate-gateway',
+    peerId: peerIdOf(privateKey),
+    metricsListen: config.metricsListen,
+    log: log.child('otel'),
+  })
+  const gateway = new Gateway({ ...config.init, privateKey, log })
+  try {
+    await gateway.start()
+  } catch (err: unknown) {
+    await telemetry.shutdown()
+    throw err
+  }
+  // Signal handlers go in before the readiness lines: whoever reads them may send SIGTERM at once.
+  stopOnSignals(async () => {
+    await gateway.stop()
+    await telemetry.shutdown()
+  }, log)
+  const api = gateway.apiAddress
+  process.stdout.write(`Gateway started: ${gateway.peerId}\n`)
+  process.stdout.write(`API: ${api.host}:${api.port}\n`)
+  process.stdout.write(`Multiaddrs: ${JSON.stringify(gateway.node.getMultiaddrs().map(String))}\n`)
+}

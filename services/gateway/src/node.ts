@@ -1,0 +1,63 @@
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { circuitRelayTransport } from '@libp2p/circuit-relay-v2'
+import { type Identify, identify } from '@libp2p/identify'
+import type { Connection, PrivateKey } from '@libp2p/interface'
+import { FaultTolerance } from '@libp2p/interface'
+import { type Ping, ping } from '@libp2p/ping'
+import { tcp } from '@libp2p/tcp'
+import type { Multiaddr } from '@multiformats/multiaddr'
+import { createLibp2p, type Libp2p } from 'libp2p'
+
+/** The libp2p services every gateway runs. */
+export interface GatewayServices {
+  identify: Identify
+  ping: Ping
+  [key: string]: unknown
+}
+
+export type GatewayNode = Libp2p<GatewayServices>
+
+export interface GatewayNodeOptions {
+  privateKey: PrivateKey
+  listen: string[]
+  announce: string[]
+  maxConnections: number
+}
+
+/** A libp2p node with tcp, noise, yamux, identify, ping and the circuit relay transport. */
+export async function createGatewayNode(o: GatewayNodeOptions): Promise<GatewayNode> {
+  return createLibp2p({
+    privateKey: o.privateKey,
+    addresses: { listen: o.listen, announce: o.announce },
+    // Reservations on relays are made after start by relay health (relays.ts); a failing listen is not fatal.
+    transportManager: { faultTolerance: FaultTolerance.NO_FATAL },
+    transports: [tcp(), circuitRelayTransport({ reservationCompletionTimeout: 10_000 })],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux({ maxMessageSize: 256 * 1024 })],
+    connectionManager: {
+      maxConnections: Math.max(o.maxConnections, 64),
+      inboundConnectionThreshold: 100,
+      dialTimeout: 10_000,
+    },
+    services: {
+      identify: identify(),
+      ping: ping(),
+    },
+  })
+}
+
+/** The parts of libp2p's transport manager the gateway uses (listen on a relay later; dial one address). */
+export interface TransportManagerLike {
+  listen(addrs: Multiaddr[]): Promise<void>
+  dial(ma: Multiaddr, options: { signal: AbortSignal }): Promise<Connection>
+}
+
+/**
+ * libp2p has no public API to listen on a relay after start, nor to dial one address without the per-peer
+ * dial queue (which merges a relay dial into a pending direct dial to the same peer). Its transport
+ * manager does both; this is the one place that reaches for it.
+ */
+export function transportManagerOf(node: GatewayNode): TransportManagerLike {
+  return (node as unknown as { components: { transportManager: TransportManagerLike } }).components.transportManager
+}

@@ -1,0 +1,137 @@
+import type { PrivateKey } from '@libp2p/interface'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { multiaddr } from '@multiformats/multiaddr'
+import type { Logger } from '@stargate/shared/log'
+import { GATEWAY_DEFAULTS } from './defaults.ts'
+import { parseObserver } from './nat/detector.ts'
+
+/** A static peer given with --peer PEERID=MULTIADDR. */
+export interface StaticPeer {
+  peerId: string
+  addr: string
+}
+
+/** Complete, validated gateway options. */
+export interface GatewayOptions {
+  privateKey: PrivateKey
+  log: Logger
+  apiHost: string
+  apiPort: number
+  /** libp2p listen multiaddrs; empty means reachable only through relays. */
+  p2pListen: string[]
+  /** Extra multiaddrs to announce (e.g. a public address in front of a NAT). */
+  p2pAnnounce: string[]
+  relays: string[]
+  natsUrl?: string
+  staticPeers: StaticPeer[]
+  callDeadlineMs: number
+  attemptTimeoutMs: number
+  maxRetries: number
+  backoffFactor: number
+  backoffBaseMs: number
+  backoffJitter: number
+  tierStaggerMs: number
+  tierCooldownMs: number
+  poolMaxPeers: number
+  poolTtlMs: number
+  maxPayloadBytes: number
+  maxInboundCallsPerPeer: number
+  frameStallTimeoutMs: number
+  dedupeWindowMs: number
+  dedupeMaxEntries: number
+  relayHealthIntervalMs: number
+  relayHealthTimeoutMs: number
+  relayUnhealthyAfterFailures: number
+  maxReservedRelays: number
+  presenceIntervalMs: number
+  presenceTtlMs: number
+  natsSubjectPrefix: string
+  shutdownGraceMs: number
+  latencyEwmaAlpha: number
+  capabilities: string[]
+  /** Journal of requests handed to handlers (survives restarts; no duplicate runs). Unset = memory only. */
+  requestJournalFile?: string
+  /** API bearer tokens, one per line (auth is on when this or authTokens gives a token). */
+  authTokenFile?: string
+  /** API bearer tokens (STARGATE_AUTH_TOKENS). */
+  authTokens: string[]
+  /** Whether grpc.health.v1 answers without a token when auth is on. */
+  authHealthOpen: boolean
+  /** TLS certificate chain (PEM file) of the API; with tlsKeyFile turns TLS on. */
+  tlsCertFile?: string
+  /** TLS private key (PEM file) of the API. */
+  tlsKeyFile?: string
+  /** CA (PEM file) that API client certificates must chain to; turns mTLS on. */
+  tlsClientCaFile?: string
+  /** STUN observers for NAT detection as HOST:PORT; empty = each relay's host at stunPort. */
+  stunServers: string[]
+  stunPort: number
+  stunTimeoutMs: number
+  stunRetransmitMs: number
+  natDetectIntervalMs: number
+  natAddrPollMs: number
+}
+
+export type GatewayInit = Pick<GatewayOptions, 'privateKey' | 'log'> & Partial<GatewayOptions>
+
+/** Fills defaults from GATEWAY_DEFAULTS and validates; throws RangeError naming the option. */
+export function resolveGatewayOptions(init: GatewayInit): GatewayOptions {
+  const defined = Object.fromEntries(Object.entries(init).filter(([, v]) => v !== undefined)) as GatewayInit
+  const o: GatewayOptions = {
+    ...GATEWAY_DEFAULTS,
+    p2pListen: [],
+    p2pAnnounce: [],
+    relays: [],
+    staticPeers: [],
+    capabilities: [],
+    authTokens: [],
+    stunServers: [],
+    ...defined,
+  }
+  if ((o.tlsCertFile == null) !== (o.tlsKeyFile == null)) {
+    throw new RangeError('tlsCertFile and tlsKeyFile must be given together (--tls-cert and --tls-key)')
+  }
+  if (o.tlsClientCaFile != null && o.tlsCertFile == null) {
+    throw new RangeError('tlsClientCaFile (--tls-client-ca) needs TLS: give --tls-cert and --tls-key too')
+  }
+  for (const a of [...o.p2pListen, ...o.p2pAnnounce]) multiaddr(a)
+  for (const r of o.relays) {
+    const ma = multiaddr(r)
+    if (ma.getComponents().find((c) => c.name === 'p2p') == null) {
+      throw new RangeError(`relay address ${r} must end in /p2p/<relay peer id>`)
+    }
+  }
+  for (const s of o.stunServers) parseObserver(s)
+  for (const p of o.staticPeers) {
+    peerIdFromString(p.peerId)
+    multiaddr(p.addr)
+  }
+  const positive: Array<keyof GatewayOptions> = [
+    'callDeadlineMs',
+    'attemptTimeoutMs',
+    'backoffBaseMs',
+    'poolMaxPeers',
+    'poolTtlMs',
+    'maxPayloadBytes',
+    'maxInboundCallsPerPeer',
+    'frameStallTimeoutMs',
+    'dedupeWindowMs',
+    'dedupeMaxEntries',
+    'relayHealthIntervalMs',
+    'relayHealthTimeoutMs',
+    'relayUnhealthyAfterFailures',
+    'maxReservedRelays',
+    'presenceIntervalMs',
+    'stunPort',
+    'stunTimeoutMs',
+    'stunRetransmitMs',
+    'natDetectIntervalMs',
+    'natAddrPollMs',
+  ]
+  for (const k of positive) {
+    if (!((o[k] as number) > 0)) throw new RangeError(`${k} must be positive, got ${String(o[k])}`)
+  }
+  if (o.backoffFactor < 1) throw new RangeError(`backoffFactor must be at least 1, got ${o.backoffFactor}`)
+  if (o.maxRetries < 0) throw new RangeError(`maxRetries must not be negative, got ${o.maxRetries}`)
+  return o
+}

@@ -1,0 +1,253 @@
+import type { PeerId } from '@libp2p/interface'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { multiaddr } from '@multiformats/multiaddr'
+import { messageOf } from '@stargate/shared/errors'
+import type { Logger } from '@stargate/shared/log'
+import { type GatewayNode, transportManagerOf } from './node.ts'
+import type { RelaySelector } from './tiers/libp2p.ts'
+
+export interface RelayManagerOptions {
+  relays: string[]
+  healthIntervalMs: number
+  healthTimeoutMs: number
+  unhealthyAfterFailures: number
+  maxReservedRelays: number
+  log: Logger
+}
+
+/** Health of one relay, as GetRelayHealth reports it. */
+export interface RelayState {
+  addr: string
+  peerId: string
+  healthy: boolean
+  /** A relayed call failed through it; excluded until the next check succeeds. */
+  suspect: boolean
+  consecutiveFailures: number
+  lastSuccessMs?: number
+  lastCheckMs?: number
+  rttMs: number
+  lastError: string
+  reconnectAttempts: number
+  nextReconnectMs: number
+}
+
+/** Observes health checks (telemetry hooks in here). */
+export interface RelayHealthObserver {
+  check?(relay: RelayState, ok: boolean, rttMs: number, error: string | undefined): void
+}
+
+/**
+ * Relay health: every relay is pinged over its connection each interval, each check with its own timeout;
+ * two consecutive failures (by default) make it unhealthy, a failed relayed call makes it suspect at once.
+ * Reservations are kept on up to maxReservedRelays healthy relays; a relay that comes back is reconnected
+ * with backoff and used again.
+ */
+export class RelayManager implements RelaySelector {
+  private readonly o: RelayManagerOptions
+  private readonly node: GatewayNode
+  private readonly states: RelayState[]
+  private timer?: NodeJS.Timeout
+  private running = false
+  private checking?: Promise<void>
+  private readonly checks = new Map<RelayState, Promise<void>>()
+  private readonly observer: RelayHealthObserver
+  private readonly onReservationsChanged: () => void
+
+  constructor(
+    node: GatewayNode,
+    options: RelayManagerOptions,
+    observer: RelayHealthObserver = {},
+    onReservationsChanged: () => void = () => {},
+  ) {
+    this.node = node
+    this.o = options
+    this.observer = observer
+    this.onReservationsChanged = onReservationsChanged
+    this.states = options.relays.map((addr) => ({
+      addr,
+      peerId: addr.split('/p2p/').at(-1) ?? '',
+      healthy: false,
+      suspect: false,
+      consecutiveFailures: 0,
+      rttMs: 0,
+      lastError: '',
+      reconnectAttempts: 0,
+      nextReconnectMs: 0,
+    }))
+  }
+
+  async start(): Promise<void> {
+    this.running = true
+    this.node.addEventListener('peer:disconnect', this.onDisconnect)
+    await this.checkAll()
+    this.schedule()
+  }
+
+  async stop(): Promise<void> {
+    this.running = false
+    this.node.removeEventListener('peer:disconnect', this.onDisconnect)
+    clearTimeout(this.timer)
+    await this.checking
+  }
+
+  all(): RelayState[] {
+    return this.states
+  }
+
+  /** Whether this gateway currently holds a reservation (a circuit listen address) on the relay. */
+  reserved(peerId: string): boolean {
+    return this.circuitAddrs(peerId).length > 0
+  }
+
+  /** This gateway's circuit addresses through a relay. */
+  circuitAddrs(peerId: string): string[] {
+    return this.node
+      .getMultiaddrs()
+      .map(String)
+      .filter((a) => a.includes(`/p2p/${peerId}/p2p-circuit`))
+  }
+
+  usable(): Array<{ addr: string; peerId: string }> {
+    return this.states
+      .filter((s) => s.healthy && !s.suspect)
+      .sort((a, b) => a.rttMs - b.rttMs)
+      .map((s) => ({ addr: s.addr, peerId: s.peerId }))
+  }
+
+  reportFailure(relayPeerId: string, reason: string): void {
+    const s = this.states.find((x) => x.peerId === relayPeerId)
+    if (s == null || s.suspect) return
+    s.suspect = true
+    s.lastError = `relayed call failed: ${reason}`
+    this.o.log.warn('relay suspect after a failed relayed call', { relay: s.addr, reason })
+    // Check it now instead of waiting for the next interval.
+    void this.checkOne(s)
+  }
+
+  private schedule(): void {
+    if (!this.running) return
+    this.timer = setTimeout(() => {
+      this.checking = this.checkAll().finally(() => this.schedule())
+    }, this.o.healthIntervalMs)
+    this.timer.unref()
+  }
+
+  private async checkAll(): Promise<void> {
+    await Promise.all(this.states.map((s) => this.checkOne(s)))
+    await this.ensureReservations()
+  }
+
+  /**
+   * The last connection to a relay closed (the relay died, restarted or the network dropped): check it now
+   * rather than at the next interval, so a dead relay is unhealthy one interval after its death, not two.
+   */
+  /** A closed relay connection (e.g. a crashed relay) is noticed at once: suspect now, checked now. */
+  private readonly onDisconnect = (evt: CustomEvent<PeerId>): void => {
+    const s = this.states.find((x) => x.peerId === evt.detail.toString())
+    if (s == null || !this.running) return
+    s.suspect = true
+    s.lastError = 'connection to the relay closed'
+    void this.checkOne(s)
+  }
+
+  /** Checks one relay; a check already running for it is joined, not doubled (one outcome, one count). */
+  private checkOne(s: RelayState): Promise<void> {
+    const running = this.checks.get(s)
+    if (running != null) return running
+    const check = this.runCheck(s).finally(() => this.checks.delete(s))
+    this.checks.set(s, check)
+    return check
+  }
+
+  private async runCheck(s: RelayState): Promise<void> {
+    const now = Date.now()
+    s.lastCheckMs = now
+    const peer = peerIdFromString(s.peerId)
+    const connected = this.node.getConnections(peer).some((c) => c.status === 'open')
+    try {
+      if (!connected) {
+        if (now < s.nextReconnectMs) throw new Error(s.lastError || 'not connected; waiting to reconnect')
+        s.reconnectAttempts++
+        s.nextReconnectMs = now + Math.min(30_000, 500 * 2 ** Math.min(s.reconnectAttempts, 6))
+        await this.node.dial(multiaddr(s.addr), { signal: AbortSignal.timeout(this.o.healthTimeoutMs) })
+      }
+      const rtt = await this.node.services.ping.ping(peer, { signal: AbortSignal.timeout(this.o.healthTimeoutMs) })
+      const wasHealthy = s.healthy && !s.suspect
+      s.rttMs = rtt
+      s.consecutiveFailures = 0
+      s.lastSuccessMs = Date.now()
+      s.healthy = true
+      s.suspect = false
+      s.lastError = ''
+      s.reconnectAttempts = 0
+      s.nextReconnectMs = 0
+      this.observer.check?.(s, true, rtt, undefined)
+      if (!wasHealthy) {
+        this.o.log.info('relay healthy', { relay: s.addr, rttMs: rtt })
+        if (this.running) void this.ensureReservations()
+      }
+    } catch (err: unknown) {
+      const wasHealthy = s.healthy
+      s.consecutiveFailures++
+      s.lastError = messageOf(err)
+      if (s.consecutiveFailures >= this.o.unhealthyAfterFailures) s.healthy = false
+      this.observer.check?.(s, false, 0, s.lastError)
+      if (wasHealthy && !s.healthy) {
+        this.o.log.warn('relay unhealthy', { relay: s.addr, failures: s.consecutiveFailures, error: s.lastError })
+        if (this.running) void this.ensureReservations()
+      }
+    }
+  }
+
+  private reserving = false
+  private reserveAgain = false
+
+  /** Keeps reservations on up to maxReservedRelays healthy relays (lowest RTT first). */
+  private async ensureReservations(): Promise<void> {
+    if (this.reserving) {
+      // Asked while a pass is running (e.g. another relay just turned healthy): run once more after it.
+      this.reserveAgain = true
+      return
+    }
+    this.reserving = true
+    try {
+      do {
+        this.reserveAgain = false
+        await this.reservePass()
+      } while (this.reserveAgain && this.running)
+    } finally {
+      this.reserving = false
+    }
+  }
+
+  private async reservePass(): Promise<void> {
+    const healthy = this.states.filter((s) => s.healthy && !s.suspect).sort((a, b) => a.rttMs - b.rttMs)
+    let held = healthy.filter((s) => this.reserved(s.peerId)).length
+    for (const s of healthy) {
+      if (held >= this.o.maxReservedRelays) break
+      if (this.reserved(s.peerId)) continue
+      // Still "healthy" after a single failed check (e.g. it was just killed): reserve once a check succeeds again.
+      if (s.consecutiveFailures > 0) continue
+      try {
+        // Bounded: a relay that accepts the connection but never answers must not block the others.
+        await withTimeout(transportManagerOf(this.node).listen([multiaddr(`${s.addr}/p2p-circuit`)]), this.o.healthTimeoutMs * 5)
+        // The transport manager is fault tolerant (node.ts): a listen that failed resolves all the same.
+        if (!this.reserved(s.peerId)) throw new Error('no reservation was made (relay unreachable?)')
+        held++
+        this.o.log.info('reserved on relay', { relay: s.addr })
+        this.onReservationsChanged()
+      } catch (err: unknown) {
+        s.lastError = `reservation refused: ${messageOf(err)}`
+        this.o.log.warn('reservation failed', { relay: s.addr, error: s.lastError })
+      }
+    }
+  }
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms)
+  })
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer))
+}

@@ -1,0 +1,260 @@
+import {
+  type Attributes,
+  type Context,
+  type Counter,
+  context,
+  type Histogram,
+  metrics,
+  propagation,
+  ROOT_CONTEXT,
+  type Span,
+  SpanKind,
+  SpanStatusCode,
+  trace,
+} from '@opentelemetry/api'
+import { Code, StargateError } from '@stargate/shared/errors'
+import type { PeerRequest } from '@stargate/shared/gen/envelope'
+import { AttemptOutcome, Tier } from '@stargate/shared/gen/gateway'
+import { STARGATE_VERSION } from '@stargate/shared/version'
+import type { InboundMeta, InboundObserver, PeerResponseInit } from '../inbound.ts'
+import type { RelayHealthObserver, RelayState } from '../relays.ts'
+import { type AttemptInit, type CallPlan, type RouterObserver, tierName } from '../router.ts'
+import type { HandlerResult } from '../serve.ts'
+
+/** Instrumentation scope of the gateway's spans and metrics. */
+export const GATEWAY_SCOPE = 'stargate-gateway'
+
+/** Span and metric attribute names used by the gateway. */
+export const ATTR = {
+  tier: 'stargate.tier',
+  attempt: 'stargate.attempt',
+  peerId: 'stargate.peer_id',
+  outcome: 'stargate.outcome',
+  reason: 'stargate.reason',
+  via: 'stargate.via',
+  method: 'stargate.method',
+  requestId: 'stargate.request_id',
+  callerPeerId: 'stargate.caller_peer_id',
+  replayed: 'stargate.replayed',
+  relay: 'stargate.relay.peer_id',
+  relayAddr: 'stargate.relay.addr',
+  rttMs: 'stargate.relay.rtt_ms',
+  errorType: 'error.type',
+} as const
+
+const OUTCOMES: Record<number, string> = {
+  [AttemptOutcome.SUCCESS]: 'success',
+  [AttemptOutcome.FAILED]: 'failed',
+  [AttemptOutcome.SKIPPED]: 'skipped',
+  [AttemptOutcome.CANCELLED]: 'cancelled',
+  [AttemptOutcome.REMOTE_ERROR]: 'remote_error',
+}
+
+function outcomeName(o: AttemptOutcome | undefined): string {
+  return OUTCOMES[o ?? AttemptOutcome.UNSPECIFIED] ?? 'unspecified'
+}
+
+function codeName(code: number): string {
+  return (Code as unknown as Record<number, string>)[code] ?? String(code)
+}
+
+function durationMsOf(d: AttemptInit['duration']): number {
+  return Number(d?.seconds ?? 0n) * 1000 + (d?.nanos ?? 0) / 1e6
+}
+
+/** What the gateway telemetry reads on its own (observable gauges). */
+export interface GatewayTelemetrySources {
+  /** Open pooled connections. */
+  poolConnections(): number
+  /** Inbound traffic counters (handled, replayed from memory, refused as busy, malformed and dropped). */
+  inboundStats?(): { handled: number; replayed: number; rejectedBusy: number; malformed: number }
+  /** The configured relays and their health. */
+  relays(): RelayState[]
+}
+
+/**
+ * The gateway's spans and metrics. It observes the router (a span per Call with a child span per tier
+ * attempt; attempt and call metrics), relay health checks (a span and metrics per check) and inbound calls
+ * (a SERVER span joining the caller's trace through the envelope's trace_context, with a child span for
+ * the delivery to a Serve client). Without a configured SDK every instrument is a no-op.
+ */
+export class GatewayTelemetry implements RouterObserver, RelayHealthObserver, InboundObserver {
+  private readonly tracer = trace.getTracer(GATEWAY_SCOPE, STARGATE_VERSION)
+  private readonly calls = new WeakMap<CallPlan, Span>()
+  private readonly attempts: Counter
+  private readonly attemptDuration: Histogram
+  private readonly callDuration: Histogram
+  private readonly healthChecks: Counter
+  private readonly relayRtt: Histogram
+  private readonly inboundCalls: Counter
+
+  constructor(sources: GatewayTelemetrySources) {
+    const meter = metrics.getMeter(GATEWAY_SCOPE, STARGATE_VERSION)
+    this.attempts = meter.createCounter('stargate.tier.attempts', { description: 'Tier attempts by tier and outcome', unit: '{attempt}' })
+    this.attemptDuration = meter.createHistogram('stargate.tier.attempt.duration', {
+      description: 'Duration of tier attempts (connect and exchange)',
+      unit: 's',
+    })
+    this.callDuration = meter.createHistogram('stargate.call.duration', { description: 'Duration of outbound Calls', unit: 's' })
+    this.healthChecks = meter.createCounter('stargate.relay.health_checks', {
+      description: 'Relay health checks by outcome',
+      unit: '{check}',
+    })
+    this.relayRtt = meter.createHistogram('stargate.relay.rtt', { description: 'Round-trip time of relay health pings', unit: 's' })
+    this.inboundCalls = meter.createCounter('stargate.inbound.calls', {
+      description: 'Calls received from other gateways',
+      unit: '{call}',
+    })
+    meter
+      .createObservableGauge('stargate.relay.healthy', { description: '1 when the relay is healthy and usable, else 0' })
+      .addCallback((r) => {
+        for (const s of sources.relays()) r.observe(s.healthy && !s.suspect ? 1 : 0, { [ATTR.relay]: s.peerId })
+      })
+    meter
+      .createObservableGauge('stargate.pool.connections', { description: 'Open pooled peer connections', unit: '{connection}' })
+      .addCallback((r) => r.observe(sources.poolConnections()))
+    meter
+      .createObservableCounter('stargate.inbound.dropped', {
+        description:
+          'Inbound requests not run: malformed/forged/replayed frames and messages, busy refusals, duplicates answered from memory',
+        unit: '{request}',
+      })
+      .addCallback((r) => {
+        const s = sources.inboundStats?.()
+        if (s == null) return
+        r.observe(s.malformed, { reason: 'malformed' })
+        r.observe(s.rejectedBusy, { reason: 'busy' })
+        r.observe(s.replayed, { reason: 'duplicate' })
+      })
+  }
+
+  /**
+   * Runs one outbound Call inside its span: the span becomes the parent of the tier-attempt spans, and its
+   * W3C trace context is put into plan.traceContext so the remote gateway joins the trace on every tier.
+   */
+  async traceCall<T>(plan: CallPlan, run: () => Promise<T>): Promise<T> {
+    const span = this.tracer.startSpan('stargate.call', {
+      kind: SpanKind.CLIENT,
+      attributes: { [ATTR.peerId]: plan.peerId, [ATTR.method]: plan.method, [ATTR.requestId]: plan.requestId },
+    })
+    const ctx = trace.setSpan(context.active(), span)
+    const carrier: Record<string, string> = { ...plan.traceContext }
+    propagation.inject(ctx, carrier)
+    plan.traceContext = carrier
+    this.calls.set(plan, span)
+    try {
+      return await context.with(ctx, run)
+    } finally {
+      this.calls.delete(plan)
+      span.end()
+    }
+  }
+
+  /** The W3C trace context of the active span, for requests handled here without the router (calls to self). */
+  currentTraceContext(): Record<string, string> {
+    const carrier: Record<string, string> = {}
+    propagation.inject(context.active(), carrier)
+    return carrier
+  }
+
+  attempt(peerId: string, a: AttemptInit, plan: CallPlan): void {
+    const endMs = Date.now()
+    const durationMs = durationMsOf(a.duration)
+    const tier = tierName(a.tier ?? Tier.UNSPECIFIED)
+    const outcome = outcomeName(a.outcome)
+    const parent = this.calls.get(plan)
+    const attrs: Attributes = {
+      [ATTR.tier]: tier,
+      [ATTR.attempt]: a.round ?? 0,
+      [ATTR.peerId]: peerId,
+      [ATTR.outcome]: outcome,
+    }
+    if (a.reason) attrs[ATTR.reason] = a.reason
+    if (a.via) attrs[ATTR.via] = a.via
+    const failed =
+      a.outcome === AttemptOutcome.FAILED || a.outcome === AttemptOutcome.CANCELLED || a.outcome === AttemptOutcome.REMOTE_ERROR
+    if (failed) attrs[ATTR.errorType] = outcome
+    const span = this.tracer.startSpan(
+      `stargate.attempt ${tier}`,
+      { kind: SpanKind.INTERNAL, startTime: endMs - durationMs, attributes: attrs },
+      parent != null ? trace.setSpan(ROOT_CONTEXT, parent) : context.active(),
+    )
+    if (failed) span.setStatus({ code: SpanStatusCode.ERROR, message: a.reason ?? outcome })
+    span.end(endMs)
+    this.attempts.add(1, { [ATTR.tier]: tier, [ATTR.outcome]: outcome })
+    this.attemptDuration.record(durationMs / 1000, { [ATTR.tier]: tier, [ATTR.outcome]: outcome })
+  }
+
+  call(_peerId: string, ok: boolean, tier: Tier, durationMs: number, code: Code | undefined, plan: CallPlan): void {
+    const attrs: Attributes = { [ATTR.tier]: tierName(tier), [ATTR.outcome]: ok ? 'success' : 'error' }
+    if (!ok && code != null) attrs[ATTR.errorType] = codeName(code)
+    this.callDuration.record(durationMs / 1000, attrs)
+    const span = this.calls.get(plan)
+    if (span == null) return
+    span.setAttributes(attrs)
+    if (!ok) span.setStatus({ code: SpanStatusCode.ERROR, message: code != null ? codeName(code) : 'error' })
+  }
+
+  check(relay: RelayState, ok: boolean, rttMs: number, error: string | undefined): void {
+    const endMs = Date.now()
+    const outcome = ok ? 'ok' : 'failed'
+    const attrs: Attributes = { [ATTR.relay]: relay.peerId, [ATTR.relayAddr]: relay.addr, [ATTR.outcome]: outcome }
+    if (ok) attrs[ATTR.rttMs] = rttMs
+    else attrs[ATTR.errorType] = 'health_check_failed'
+    const span = this.tracer.startSpan(
+      'stargate.relay.health_check',
+      { kind: SpanKind.CLIENT, startTime: relay.lastCheckMs ?? endMs, attributes: attrs },
+      ROOT_CONTEXT,
+    )
+    if (!ok) span.setStatus({ code: SpanStatusCode.ERROR, message: error ?? 'failed' })
+    span.end(endMs)
+    this.healthChecks.add(1, { [ATTR.relay]: relay.peerId, [ATTR.outcome]: outcome })
+    if (ok) this.relayRtt.record(rttMs / 1000, { [ATTR.relay]: relay.peerId })
+  }
+
+  async handle(req: PeerRequest, meta: InboundMeta, run: () => Promise<PeerResponseInit>): Promise<PeerResponseInit> {
+    const parent: Context = propagation.extract(ROOT_CONTEXT, req.traceContext)
+    const tier = tierName(meta.tier)
+    const span = this.tracer.startSpan(
+      'stargate.inbound',
+      {
+        kind: SpanKind.SERVER,
+        attributes: {
+          [ATTR.tier]: tier,
+          [ATTR.callerPeerId]: meta.callerPeerId,
+          [ATTR.method]: req.method,
+          [ATTR.requestId]: req.requestId,
+        },
+      },
+      parent,
+    )
+    try {
+      const res = await context.with(trace.setSpan(parent, span), run)
+      const error = res.result?.case === 'error' ? res.result.value : undefined
+      const outcome = error != null ? 'error' : 'success'
+      span.setAttributes({ [ATTR.outcome]: outcome, [ATTR.replayed]: res.replayed === true })
+      if (error != null) {
+        span.setAttribute(ATTR.errorType, codeName(error.code ?? Code.Unknown))
+        span.setStatus({ code: SpanStatusCode.ERROR, message: error.message ?? '' })
+      }
+      this.inboundCalls.add(1, { [ATTR.tier]: tier, [ATTR.outcome]: outcome })
+      return res
+    } finally {
+      span.end()
+    }
+  }
+
+  async deliver(req: PeerRequest, run: () => Promise<HandlerResult>): Promise<HandlerResult> {
+    const span = this.tracer.startSpan('stargate.serve.deliver', { kind: SpanKind.INTERNAL, attributes: { [ATTR.method]: req.method } })
+    try {
+      return await context.with(trace.setSpan(context.active(), span), run)
+    } catch (err: unknown) {
+      const e = StargateError.from(err)
+      span.setAttribute(ATTR.errorType, codeName(e.code))
+      span.setStatus({ code: SpanStatusCode.ERROR, message: e.rawMessage })
+      throw err
+    } finally {
+      span.end()
+    }
+  }
+}

@@ -1,0 +1,67 @@
+import { create } from '@bufbuild/protobuf'
+import { durationFromMs, timestampFromDate } from '@bufbuild/protobuf/wkt'
+import type { ServiceImpl } from '@connectrpc/connect'
+import {
+  type GetRelayInfoResponse,
+  GetRelayInfoResponseSchema,
+  type GetRelayStatsResponse,
+  GetRelayStatsResponseSchema,
+  RefusalReason,
+  type RelayService,
+} from '@stargate/shared/gen/relay'
+import { STARGATE_VERSION } from '@stargate/shared/version'
+import type { Relay } from './relay.ts'
+import type { RefusalReasonName } from './stats.ts'
+
+const REFUSAL_REASONS: RefusalReasonName[] = [
+  'RESERVATION_LIMIT',
+  'PERMISSION_DENIED',
+  'RATE_LIMITED',
+  'PER_PEER_LIMIT',
+  'PER_IP_LIMIT',
+  'NO_RESERVATION',
+  'CONNECTION_LIMIT',
+  'CONNECTION_FAILED',
+]
+
+/** The admin RelayService over a running relay. */
+export function relayServiceImpl(relay: Relay): ServiceImpl<typeof RelayService> {
+  return {
+    getRelayInfo(): GetRelayInfoResponse {
+      const o = relay.options
+      return create(GetRelayInfoResponseSchema, {
+        peerId: relay.peerId.toString(),
+        multiaddrs: relay.multiaddrs,
+        version: STARGATE_VERSION,
+        startedAt: timestampFromDate(relay.startedAt),
+        limits: {
+          maxReservations: o.maxReservations,
+          maxConnections: o.maxConnections,
+          reservationTtl: durationFromMs(o.reservationTtlMs),
+          maxCircuitBytes: BigInt(o.maxCircuitBytes),
+          maxCircuitDuration: durationFromMs(o.maxCircuitDurationMs),
+          maxReservationsPerPeer: o.maxReservationsPerPeer,
+          maxReservationsPerIp: o.maxReservationsPerIp,
+          maxConnectionsPerIpPerSecond: o.maxConnectionsPerIpPerSecond,
+          maxReservationsPerIpPerSecond: o.maxReservationsPerIpPerSecond,
+          allowlistEnabled: o.allowlist.length > 0,
+        },
+      })
+    },
+    getRelayStats(): GetRelayStatsResponse {
+      const s = relay.snapshot()
+      return create(GetRelayStatsResponseSchema, {
+        reservations: s.reservations,
+        activeCircuits: s.activeCircuits,
+        totalCircuits: BigInt(s.totalCircuits),
+        bytesFromInitiator: s.bytesFromInitiator,
+        bytesToInitiator: s.bytesToInitiator,
+        // Every reason, zero counts included, in enum order: stable rows for dashboards.
+        refusals: REFUSAL_REASONS.map((name) => ({ reason: RefusalReason[name], count: BigInt(s.refusals.get(name) ?? 0) })),
+        uptime: durationFromMs(s.uptimeMs),
+        connections: s.connections,
+        totalReservations: BigInt(s.totalReservations),
+      })
+    },
+  }
+}

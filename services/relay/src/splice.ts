@@ -1,0 +1,111 @@
+import type { MessageStream } from '@libp2p/interface'
+
+/** Why a relayed connection ended. */
+export type SpliceEnd = 'closed' | 'reset' | 'data-limit' | 'duration-limit' | 'shutdown'
+
+export interface SpliceOptions {
+  /** Bytes allowed per direction; 0 = no limit. */
+  maxBytes: number
+  /** Lifetime of the relayed connection; 0 = no limit. */
+  maxDurationMs: number
+  /** Called with every chunk forwarded, after it was handed to the other side. */
+  onBytes(direction: 'fromInitiator' | 'toInitiator', bytes: number): void
+  /** Aborting ends the relayed connection at once (relay shutdown). */
+  signal?: AbortSignal
+}
+
+/** The error a relayed stream is aborted with when a limit is hit. */
+export class CircuitLimitError extends Error {
+  override name = 'CircuitLimitError'
+}
+
+/**
+ * Joins two streams of a relayed connection — `initiator` (the hop stream from the dialing peer) and `target`
+ * (the stop stream to the reserving peer) — forwarding every chunk both ways with backpressure (the reading
+ * side is paused while the writing side drains), propagating half-closes and resets, counting forwarded bytes
+ * per direction and enforcing the optional data (per direction) and duration limits.
+ * Resolves when both streams are finished.
+ */
+export function splice(initiator: MessageStream, target: MessageStream, opts: SpliceOptions): Promise<SpliceEnd> {
+  const { promise, resolve } = Promise.withResolvers<SpliceEnd>()
+  let end: SpliceEnd | undefined
+  let closed = 0
+  let timer: NodeJS.Timeout | undefined
+
+  const finish = (): void => {
+    if (timer != null) clearTimeout(timer)
+    opts.signal?.removeEventListener('abort', onShutdown)
+    resolve(end ?? 'closed')
+  }
+  const abortBoth = (reason: SpliceEnd, err: Error): void => {
+    end ??= reason
+    initiator.abort(err)
+    target.abort(err)
+  }
+  const onShutdown = (): void => abortBoth('shutdown', new CircuitLimitError('relay is shutting down'))
+
+  const pump = (from: MessageStream, to: MessageStream, direction: 'fromInitiator' | 'toInitiator'): void => {
+    let sent = 0
+    from.addEventListener('message', (evt) => {
+      const n = evt.data.byteLength
+      if (opts.maxBytes > 0 && sent + n > opts.maxBytes) {
+        abortBoth('data-limit', new CircuitLimitError(`data limit of ${opts.maxBytes} bytes per direction exceeded`))
+        return
+      }
+      if (to.status !== 'open' && to.status !== 'closing') return
+      sent += n
+      let ok: boolean
+      try {
+        ok = to.send(evt.data)
+      } catch (err: unknown) {
+        abortBoth('reset', err instanceof Error ? err : new Error(String(err)))
+        return
+      }
+      opts.onBytes(direction, n)
+      if (!ok) {
+        from.pause()
+        to.onDrain().then(
+          () => from.resume(),
+          (err: unknown) => abortBoth('reset', err instanceof Error ? err : new Error(String(err))),
+        )
+      }
+    })
+    from.addEventListener('remoteCloseWrite', () => {
+      to.close().catch((err: unknown) => abortBoth('reset', err instanceof Error ? err : new Error(String(err))))
+    })
+    from.addEventListener(
+      'close',
+      (evt: { error?: Error }) => {
+        if (evt.error != null) {
+          end ??= 'reset'
+          if (to.status === 'open' || to.status === 'closing') to.abort(evt.error)
+        }
+        if (++closed === 2) finish()
+      },
+      { once: true },
+    )
+  }
+
+  pump(initiator, target, 'fromInitiator')
+  pump(target, initiator, 'toInitiator')
+  for (const [s, other] of [
+    [initiator, target],
+    [target, initiator],
+  ] as const) {
+    if (s.status !== 'open' && s.status !== 'closing') {
+      end ??= 'reset'
+      other.abort(new Error('the other side of the relayed connection is gone'))
+      if (++closed === 2) finish()
+    }
+  }
+  if (opts.maxDurationMs > 0) {
+    timer = setTimeout(
+      () => abortBoth('duration-limit', new CircuitLimitError(`duration limit of ${opts.maxDurationMs} ms exceeded`)),
+      opts.maxDurationMs,
+    )
+    timer.unref()
+  }
+  if (opts.signal?.aborted === true) onShutdown()
+  else opts.signal?.addEventListener('abort', onShutdown, { once: true })
+  return promise
+}

@@ -1,0 +1,27 @@
+/** Why the relay refused a connection, reservation or circuit (names of stargate.v1.RefusalReason). */
+export type RefusalReasonName =
+  | 'RESERVATION_LIMIT'
+  | 'PERMISSION_DENIED'
+  | 'RATE_LIMITED'
+  | 'PER_PEER_LIMIT'
+  | 'PER_IP_LIMIT'
+  | 'NO_RESERVATION'
+  | 'CONNECTION_LIMIT'
+  | 'CONNECTION_FAILED'
+
+/**
+ * Counters since start. Bytes are the relayed connection's bytes as the relay forwards them after the hop/stop
+ * handshake: the peers' encrypted (Noise) and multiplexed (Yamux) stream, i.e. application payload plus framing.
+ */
+export class RelayStats {
+  totalCircuits = 0
+  activeCircuits = 0
+  totalReservations = 0
+  bytesFromInitiator = 0n
+  bytesToInitiator = 0n
+  readonly refusals = new Map<RefusalReasonName, number>()
+
+  refuse(reason: RefusalReasonName): void {
+    this.refusals.set(reason, (this.refusals.get(reason) ?? 0) + 1)
+  }
+}

@@ -1,0 +1,47 @@
+/** Log levels in increasing severity. */
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent'
+
+const LEVELS: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40, silent: 100 }
+
+/** A namespaced logger writing JSON lines to stderr. */
+export interface Logger {
+  readonly namespace: string
+  debug(msg: string, fields?: Record<string, unknown>): void
+  info(msg: string, fields?: Record<string, unknown>): void
+  warn(msg: string, fields?: Record<string, unknown>): void
+  error(msg: string, fields?: Record<string, unknown>): void
+  child(suffix: string): Logger
+}
+
+export interface LoggerOptions {
+  level?: LogLevel
+  write?: (line: string) => void
+}
+
+function serialise(value: unknown): unknown {
+  if (value instanceof Error) return { name: value.name, message: value.message }
+  if (typeof value === 'bigint') return value.toString()
+  return value
+}
+
+/** Creates a logger; the level comes from the option, else STARGATE_LOG_LEVEL, else info. */
+export function createLogger(namespace: string, options: LoggerOptions = {}): Logger {
+  const envLevel = process.env.STARGATE_LOG_LEVEL as LogLevel | undefined
+  const level = options.level ?? (envLevel != null && envLevel in LEVELS ? envLevel : 'info')
+  const threshold = LEVELS[level]
+  const write = options.write ?? ((line: string) => process.stderr.write(`${line}\n`))
+  const emit = (lvl: LogLevel, msg: string, fields?: Record<string, unknown>): void => {
+    if (LEVELS[lvl] < threshold) return
+    const record: Record<string, unknown> = { time: new Date().toISOString(), level: lvl, ns: namespace, msg }
+    if (fields != null) for (const [k, v] of Object.entries(fields)) record[k] = serialise(v)
+    write(JSON.stringify(record))
+  }
+  return {
+    namespace,
+    debug: (m, f) => emit('debug', m, f),
+    info: (m, f) => emit('info', m, f),
+    warn: (m, f) => emit('warn', m, f),
+    error: (m, f) => emit('error', m, f),
+    child: (suffix) => createLogger(`${namespace}:${suffix}`, { level, write }),
+  }
+}

@@ -1,0 +1,183 @@
+/**
+ * Chaos: steady load (50 concurrent callers) while the relay, nats-server and the target gateway are
+ * killed (SIGKILL) and restarted. Every call must end with success or a clear status within its deadline,
+ * no call may hang, no request may run twice, and the caller's file descriptors and memory must come back
+ * near their baseline. Bounded: CHAOS_DURATION_MS (default 60 s) of load, every loop bounded in count.
+ */
+import assert from 'node:assert/strict'
+import { readdirSync, readFileSync } from 'node:fs'
+import { describe, it } from 'node:test'
+import { fromJson } from '@bufbuild/protobuf'
+import { ValueSchema } from '@bufbuild/protobuf/wkt'
+import { Code, ConnectError } from '@connectrpc/connect'
+import { Tier } from '@stargate/shared/gen/gateway'
+import { freePort, Harness, type Proc } from '../lib/harness.ts'
+
+const DURATION_MS = Number(process.env.CHAOS_DURATION_MS ?? 60_000)
+const CALLERS = 50
+const CALL_DEADLINE_MS = 10_000
+const MAX_CALLS_PER_CALLER = 5_000
+// ABORTED: the target was killed while running the request, and its journal refuses to run it again.
+// UNIMPLEMENTED: the restarted target answered before its Serve client had registered the method again.
+const CLEAR_STATUSES = new Set([Code.Unavailable, Code.DeadlineExceeded, Code.Aborted, Code.ResourceExhausted, Code.Unimplemented])
+
+function fds(pid: number): number {
+  return readdirSync(`/proc/${pid}/fd`).length
+}
+
+function rssMiB(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
+  return m != null ? Number(m[1]) / 1024 : 0
+}
+
+describe('chaos', () => {
+  it('chaos - 50 callers while relay, NATS and target are killed and restarted: no hang, no duplicate, clear statuses', async () => {
+    const h = new Harness()
+    try {
+      const natsPort = await freePort()
+      const relayPort = await freePort()
+      const targetPort = await freePort()
+      let nats = await h.nats(natsPort)
+      let relay = await h.relay(['--port', String(relayPort)], { name: 'relay' })
+      const relayIdentity = relay.identity
+      const targetArgs = ['--p2p-listen', `/ip4/127.0.0.1/tcp/${targetPort}`, '--relay', relay.multiaddr, '--nats', nats.url]
+      let target = await h.gateway(targetArgs, { name: 'target' })
+      const targetIdentity = target.identity
+      const caller = await h.gateway(
+        [
+          '--peer',
+          `${target.peerId}=/ip4/127.0.0.1/tcp/${targetPort}`,
+          '--relay',
+          relay.multiaddr,
+          '--nats',
+          nats.url,
+          '--backoff-base-ms',
+          '500',
+          '--tier-cooldown-ms',
+          '3000',
+        ],
+        { name: 'caller' },
+      )
+      const servers: Proc[] = [await h.serveClient(target.api, ['echo'])]
+
+      const outcomes: Array<{ code: string; ms: number; tier?: Tier }> = []
+      let hangs = 0
+      let stop = false
+      const started = Date.now()
+      const worker = async (w: number): Promise<void> => {
+        for (let n = 0; n < MAX_CALLS_PER_CALLER && !stop; n++) {
+          const t0 = Date.now()
+          const call = caller.client.call(
+            {
+              peerId: target.peerId,
+              method: 'echo',
+              payload: { case: 'json', value: fromJson(ValueSchema, { w, n }) },
+              idempotencyKey: `chaos-${w}-${n}`,
+              // half the callers may not use the direct path, so the relay and NATS carry load too
+              options: w % 2 === 0 ? {} : { allowedTiers: [Tier.RELAY, Tier.NATS] },
+            },
+            { timeoutMs: CALL_DEADLINE_MS },
+          )
+          let timer: NodeJS.Timeout | undefined
+          const hang = new Promise<'hang'>((resolve) => {
+            timer = setTimeout(() => resolve('hang'), CALL_DEADLINE_MS + 5_000)
+          })
+          const r = await Promise.race([
+            call.then(
+              (res) => ({ code: 'OK', tier: res.tier }),
+              (err: unknown) => ({ code: Code[ConnectError.from(err).code] ?? 'UNKNOWN' }),
+            ),
+            hang,
+          ])
+          clearTimeout(timer)
+          if (r === 'hang') {
+            hangs++
+            return
+          }
+          outcomes.push({ ...r, ms: Date.now() - t0 })
+          if (r.code !== 'OK') await new Promise((res) => setTimeout(res, 100))
+        }
+      }
+      const load = Promise.all(Array.from({ length: CALLERS }, (_, w) => worker(w)))
+      const at = (ms: number) => new Promise((res) => setTimeout(res, Math.max(0, started + ms - Date.now())))
+      const pid = caller.proc.child.pid!
+
+      // warm-up, then the baseline of the caller process
+      await at(DURATION_MS * 0.1)
+      const baseline = { fds: fds(pid), rssMiB: rssMiB(pid), calls: outcomes.length }
+
+      await at(DURATION_MS * 0.15)
+      await relay.proc.stop('SIGKILL')
+      await at(DURATION_MS * 0.27)
+      relay = await h.relay(['--port', String(relayPort)], { identity: relayIdentity, name: 'relay-again' })
+
+      await at(DURATION_MS * 0.4)
+      await nats.proc.stop('SIGKILL')
+      await at(DURATION_MS * 0.52)
+      nats = await h.nats(natsPort)
+
+      await at(DURATION_MS * 0.62)
+      await target.proc.stop('SIGKILL')
+      await at(DURATION_MS * 0.72)
+      target = await h.gateway(targetArgs, { identity: targetIdentity, name: 'target-again' })
+      servers.push(await h.serveClient(target.api, ['echo']))
+
+      await at(DURATION_MS)
+      stop = true
+      await load
+
+      // nothing done twice: every request id ran at most once across all handler processes
+      const runs = new Map<string, number>()
+      for (const s of servers) {
+        for (const line of s.stdout) {
+          const [tag, , id] = line.split(' ')
+          if (tag === 'HANDLED' && id != null) runs.set(id, (runs.get(id) ?? 0) + 1)
+        }
+      }
+      const duplicates = [...runs.values()].filter((n) => n > 1).length
+
+      // settle past the calls' 10 s deadline timers, then resources back near the baseline
+      await new Promise((res) => setTimeout(res, CALL_DEADLINE_MS + 2_000))
+      assert.ok(caller.proc.running, `the caller gateway is still running\n${caller.proc.dump()}`)
+      const after = { fds: fds(pid), rssMiB: rssMiB(pid) }
+
+      const byCode = new Map<string, number>()
+      for (const o of outcomes) byCode.set(o.code, (byCode.get(o.code) ?? 0) + 1)
+      const ok = byCode.get('OK') ?? 0
+      const byTier = new Map<string, number>()
+      for (const o of outcomes) if (o.tier != null) byTier.set(Tier[o.tier], (byTier.get(Tier[o.tier]) ?? 0) + 1)
+      const slowest = Math.max(...outcomes.map((o) => o.ms))
+      const figures = {
+        durationS: DURATION_MS / 1000,
+        callers: CALLERS,
+        calls: outcomes.length,
+        succeeded: ok,
+        successRate: Number((ok / outcomes.length).toFixed(4)),
+        statuses: Object.fromEntries(byCode),
+        servedByTier: Object.fromEntries(byTier),
+        hangs,
+        duplicateExecutions: duplicates,
+        slowestCallMs: slowest,
+        callerBackgroundFailuresLogged: caller.proc.stderr.filter((l) => l.includes('(process stays up)')).length,
+        callerFds: { baseline: baseline.fds, after: after.fds },
+        callerRssMiB: { baseline: Math.round(baseline.rssMiB), after: Math.round(after.rssMiB) },
+      }
+      process.stdout.write(`\nCHAOS FIGURES ${JSON.stringify(figures, null, 2)}\n`)
+
+      assert.equal(hangs, 0, 'no call hung past its deadline')
+      assert.equal(duplicates, 0, 'no request ran twice')
+      for (const o of outcomes) {
+        if (o.code === 'OK') continue
+        assert.ok(CLEAR_STATUSES.has(Code[o.code as keyof typeof Code] as Code), `a failed call ended with a clear status, got ${o.code}`)
+        assert.ok(o.ms <= CALL_DEADLINE_MS + 2_000, `a failed call ended within its deadline (${o.ms} ms)`)
+      }
+      assert.ok(ok / outcomes.length > 0.5, `most calls succeeded (${ok}/${outcomes.length})`)
+      assert.ok(after.fds <= baseline.fds + 40, `file descriptors back near baseline (${baseline.fds} → ${after.fds})`)
+      assert.ok(after.rssMiB <= baseline.rssMiB * 2 + 64, `memory back near baseline (${baseline.rssMiB} → ${after.rssMiB} MiB)`)
+    } catch (err: unknown) {
+      throw new Error(`${err instanceof Error ? err.message : String(err)}\n${h.dump()}`)
+    } finally {
+      await h.close()
+    }
+  })
+})

@@ -1,0 +1,394 @@
+import assert from 'node:assert/strict'
+import { once } from 'node:events'
+import { createServer, type Server, type Socket } from 'node:net'
+import { after, before, describe, it } from 'node:test'
+import { fromJson } from '@bufbuild/protobuf'
+import { ValueSchema } from '@bufbuild/protobuf/wkt'
+import { AttemptOutcome, Tier } from '@stargate/shared/gen/gateway'
+import { freePort, type GatewayHandle, Harness, type Proc, type RelayHandle } from '../lib/harness.ts'
+import { type Attrs, matches, OtlpReceiver, type ReceivedSpan } from '../lib/otlp-receiver.ts'
+
+const json = (v: unknown) => ({ case: 'json' as const, value: fromJson(ValueSchema, v as never) })
+
+const SPAN_KIND_SERVER = 2
+
+/** OTEL_* settings of the processes under test: OTLP/HTTP protobuf to the receiver, short intervals. */
+function otelEnv(endpoint: string): NodeJS.ProcessEnv {
+  return {
+    OTEL_EXPORTER_OTLP_ENDPOINT: endpoint,
+    OTEL_BSP_SCHEDULE_DELAY: '100',
+    OTEL_METRIC_EXPORT_INTERVAL: '500',
+  }
+}
+
+/** A TCP listener that accepts connections and never answers: a direct dial to it hangs. */
+async function blackhole(): Promise<{ server: Server; port: number; sockets: Set<Socket> }> {
+  const sockets = new Set<Socket>()
+  const server = createServer((s) => {
+    sockets.add(s)
+    s.on('error', () => {})
+  })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  return { server, port: (server.address() as { port: number }).port, sockets }
+}
+
+/** Lines a process wrote about telemetry (SDK diagnostics, exporter errors). */
+function telemetryNoise(proc: Proc): string[] {
+  return proc.stderr.filter((l) => /otel|opentelemetry|otlp|exporter|traceparent/i.test(l))
+}
+
+describe('telemetry - traces and metrics over OTLP/HTTP for every tier', () => {
+  const h = new Harness()
+  const otlp = new OtlpReceiver()
+  let hole: Awaited<ReturnType<typeof blackhole>>
+  let nats: { url: string; proc: Proc }
+  let relay: RelayHandle
+  let a: GatewayHandle // caller
+  let b: GatewayHandle // direct target
+  let c: GatewayHandle // relay-only target
+  let d: GatewayHandle // NATS-only target; A has a dead direct address for it (direct attempts hang until cancelled)
+
+  /** The spans of one Call on the caller, found by request id: the call span and its attempt spans. */
+  async function callTrace(requestId: string, attempts: number): Promise<{ call: ReceivedSpan; attempts: ReceivedSpan[] }> {
+    const call = await otlp.waitFor(`call span of ${requestId}`, () =>
+      otlp.spans.find((s) => s.name === 'stargate.call' && s.attrs['stargate.request_id'] === requestId),
+    )
+    const found = await otlp.waitFor(`${attempts} attempt spans of ${requestId}`, () => {
+      const xs = otlp.spans.filter((s) => s.parentSpanId === call.spanId && s.name.startsWith('stargate.attempt '))
+      return xs.length >= attempts ? xs : undefined
+    })
+    return { call, attempts: found }
+  }
+
+  /** The remote gateway's inbound span in the caller's trace, and its Serve delivery span. */
+  async function inboundOf(call: ReceivedSpan, target: GatewayHandle, tier: string): Promise<ReceivedSpan> {
+    const inbound = await otlp.waitFor(`inbound span on ${tier}`, () =>
+      otlp.spans.find(
+        (s) =>
+          s.name === 'stargate.inbound' &&
+          s.traceId === call.traceId &&
+          s.resource['stargate.peer_id'] === target.peerId &&
+          s.attrs['stargate.tier'] === tier,
+      ),
+    )
+    assert.equal(inbound.parentSpanId, call.spanId, 'the inbound span is a child of the caller span (context from the envelope)')
+    assert.equal(inbound.kind, SPAN_KIND_SERVER)
+    assert.equal(inbound.attrs['stargate.caller_peer_id'], a.peerId)
+    assert.equal(inbound.attrs['stargate.outcome'], 'success')
+    const deliver = await otlp.waitFor('serve delivery span', () =>
+      otlp.spans.find((s) => s.name === 'stargate.serve.deliver' && s.parentSpanId === inbound.spanId),
+    )
+    assert.equal(deliver.traceId, call.traceId)
+    assert.equal(deliver.attrs['stargate.method'], 'echo')
+    return inbound
+  }
+
+  function attemptOf(spans: ReceivedSpan[], tier: string, outcome?: string): ReceivedSpan | undefined {
+    return spans.find((s) => s.attrs['stargate.tier'] === tier && (outcome == null || s.attrs['stargate.outcome'] === outcome))
+  }
+
+  async function counterAtLeast(name: string, attrs: Attrs, min: number, resource: Attrs = {}): Promise<number> {
+    const p = await otlp.waitFor(`${name} ${JSON.stringify(attrs)} >= ${min}`, () => {
+      const x = otlp.latest(name, attrs, resource)
+      return x != null && x.value >= min ? x : undefined
+    })
+    return p.value
+  }
+
+  before(async () => {
+    await otlp.start()
+    hole = await blackhole()
+    const env = otelEnv(otlp.endpoint)
+    nats = await h.nats()
+    relay = await h.relay([], { env })
+    const common = ['--relay', relay.multiaddr, '--nats', nats.url, '--relay-health-interval-ms', '500']
+    b = await h.gateway(['--p2p-listen', '/ip4/127.0.0.1/tcp/0', ...common], { name: 'gateway-b', env })
+    c = await h.gateway([...common], { name: 'gateway-c', env })
+    d = await h.gateway(['--nats', nats.url], { name: 'gateway-d', env })
+    a = await h.gateway(['--p2p-listen', '/ip4/127.0.0.1/tcp/0', ...common, '--peer', `${d.peerId}=/ip4/127.0.0.1/tcp/${hole.port}`], {
+      name: 'gateway-a',
+      env,
+    })
+    await h.serveClient(b.api)
+    await h.serveClient(c.api)
+    await h.serveClient(d.api)
+    // A learns B's direct and C's circuit address from their presence records
+    await otlp.waitFor('presence of B and C on A', async () => {
+      const peers = (await a.client.listPeers({})).peers
+      const ok =
+        peers.some((p) => p.peerId === b.peerId && p.directAddrs.length > 0) &&
+        peers.some((p) => p.peerId === c.peerId && p.circuitAddrs.length > 0)
+      return ok ? true : undefined
+    })
+  })
+  after(async () => {
+    await h.close()
+    for (const s of hole.sockets) s.destroy()
+    hole.server.close()
+    await otlp.stop()
+  })
+
+  it('resources - each process has service.name, version, its own service.instance.id and its libp2p peer id', async () => {
+    const byPeer = new Map<string, Attrs>()
+    await otlp.waitFor('resources of A, B, C and the relay', () => {
+      for (const p of otlp.points) byPeer.set(String(p.resource['stargate.peer_id']), p.resource)
+      return [a, b, c, d, relay].every((x) => byPeer.has(x.peerId)) ? true : undefined
+    })
+    const gateways = [a, b, c, d].map((g) => byPeer.get(g.peerId)!)
+    for (const r of gateways) {
+      assert.equal(r['service.name'], 'stargate-gateway')
+      assert.equal(r['service.version'], '0.1.0')
+      assert.match(String(r['service.instance.id']), /^[0-9a-f-]{36}$/)
+    }
+    assert.equal(new Set(gateways.map((r) => r['service.instance.id'])).size, 4, 'instance ids differ')
+    assert.equal(byPeer.get(relay.peerId)?.['service.name'], 'stargate-relay')
+  })
+
+  it('direct - call span, direct attempt span, API server span and the inbound span on B in the same trace', async () => {
+    const traceId = '4bf92f3577b34da6a3ce929d0e0e4736'
+    const res = await a.client.call(
+      { peerId: b.peerId, method: 'echo', payload: json({ via: 'direct' }) },
+      { headers: { traceparent: `00-${traceId}-00f067aa0ba902b7-01` } },
+    )
+    assert.equal(res.tier, Tier.DIRECT)
+    const { call, attempts } = await callTrace(res.requestId, 1)
+    assert.equal(call.traceId, traceId, 'the API span joined the client trace from the traceparent header')
+    const server = otlp.spans.find((s) => s.spanId === call.parentSpanId)
+    assert.ok(server != null, 'the call span has the API server span as parent')
+    assert.equal(server.name, 'stargate.v1.GatewayService/Call')
+    assert.equal(server.kind, SPAN_KIND_SERVER)
+    assert.ok(matches(server.attrs, { 'rpc.system': 'grpc', 'rpc.service': 'stargate.v1.GatewayService', 'rpc.method': 'Call' }))
+    assert.equal(server.attrs['rpc.grpc.status_code'], 0)
+    assert.equal(server.resource['stargate.peer_id'], a.peerId)
+    const direct = attemptOf(attempts, 'direct', 'success')
+    assert.ok(direct != null, JSON.stringify(attempts.map((s) => s.attrs)))
+    assert.ok(matches(direct.attrs, { 'stargate.attempt': 0, 'stargate.peer_id': b.peerId }))
+    assert.ok(direct.startMs >= call.startMs - 1 && direct.endMs <= call.endMs + 1, 'the attempt lies within the call')
+    assert.equal(call.attrs['stargate.tier'], 'direct')
+    await inboundOf(call, b, 'direct')
+  })
+
+  it('relay - direct is skipped (no address), the relay serves; the inbound span on C joins the trace', async () => {
+    // NATS is left out so that it cannot overtake a new relayed connection (which takes longer than the stagger)
+    const res = await a.client.call({
+      peerId: c.peerId,
+      method: 'echo',
+      payload: json({ via: 'relay' }),
+      options: { allowedTiers: [Tier.DIRECT, Tier.RELAY] },
+    })
+    assert.equal(res.tier, Tier.RELAY, JSON.stringify(res.attempts.map((x) => [Tier[x.tier], AttemptOutcome[x.outcome], x.reason])))
+    const { call, attempts } = await callTrace(res.requestId, 2)
+    const relayed = attemptOf(attempts, 'relay', 'success')
+    assert.ok(relayed != null)
+    assert.match(String(relayed.attrs['stargate.via']), new RegExp(`/p2p/${relay.peerId}/p2p-circuit/p2p/${c.peerId}$`))
+    const skipped = attemptOf(attempts, 'direct', 'skipped')
+    assert.ok(skipped != null, JSON.stringify(attempts.map((s) => s.attrs)))
+    assert.match(String(skipped.attrs['stargate.reason']), /no known direct address/)
+    assert.equal(skipped.endMs - skipped.startMs, 0)
+    await inboundOf(call, c, 'relay')
+  })
+
+  it('nats - the hanging direct attempt is cancelled when NATS connects first; inbound span on D joins the trace', async () => {
+    const res = await a.client.call({ peerId: d.peerId, method: 'echo', payload: json({ via: 'nats' }) })
+    assert.equal(res.tier, Tier.NATS, JSON.stringify(res.attempts.map((x) => [Tier[x.tier], AttemptOutcome[x.outcome], x.reason])))
+    const { call, attempts } = await callTrace(res.requestId, 3)
+    assert.ok(attemptOf(attempts, 'nats', 'success') != null)
+    // the relay tier tries to reach D through the relay (D holds no reservation) and loses the race too
+    assert.match(String(attemptOf(attempts, 'relay')?.attrs['stargate.outcome']), /^(cancelled|failed)$/)
+    const cancelled = attemptOf(attempts, 'direct', 'cancelled')
+    assert.ok(cancelled != null, JSON.stringify(attempts.map((s) => s.attrs)))
+    assert.equal(cancelled.attrs['error.type'], 'cancelled')
+    assert.match(String(cancelled.attrs['stargate.reason']), /nats connected first/)
+    assert.ok(cancelled.error)
+    assert.ok(cancelled.endMs - cancelled.startMs >= 200, 'the attempt span covers the time the dial hung')
+    await inboundOf(call, d, 'nats')
+  })
+
+  it('relay health - a span per check with the relay peer id and result; relay metrics on the relay', async () => {
+    const check = await otlp.waitFor('an ok health check span', () =>
+      otlp.spans.find(
+        (s) =>
+          s.name === 'stargate.relay.health_check' &&
+          s.resource['stargate.peer_id'] === a.peerId &&
+          matches(s.attrs, { 'stargate.relay.peer_id': relay.peerId, 'stargate.outcome': 'ok' }),
+      ),
+    )
+    assert.equal(typeof check.attrs['stargate.relay.rtt_ms'], 'number')
+    assert.equal(check.attrs['stargate.relay.addr'], relay.multiaddr)
+    await counterAtLeast('stargate.relay.health_checks', { 'stargate.relay.peer_id': relay.peerId, 'stargate.outcome': 'ok' }, 1, {
+      'stargate.peer_id': a.peerId,
+    })
+    const healthy = await otlp.waitFor('relay healthy gauge', () =>
+      otlp.latest('stargate.relay.healthy', { 'stargate.relay.peer_id': relay.peerId }, { 'stargate.peer_id': a.peerId }),
+    )
+    assert.equal(healthy.value, 1)
+    assert.equal(healthy.kind, 'gauge')
+    const rtt = await otlp.waitFor('relay rtt', () => otlp.latest('stargate.relay.rtt', { 'stargate.relay.peer_id': relay.peerId }))
+    assert.equal(rtt.kind, 'histogram')
+    assert.equal(rtt.unit, 's')
+    // on the relay: reservations of the three gateways and C's circuit
+    await counterAtLeast('stargate.relay.reservations', {}, 3, { 'stargate.peer_id': relay.peerId })
+    await counterAtLeast('stargate.relay.circuits.active', {}, 1, { 'stargate.peer_id': relay.peerId })
+    await counterAtLeast('stargate.relay.connections', {}, 3, { 'stargate.peer_id': relay.peerId })
+  })
+
+  it('metrics - attempts and durations by tier and outcome, call duration, pool connections', async () => {
+    const self = { 'stargate.peer_id': a.peerId }
+    await counterAtLeast('stargate.tier.attempts', { 'stargate.tier': 'direct', 'stargate.outcome': 'success' }, 1, self)
+    await counterAtLeast('stargate.tier.attempts', { 'stargate.tier': 'relay', 'stargate.outcome': 'success' }, 1, self)
+    await counterAtLeast('stargate.tier.attempts', { 'stargate.tier': 'direct', 'stargate.outcome': 'cancelled' }, 1, self)
+    const d = await otlp.waitFor('attempt duration', () =>
+      otlp.latest('stargate.tier.attempt.duration', { 'stargate.tier': 'relay', 'stargate.outcome': 'success' }, self),
+    )
+    assert.equal(d.kind, 'histogram')
+    assert.equal(d.unit, 's')
+    assert.ok(d.value >= 1 && (d.sum ?? 0) > 0 && (d.sum ?? 0) < 30)
+    const cd = await otlp.waitFor('call duration', () =>
+      otlp.latest('stargate.call.duration', { 'stargate.tier': 'direct', 'stargate.outcome': 'success' }, self),
+    )
+    assert.ok(cd.value >= 1)
+    assert.ok((await counterAtLeast('stargate.pool.connections', {}, 1, self)) >= 1)
+    // inbound calls counted on the targets
+    await counterAtLeast('stargate.inbound.calls', { 'stargate.tier': 'direct', 'stargate.outcome': 'success' }, 1, {
+      'stargate.peer_id': b.peerId,
+    })
+  })
+
+  it('relay down - NATS serves the relay-only peer; the relay attempt and the health checks fail', async () => {
+    await relay.proc.stop()
+    const res = await a.client.call({ peerId: c.peerId, method: 'echo', payload: json({ via: 'nats' }) }, { timeoutMs: 20_000 })
+    assert.equal(res.tier, Tier.NATS)
+    const lower = res.attempts.filter((x) => x.tier !== Tier.NATS)
+    const { call, attempts } = await callTrace(res.requestId, res.attempts.length)
+    assert.equal(attempts.length, res.attempts.length, 'one span per attempt in the response')
+    assert.ok(attemptOf(attempts, 'nats', 'success') != null)
+    for (const x of lower) {
+      const outcome = x.outcome === AttemptOutcome.FAILED ? 'failed' : x.outcome === AttemptOutcome.SKIPPED ? 'skipped' : 'cancelled'
+      const span = attempts.find(
+        (s) =>
+          s.attrs['stargate.tier'] === (x.tier === Tier.DIRECT ? 'direct' : 'relay') &&
+          s.attrs['stargate.outcome'] === outcome &&
+          s.attrs['stargate.attempt'] === (x.round ?? 0),
+      )
+      assert.ok(span != null, `span for ${Tier[x.tier]} ${AttemptOutcome[x.outcome]}`)
+      if (outcome !== 'skipped') assert.equal(span.attrs['error.type'], outcome)
+    }
+    assert.ok(
+      attempts.some((s) => s.attrs['stargate.tier'] === 'relay' && s.attrs['stargate.outcome'] !== 'success'),
+      'the relay tier did not serve the call',
+    )
+    await inboundOf(call, c, 'nats')
+    const failed = await otlp.waitFor('a failed health check span', () =>
+      otlp.spans.find(
+        (s) =>
+          s.name === 'stargate.relay.health_check' &&
+          matches(s.attrs, { 'stargate.relay.peer_id': relay.peerId, 'stargate.outcome': 'failed' }),
+      ),
+    )
+    assert.ok(failed.error)
+    assert.equal(failed.attrs['error.type'], 'health_check_failed')
+    await counterAtLeast('stargate.tier.attempts', { 'stargate.tier': 'nats', 'stargate.outcome': 'success' }, 1, {
+      'stargate.peer_id': a.peerId,
+    })
+    await counterAtLeast('stargate.relay.health_checks', { 'stargate.relay.peer_id': relay.peerId, 'stargate.outcome': 'failed' }, 1)
+    await otlp.waitFor('relay unhealthy gauge', () => {
+      const g = otlp.latest('stargate.relay.healthy', { 'stargate.relay.peer_id': relay.peerId }, { 'stargate.peer_id': a.peerId })
+      return g?.value === 0 ? g : undefined
+    })
+    for (const p of [a, b, c, d]) assert.deepEqual(telemetryNoise(p.proc), [], `${p.proc.name} logged no telemetry errors`)
+  })
+})
+
+describe('telemetry - off by default, harmless when the collector is down', () => {
+  it('no OTEL variables - services run quietly; a collector that is down does not stop calls; Prometheus scrape works', async () => {
+    const h = new Harness()
+    try {
+      for (const k of Object.keys(process.env)) assert.ok(!k.startsWith('OTEL_'), `test process has ${k} set`)
+      const relayMetrics = await freePort()
+      const quietRelay = await h.relay(['--metrics-listen', `127.0.0.1:${relayMetrics}`], { name: 'quiet-relay' })
+      const quiet = await h.gateway(['--p2p-listen', '/ip4/127.0.0.1/tcp/0', '--relay', quietRelay.multiaddr], { name: 'quiet' })
+      const closed = await freePort()
+      const metricsPort = await freePort()
+      const down = await h.gateway(['--peer', `${quiet.peerId}=${quiet.multiaddrs[0]}`, '--metrics-listen', `127.0.0.1:${metricsPort}`], {
+        name: 'collector-down',
+        env: { ...otelEnv(`http://127.0.0.1:${closed}`), OTEL_EXPORTER_OTLP_TIMEOUT: '500' },
+      })
+      for (let i = 0; i < 5; i++) {
+        const res = await down.client.call({ peerId: quiet.peerId, method: 'ping', payload: json(i) })
+        assert.equal(res.tier, Tier.DIRECT)
+      }
+      const scrape = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text()
+      assert.match(scrape, /stargate_tier_attempts(_total)?\{[^}]*stargate_tier="direct"[^}]*\} 5/)
+      assert.match(scrape, /stargate_call_duration_seconds_count|stargate_call_duration_count/)
+      // exports to the closed port fail (reported once through the service log); the gateway still answers
+      await down.proc.waitFor(/"ns":"gateway:otel"/, 10_000)
+      assert.equal((await down.client.getStatus({})).peerId, down.peerId)
+      assert.equal(await down.proc.stop(), 0, 'graceful stop with an unreachable collector')
+      const relayScrape = await (await fetch(`http://127.0.0.1:${relayMetrics}/metrics`)).text()
+      assert.match(relayScrape, /stargate_relay_connections(_ratio)?(\{[^}]*\})? [1-9]/, relayScrape)
+      assert.match(relayScrape, /stargate_relay_reservations/)
+      assert.equal(await quiet.proc.stop(), 0)
+      assert.equal(await quietRelay.proc.stop(), 0)
+      assert.deepEqual(telemetryNoise(quietRelay.proc), [], 'no telemetry output from the relay')
+      assert.deepEqual(telemetryNoise(quiet.proc), [], 'no telemetry output without OTEL variables')
+      assert.ok(!quiet.proc.stderr.some((l) => /"level":"(warn|error)"/.test(l)), quiet.proc.dump())
+    } finally {
+      await h.close()
+    }
+  })
+})
+
+describe('telemetry - OTLP over gRPC', () => {
+  it('grpc - with OTEL_EXPORTER_OTLP_PROTOCOL=grpc spans and metrics reach an OTLP/gRPC receiver; OTEL_SERVICE_NAME overrides the name', async () => {
+    const h = new Harness()
+    const otlp = new OtlpReceiver()
+    try {
+      const endpoint = await otlp.startGrpc()
+      const env = { ...otelEnv(endpoint), OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc', OTEL_SERVICE_NAME: 'edge-gateway' }
+      const g = await h.gateway([], { name: 'grpc-export', env })
+      await g.client.getStatus({})
+      const span = await otlp.waitFor('GetStatus server span', () =>
+        otlp.spans.find((s) => s.name === 'stargate.v1.GatewayService/GetStatus'),
+      )
+      assert.equal(span.resource['service.name'], 'edge-gateway')
+      assert.equal(span.resource['stargate.peer_id'], g.peerId)
+      assert.equal(span.attrs['rpc.method'], 'GetStatus')
+      await otlp.waitFor('pool gauge', () => otlp.latest('stargate.pool.connections', {}, { 'stargate.peer_id': g.peerId }))
+      // a call to the gateway itself: its inbound span is a child of the API span
+      await g.client.call({ peerId: g.peerId, method: 'ping', payload: json('me') })
+      const api = await otlp.waitFor('Call server span', () => otlp.spans.find((s) => s.name === 'stargate.v1.GatewayService/Call'))
+      const inbound = await otlp.waitFor('inbound span of the self call', () => otlp.spans.find((s) => s.name === 'stargate.inbound'))
+      assert.equal(inbound.traceId, api.traceId)
+      assert.equal(inbound.parentSpanId, api.spanId)
+      assert.ok(otlp.requests.grpc >= 2)
+      assert.equal(otlp.requests.traces + otlp.requests.metrics, 0, 'nothing went over HTTP')
+    } finally {
+      await h.close()
+      await otlp.stop()
+    }
+  })
+})
+
+describe('telemetry - flush on graceful stop', () => {
+  it('shutdown - spans and metrics still buffered when SIGTERM arrives are exported before the process exits', async () => {
+    const h = new Harness()
+    const otlp = new OtlpReceiver()
+    try {
+      await otlp.start()
+      // export intervals far beyond the test: only the flush on stop can deliver anything
+      const env = { OTEL_EXPORTER_OTLP_ENDPOINT: otlp.endpoint, OTEL_BSP_SCHEDULE_DELAY: '600000', OTEL_METRIC_EXPORT_INTERVAL: '600000' }
+      const g = await h.gateway([], { name: 'flush', env })
+      await g.client.getStatus({})
+      assert.equal(otlp.requests.traces + otlp.requests.metrics, 0, 'nothing exported before the stop')
+      assert.equal(await g.proc.stop(), 0)
+      const span = otlp.spans.find((s) => s.name === 'stargate.v1.GatewayService/GetStatus')
+      assert.ok(span != null, 'the GetStatus span was flushed on stop')
+      assert.equal(span.resource['stargate.peer_id'], g.peerId)
+      assert.ok(otlp.latest('stargate.pool.connections', {}, { 'stargate.peer_id': g.peerId }) != null, 'metrics were flushed on stop')
+    } finally {
+      await h.close()
+      await otlp.stop()
+    }
+  })
+})

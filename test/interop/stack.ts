@@ -1,0 +1,29 @@
+import type { GatewayHandle, Harness, RelayHandle } from '../lib/harness.ts'
+
+export interface Stack {
+  relay: RelayHandle
+  /** Gateway A: direct libp2p listener plus the relay. */
+  a: GatewayHandle
+  /** Gateway B: no libp2p listener of its own, reachable only through its reservation on the relay. */
+  b: GatewayHandle
+}
+
+/** The `npm start` topology on free ports: a relay, gateway A, and gateway B reachable only through the relay. */
+export async function startStack(h: Harness): Promise<Stack> {
+  const relay = await h.relay()
+  const common = ['--relay', relay.multiaddr, '--relay-health-interval-ms', '500']
+  const b = await h.gateway(common, { name: 'gateway-b' })
+  const a = await h.gateway(['--p2p-listen', '/ip4/127.0.0.1/tcp/0', ...common], { name: 'gateway-a' })
+  await waitFor(async () => (await b.client.getStatus({})).relays.some((r) => r.reserved), 'gateway B holds a relay reservation')
+  await waitFor(async () => (await a.client.getRelayHealth({})).relays.some((r) => r.isHealthy), 'gateway A sees the relay healthy')
+  return { relay, a, b }
+}
+
+/** Polls a state that has no event to wait on (status of another process) every 100 ms, up to 20 s. */
+export async function waitFor(check: () => Promise<boolean>, what: string): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    if (await check()) return
+    await new Promise((r) => setTimeout(r, 100))
+  }
+  throw new Error(`timed out waiting until ${what}`)
+}

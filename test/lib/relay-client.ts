@@ -1,0 +1,266 @@
+/**
+ * A scriptable Circuit Relay v2 *client* for relay tests, run as a child process (`node test/lib/relay-client.ts`):
+ * real js-libp2p nodes (TCP, Noise, Yamux, circuitRelayTransport — what the gateway uses) that reserve on a
+ * relay, dial each other through it and push known byte counts. Driven by JSON lines on stdin
+ * (`{"id":1,"cmd":"nodes","count":2}`), answering JSON lines on stdout (`{"id":1,"ok":true,...}` or
+ * `{"id":1,"error":"..."}`), plus unsolicited `{"event":...}` lines. Use it through RelayClient (relay-client-driver.ts).
+ *
+ * Test protocols served by every node (both allowed on limited connections):
+ * - /stargate-test/echo/1.0.0: echoes every byte back.
+ * - /stargate-test/traffic/1.0.0: reads a 4-byte big-endian count N, then the upload until the writer closes,
+ *   then sends N bytes and closes.
+ */
+
+import { createInterface } from 'node:readline'
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { circuitRelayTransport } from '@libp2p/circuit-relay-v2'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { identify } from '@libp2p/identify'
+import type { Connection, Libp2p, Stream } from '@libp2p/interface'
+import { tcp } from '@libp2p/tcp'
+import { multiaddr } from '@multiformats/multiaddr'
+import { createLibp2p } from 'libp2p'
+
+const ECHO = '/stargate-test/echo/1.0.0'
+const TRAFFIC = '/stargate-test/traffic/1.0.0'
+const CHUNK = 16 * 1024
+
+interface Request {
+  id: number
+  cmd: string
+  [k: string]: unknown
+}
+
+const nodes: Libp2p[] = []
+const streams = new Map<number, { stream: Stream; conn: Connection; received: number; waiters: Array<() => void> }>()
+let nextHandle = 1
+
+function out(msg: Record<string, unknown>): void {
+  process.stdout.write(`${JSON.stringify(msg)}\n`)
+}
+
+function message(err: unknown): string {
+  return err instanceof Error ? `${err.name}: ${err.message}` : String(err)
+}
+
+async function sendAll(stream: Stream, total: number, fill: number): Promise<void> {
+  const chunk = new Uint8Array(CHUNK).fill(fill)
+  let left = total
+  while (left > 0) {
+    const n = Math.min(CHUNK, left)
+    left -= n
+    if (!stream.send(n === CHUNK ? chunk : chunk.subarray(0, n))) await stream.onDrain()
+  }
+}
+
+async function makeNode(): Promise<Libp2p> {
+  const node = await createLibp2p({
+    privateKey: await generateKeyPair('Ed25519'),
+    addresses: { listen: [] },
+    transports: [tcp(), circuitRelayTransport({ reservationCompletionTimeout: 10_000 })],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    connectionManager: { maxConnections: 50 },
+    // Thousands of nodes share one CPU-starved process: no client-side ping-and-abort of relay connections.
+    connectionMonitor: { enabled: false },
+    services: { identify: identify() },
+  })
+  await node.handle(
+    ECHO,
+    (stream) => {
+      stream.addEventListener('message', (e) => {
+        if (!stream.send(e.data)) stream.pause()
+      })
+      stream.addEventListener('drain', () => stream.resume())
+      stream.addEventListener('remoteCloseWrite', () => {
+        stream.close().catch(() => {})
+      })
+    },
+    { runOnLimitedConnection: true },
+  )
+  await node.handle(
+    TRAFFIC,
+    (stream) => {
+      let header: Uint8Array | undefined
+      stream.addEventListener('message', (e) => {
+        if (header == null) header = e.data.subarray().subarray(0, 4)
+      })
+      stream.addEventListener('remoteCloseWrite', () => {
+        const want = header == null ? 0 : new DataView(header.buffer, header.byteOffset, 4).getUint32(0)
+        sendAll(stream, want, 0xbb)
+          .then(() => stream.close())
+          .catch((err: unknown) => stream.abort(err as Error))
+      })
+    },
+    { runOnLimitedConnection: true },
+  )
+  return node
+}
+
+/** Reserves a slot on the relay (circuitRelayTransport's listen on <relay>/p2p-circuit). */
+async function reserve(node: Libp2p, relay: string): Promise<string[]> {
+  const tm = (node as unknown as { components: { transportManager: { listen(a: unknown[]): Promise<void> } } }).components.transportManager
+  await tm.listen([multiaddr(`${relay}/p2p-circuit`)])
+  return node.getMultiaddrs().map((m) => m.toString())
+}
+
+async function pool<T>(items: T[], concurrency: number, fn: (t: T) => Promise<void>): Promise<void> {
+  let i = 0
+  await Promise.all(
+    Array.from({ length: Math.min(concurrency, items.length) }, async () => {
+      while (i < items.length) await fn(items[i++]!)
+    }),
+  )
+}
+
+function node(req: Request, key = 'node'): Libp2p {
+  const n = nodes[req[key] as number]
+  if (n == null) throw new Error(`no node ${String(req[key])}`)
+  return n
+}
+
+const commands: Record<string, (req: Request) => Promise<Record<string, unknown>>> = {
+  async nodes(req) {
+    const count = req.count as number
+    const created: string[] = []
+    for (let i = 0; i < count; i++) {
+      const n = await makeNode()
+      nodes.push(n)
+      created.push(n.peerId.toString())
+    }
+    return { peerIds: created, first: nodes.length - count }
+  },
+  async reserve(req) {
+    return { multiaddrs: await reserve(node(req), req.relay as string) }
+  },
+  /** Reserves with nodes[from..to) at the given concurrency; reports successes and error messages. */
+  async reserveMany(req) {
+    const idx = Array.from({ length: (req.to as number) - (req.from as number) }, (_, k) => (req.from as number) + k)
+    let ok = 0
+    const errors: string[] = []
+    const started = Date.now()
+    let retried = 0
+    await pool(idx, (req.concurrency as number) ?? 20, async (i) => {
+      // A client starved of CPU can time out (js-libp2p's 5 s listen timeout); `retries` retries those.
+      for (let attempt = 0; ; attempt++) {
+        try {
+          await reserve(nodes[i]!, req.relay as string)
+          ok++
+          return
+        } catch (err: unknown) {
+          if (attempt < ((req.retries as number) ?? 0) && /TimeoutError|aborted/.test(message(err))) {
+            retried++
+            continue
+          }
+          errors.push(message(err))
+          return
+        }
+      }
+    })
+    return { reserved: ok, errors, retried, ms: Date.now() - started }
+  },
+  /** Plain connections from nodes[from..to) to the relay, all at once. */
+  async connectMany(req) {
+    const idx = Array.from({ length: (req.to as number) - (req.from as number) }, (_, k) => (req.from as number) + k)
+    let ok = 0
+    const errors: string[] = []
+    await Promise.all(
+      idx.map(async (i) => {
+        try {
+          await nodes[i]!.dial(multiaddr(req.relay as string), { signal: AbortSignal.timeout(10_000) })
+          ok++
+        } catch (err: unknown) {
+          errors.push(message(err))
+        }
+      }),
+    )
+    return { connected: ok, errors }
+  },
+  /** One traffic exchange through the relay: uploads `up` bytes, downloads `down` bytes. */
+  async traffic(req) {
+    const target = `${req.relay as string}/p2p-circuit/p2p/${req.target as string}`
+    const stream = await node(req).dialProtocol(multiaddr(target), TRAFFIC, { runOnLimitedConnection: true })
+    let received = 0
+    const done = new Promise<void>((resolve, reject) => {
+      stream.addEventListener('message', (e) => {
+        received += e.data.byteLength
+      })
+      stream.addEventListener('remoteCloseWrite', () => resolve())
+      stream.addEventListener('close', (e) => (e.error != null ? reject(e.error) : resolve()))
+    })
+    const header = new Uint8Array(4)
+    new DataView(header.buffer).setUint32(0, req.down as number)
+    stream.send(header)
+    await sendAll(stream, req.up as number, 0xaa)
+    await stream.close()
+    await done
+    return { sent: (req.up as number) + 4, received }
+  },
+  /** Opens a relayed connection plus an echo stream and keeps both open; events tell when they close. */
+  async open(req) {
+    const target = `${req.relay as string}/p2p-circuit/p2p/${req.target as string}`
+    const stream = await node(req).dialProtocol(multiaddr(target), ECHO, { runOnLimitedConnection: true })
+    const conn = node(req)
+      .getConnections()
+      .find((c) => c.streams.includes(stream))
+    if (conn == null) throw new Error('no connection for the stream')
+    const handle = nextHandle++
+    const entry = { stream, conn, received: 0, waiters: [] as Array<() => void> }
+    streams.set(handle, entry)
+    stream.addEventListener('message', (e) => {
+      entry.received += e.data.byteLength
+      for (const w of entry.waiters.splice(0)) w()
+    })
+    stream.addEventListener('close', (e) => {
+      out({ event: 'stream-closed', handle, error: e.error == null ? undefined : message(e.error) })
+      for (const w of entry.waiters.splice(0)) w()
+    })
+    return {
+      handle,
+      limits: conn.limits != null,
+      limitSeconds: conn.limits?.seconds,
+      limitBytes: conn.limits?.bytes?.toString(),
+      remoteAddr: conn.remoteAddr.toString(),
+    }
+  },
+  /** Sends `bytes` on an open echo stream and waits until they all came back. */
+  async send(req) {
+    const e = streams.get(req.handle as number)
+    if (e == null) throw new Error('no such handle')
+    const want = e.received + (req.bytes as number)
+    await sendAll(e.stream, req.bytes as number, 0xcc)
+    while (e.received < want) {
+      if (e.stream.status !== 'open') throw new Error(`stream ${e.stream.status} after ${e.received}/${want} bytes echoed`)
+      await new Promise<void>((resolve) => e.waiters.push(resolve))
+    }
+    return { echoed: e.received }
+  },
+  /** Closes a relayed connection opened with `open`. */
+  async close(req) {
+    const e = streams.get(req.handle as number)
+    if (e == null) throw new Error('no such handle')
+    await e.conn.close()
+    return {}
+  },
+  async stop() {
+    await Promise.all(nodes.map((n) => n.stop()))
+    setImmediate(() => process.exit(0))
+    return {}
+  },
+}
+
+createInterface({ input: process.stdin }).on('line', (line) => {
+  const req = JSON.parse(line) as Request
+  const fn = commands[req.cmd]
+  if (fn == null) {
+    out({ id: req.id, error: `unknown command ${req.cmd}` })
+    return
+  }
+  fn(req).then(
+    (res) => out({ id: req.id, ok: true, ...res }),
+    (err: unknown) => out({ id: req.id, error: message(err) }),
+  )
+})
+process.stdin.on('end', () => process.exit(0))
+out({ event: 'ready', pid: process.pid })
