@@ -11,12 +11,18 @@ import { envName, type FlagSpec } from '@stargate/shared/options'
 
 export const README = join(import.meta.dirname, '../README.md')
 
+/** A markdown table with left-aligned, padded columns: exactly what the repository's formatter (biome) keeps. */
 function table(flags: FlagSpec[]): string {
-  const rows = flags.map((f) => {
-    const flag = `\`--${f.name}\`${f.multiple === true ? ' (repeatable)' : ''}`
-    return `| ${flag} | \`${envName(f.name)}\` | ${f.defaultText != null ? `\`${f.defaultText}\`` : ''} | ${f.description} |`
-  })
-  return ['| flag | environment | default | |', '| --- | --- | --- | --- |', ...rows].join('\n')
+  const rows = flags.map((f) => [
+    `\`--${f.name}\`${f.multiple === true ? ' (repeatable)' : ''}`,
+    `\`${envName(f.name)}\``,
+    f.defaultText != null ? `\`${f.defaultText}\`` : '',
+    f.description.replaceAll('|', '\\|'),
+  ])
+  const head = ['flag', 'environment', 'default', '']
+  const widths = head.map((h, i) => Math.max(3, h.length, ...rows.map((r) => r[i]!.length)))
+  const line = (cells: string[]): string => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`
+  return [line(head), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n')
 }
 
 export function flagSection(name: 'relay' | 'gateway'): string {
@@ -26,8 +32,9 @@ export function flagSection(name: 'relay' | 'gateway'): string {
 export function renderReadme(text: string): string {
   let out = text
   for (const name of ['relay', 'gateway'] as const) {
-    const re = new RegExp(`(<!-- FLAGS:${name} -->\\n)[\\s\\S]*?(\\n<!-- /FLAGS:${name} -->)`)
-    out = out.replace(re, `$1${flagSection(name)}$2`)
+    const re = new RegExp(`(<!-- FLAGS:${name} -->)[\\s\\S]*?(<!-- /FLAGS:${name} -->)`)
+    // A replacer function: flag descriptions must never be read as `$n` replacement patterns.
+    out = out.replace(re, (_all, open: string, close: string) => `${open}\n${flagSection(name)}\n${close}`)
   }
   return out
 }

@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
 import { describe, it } from 'node:test'
+import { GATEWAY_FLAGS } from '@stargate/gateway/cli'
 import { GATEWAY_DEFAULTS } from '@stargate/gateway/defaults'
+import { RELAY_FLAGS } from '@stargate/relay/cli'
 import { RELAY_DEFAULTS } from '@stargate/relay/defaults'
 import { README, renderReadme } from '../../scripts/flags-table.ts'
 
@@ -10,6 +12,7 @@ describe('README', () => {
     const text = readFileSync(README, 'utf8')
     assert.ok(text.includes('<!-- FLAGS:gateway -->') && text.includes('<!-- FLAGS:relay -->'))
     assert.equal(renderReadme(text), text)
+    for (const flag of [...RELAY_FLAGS, ...GATEWAY_FLAGS]) assert.ok(text.includes(`| \`--${flag.name}\``), `README lists --${flag.name}`)
   })
 
   it('readme - shows the two commands and the reference defaults', () => {

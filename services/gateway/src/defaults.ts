@@ -28,6 +28,8 @@ export const GATEWAY_DEFAULTS = {
   /** How long outcomes are remembered to answer duplicate requests without running them again. */
   dedupeWindowMs: 5 * 60_000,
   dedupeMaxEntries: 100_000,
+  /** Payload bytes of remembered responses; past it the oldest are kept only as "already ran". */
+  dedupeMaxBytes: 64 * 1024 * 1024,
   relayHealthIntervalMs: 5_000,
   relayHealthTimeoutMs: 2_000,
   relayUnhealthyAfterFailures: 2,

@@ -63,7 +63,8 @@ export class Gateway {
     this.telemetry = new GatewayTelemetry({
       poolConnections: () => this.pool.channelCount(),
       relays: () => this.relaysRef?.all() ?? [],
-      inboundStats: () => this.inboundRef?.stats ?? { handled: 0, replayed: 0, rejectedBusy: 0, malformed: 0 },
+      inboundStats: () => this.inboundRef?.stats ?? { handled: 0, replayed: 0, rejectedBusy: 0, malformed: 0, reduced: 0 },
+      dedupeBytes: () => this.inboundRef?.rememberedPayloadBytes ?? 0,
     })
   }
 
@@ -146,6 +147,7 @@ export class Gateway {
         maxPayloadBytes: o.maxPayloadBytes,
         dedupeWindowMs: o.dedupeWindowMs,
         dedupeMaxEntries: o.dedupeMaxEntries,
+        dedupeMaxBytes: o.dedupeMaxBytes,
         journalPath: o.requestJournalFile,
         log: this.log.child('inbound'),
       },

@@ -18,6 +18,8 @@ export interface InboundOptions {
   maxPayloadBytes: number
   dedupeWindowMs: number
   dedupeMaxEntries: number
+  /** Payload bytes of remembered responses kept for duplicates; older ones are reduced to "already ran". */
+  dedupeMaxBytes: number
   /** File recording requests handed to handlers, so a restart never runs one twice (optional). */
   journalPath?: string
   log: Logger
@@ -40,6 +42,23 @@ export interface InboundObserver {
 interface Remembered {
   result: Promise<PeerResponseInit>
   expiresAt: number
+  /** Payload bytes this entry holds once its result settled (0 while running or once reduced). */
+  bytes: number
+}
+
+/** What a response costs to remember: its payload (or error message) bytes. */
+export function responseBytes(res: PeerResponseInit): number {
+  const r = res.result
+  switch (r?.case) {
+    case 'data':
+      return r.value.byteLength
+    case 'json':
+      return toBinary(ValueSchema, create(ValueSchema, r.value)).byteLength
+    case 'error':
+      return r.value.message?.length ?? 0
+    default:
+      return 0
+  }
 }
 
 /** Counters of inbound traffic. */
@@ -48,6 +67,8 @@ export interface InboundStats {
   replayed: number
   rejectedBusy: number
   malformed: number
+  /** Remembered responses dropped (kept as "already ran") to stay under dedupeMaxBytes. */
+  reduced: number
 }
 
 /**
@@ -55,10 +76,14 @@ export interface InboundStats {
  * concurrency cap, the built-in ping and the Serve handlers.
  */
 export class InboundDispatcher {
-  readonly stats: InboundStats = { handled: 0, replayed: 0, rejectedBusy: 0, malformed: 0 }
+  readonly stats: InboundStats = { handled: 0, replayed: 0, rejectedBusy: 0, malformed: 0, reduced: 0 }
   private readonly o: InboundOptions
   private readonly registry: ServeRegistry
   private readonly remembered = new Map<string, Remembered>()
+  /** Keys of settled entries holding payload bytes, oldest first (entries may be gone since). */
+  private readonly holding: string[] = []
+  private holdingHead = 0
+  private rememberedBytes = 0
   private readonly inflightByPeer = new Map<string, number>()
   private readonly executions = new Map<string, number>()
   private readonly observer: InboundObserver
@@ -84,7 +109,7 @@ export class InboundDispatcher {
                   },
                 },
               }
-        this.remembered.set(key, { result: Promise.resolve(result), expiresAt: entry.expiresAt })
+        this.remembered.set(key, { result: Promise.resolve(result), expiresAt: entry.expiresAt, bytes: 0 })
       }
       this.journal = new RequestJournal(options.journalPath, options.log)
     }
@@ -138,6 +163,7 @@ export class InboundDispatcher {
       if (this.journal != null && req.method !== PING_METHOD) {
         this.journal.done(key, expiresAt, toBinary(PeerResponseSchema, create(PeerResponseSchema, res)))
       }
+      this.settled(key, entry, responseBytes(res))
       return res
     })
     result
@@ -147,7 +173,8 @@ export class InboundDispatcher {
         else this.inflightByPeer.set(meta.callerPeerId, n)
       })
       .catch(() => {})
-    this.remember(key, result, expiresAt)
+    const entry: Remembered = { result, expiresAt, bytes: 0 }
+    this.remember(key, entry)
     const res = await result
     return { ...res, ...base }
   }
@@ -201,21 +228,67 @@ export class InboundDispatcher {
     return { case: 'json', value: fromJson(ValueSchema, { echo, peerId: this.o.peerId, time: new Date().toISOString() }) }
   }
 
-  private remember(key: string, result: Promise<PeerResponseInit>, expiresAt: number): void {
-    this.remembered.set(key, { result, expiresAt })
+  /** Bytes of payload held by remembered responses now (bounded by dedupeMaxBytes). */
+  get rememberedPayloadBytes(): number {
+    return this.rememberedBytes
+  }
+
+  private remember(key: string, entry: Remembered): void {
+    this.remembered.set(key, entry)
     while (this.remembered.size > this.o.dedupeMaxEntries) {
       const oldest = this.remembered.keys().next().value
       if (oldest == null) break
-      this.remembered.delete(oldest)
+      this.forget(oldest)
     }
+  }
+
+  /**
+   * Accounts a settled response. Over dedupeMaxBytes, the oldest responses lose their payload but not
+   * their key: a duplicate of one is told it already ran (ALREADY_EXISTS), never run a second time.
+   */
+  private settled(key: string, entry: Remembered, bytes: number): void {
+    if (this.remembered.get(key) !== entry || bytes === 0) return
+    entry.bytes = bytes
+    this.rememberedBytes += bytes
+    this.holding.push(key)
+    while (this.rememberedBytes > this.o.dedupeMaxBytes && this.holdingHead < this.holding.length) {
+      const oldKey = this.holding[this.holdingHead++]!
+      const old = this.remembered.get(oldKey)
+      if (old == null || old.bytes === 0) continue
+      this.rememberedBytes -= old.bytes
+      this.stats.reduced++
+      const message = `this request already ran on ${this.o.peerId}; its response (${old.bytes} bytes) is no longer kept (duplicate-request memory is limited to ${this.o.dedupeMaxBytes} bytes), so it is not run again`
+      old.result = Promise.resolve({ result: { case: 'error', value: { code: Code.AlreadyExists, message } } })
+      old.bytes = 0
+    }
+    this.trimHolding()
+  }
+
+  /** Drops keys of forgotten or reduced entries from the front of the holding queue. */
+  private trimHolding(): void {
+    while (this.holdingHead < this.holding.length && (this.remembered.get(this.holding[this.holdingHead]!)?.bytes ?? 0) === 0) {
+      this.holdingHead++
+    }
+    if (this.holdingHead > 1024 && this.holdingHead * 2 > this.holding.length) {
+      this.holding.splice(0, this.holdingHead)
+      this.holdingHead = 0
+    }
+  }
+
+  private forget(key: string): void {
+    const r = this.remembered.get(key)
+    if (r == null) return
+    this.rememberedBytes -= r.bytes
+    this.remembered.delete(key)
   }
 
   private sweep(): void {
     const now = Date.now()
     for (const [key, r] of this.remembered) {
       if (r.expiresAt > now) break
-      this.remembered.delete(key)
+      this.forget(key)
     }
+    this.trimHolding()
   }
 }
 

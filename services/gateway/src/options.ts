@@ -39,6 +39,7 @@ export interface GatewayOptions {
   frameStallTimeoutMs: number
   dedupeWindowMs: number
   dedupeMaxEntries: number
+  dedupeMaxBytes: number
   relayHealthIntervalMs: number
   relayHealthTimeoutMs: number
   relayUnhealthyAfterFailures: number
@@ -117,6 +118,7 @@ export function resolveGatewayOptions(init: GatewayInit): GatewayOptions {
     'frameStallTimeoutMs',
     'dedupeWindowMs',
     'dedupeMaxEntries',
+    'dedupeMaxBytes',
     'relayHealthIntervalMs',
     'relayHealthTimeoutMs',
     'relayUnhealthyAfterFailures',

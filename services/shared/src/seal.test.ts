@@ -55,11 +55,36 @@ describe('seal', () => {
     const asText = Buffer.from(bytes).toString('latin1')
     assert.ok(!asText.includes(MARKER))
     assert.ok(!asText.includes('payload'))
-    // Two seals of the same frame differ entirely (fresh ephemeral key and nonce).
+    // Two seals of the same frame differ (fresh nonce); the ephemeral key is replaced after ephemeralRotateMs.
     const again = fromBinary(SealedMessageSchema, sealedToBob())
     const first = fromBinary(SealedMessageSchema, bytes)
     assert.notDeepEqual(again.ciphertext, first.ciphertext)
-    assert.notDeepEqual(again.ephemeralPublicKey, first.ephemeralPublicKey)
+    assert.notDeepEqual(again.nonce, first.nonce)
+    assert.deepEqual(again.ephemeralPublicKey, first.ephemeralPublicKey)
+    const later = fromBinary(SealedMessageSchema, sealedToBob(NOW + SEAL_DEFAULTS.ephemeralRotateMs))
+    assert.notDeepEqual(later.ephemeralPublicKey, first.ephemeralPublicKey)
+  })
+
+  it("seal - the signature is the one libp2p's key.sign() makes (deterministic Ed25519) and verifies with libp2p", async () => {
+    const m = fromBinary(SealedMessageSchema, sealedToBob())
+    assert.deepEqual(m.signature, new Uint8Array(await alice.sign(signedBytesOf(m))))
+    assert.equal(await alice.publicKey.verify(signedBytesOf(m), m.signature), true)
+  })
+
+  it('seal - another sender reusing a cached ephemeral key of Alice cannot pass off her ciphertext', async () => {
+    const replay = new ReplayGuard()
+    const fromAlice = fromBinary(SealedMessageSchema, sealedToBob())
+    open(toBinary(SealedMessageSchema, fromAlice), { recipientKey: bob, replay, nowMs: NOW })
+    const fromEve = fromBinary(SealedMessageSchema, seal(plaintext, { senderKey: eve, recipientPeerId: id(bob), nowMs: NOW }))
+    fromEve.ephemeralPublicKey = fromAlice.ephemeralPublicKey
+    fromEve.nonce = fromAlice.nonce.map((b) => b ^ 0xff)
+    fromEve.ciphertext = fromAlice.ciphertext
+    fromEve.signature = await eve.sign(signedBytesOf(fromEve))
+    throwsCode(
+      () => open(toBinary(SealedMessageSchema, fromEve), { recipientKey: bob, replay, nowMs: NOW }),
+      Code.PermissionDenied,
+      /cannot be decrypted/,
+    )
   })
 
   it('seal - a third party with another key cannot open it', async () => {

@@ -68,6 +68,8 @@ export interface GatewayTelemetrySources {
   poolConnections(): number
   /** Inbound traffic counters (handled, replayed from memory, refused as busy, malformed and dropped). */
   inboundStats?(): { handled: number; replayed: number; rejectedBusy: number; malformed: number }
+  /** Payload bytes held by the duplicate-request memory. */
+  dedupeBytes?(): number
   /** The configured relays and their health. */
   relays(): RelayState[]
 }
@@ -126,6 +128,12 @@ export class GatewayTelemetry implements RouterObserver, RelayHealthObserver, In
         r.observe(s.rejectedBusy, { reason: 'busy' })
         r.observe(s.replayed, { reason: 'duplicate' })
       })
+    meter
+      .createObservableGauge('stargate.inbound.dedupe.bytes', {
+        description: 'Response payload bytes held to answer duplicate requests (bounded by --dedupe-max-bytes)',
+        unit: 'By',
+      })
+      .addCallback((r) => r.observe(sources.dedupeBytes?.() ?? 0))
   }
 
   /**
