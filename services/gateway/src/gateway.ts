@@ -8,6 +8,7 @@ import { GatewayService, NatType, PeerSource, Tier } from '@stargate/shared/gen/
 import { ApiServer } from '@stargate/shared/grpc/server'
 import type { Logger } from '@stargate/shared/log'
 import { sealedCodec } from '@stargate/shared/seal'
+import { deadline } from '@stargate/shared/signals'
 import { rpcServerSpans } from '@stargate/shared/telemetry-rpc'
 import { gatewayServiceImpl } from './api/service.ts'
 import { InboundDispatcher } from './inbound.ts'
@@ -265,8 +266,9 @@ export class Gateway {
         return
       }
       const caller = sender ?? req.callerPeerId
+      const callDeadline = deadline(this.options.callDeadlineMs)
       this.inflight
-        .track(() => inbound.handle(req, { callerPeerId: caller, tier: Tier.NATS }, AbortSignal.timeout(this.options.callDeadlineMs)))
+        .track(() => inbound.handle(req, { callerPeerId: caller, tier: Tier.NATS }, callDeadline.signal).finally(callDeadline.dispose))
         .then((res) => {
           const bytes = toBinary(PeerFrameSchema, create(PeerFrameSchema, { kind: { case: 'response', value: res } }))
           reply(codec.seal(bytes, caller))

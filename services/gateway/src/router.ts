@@ -5,6 +5,7 @@ import { Code, isTransportFailure, StargateError } from '@stargate/shared/errors
 import type { PeerResponse } from '@stargate/shared/gen/envelope'
 import { AttemptOutcome, type AttemptSchema, type CallRequest, type CallResponseSchema, Tier } from '@stargate/shared/gen/gateway'
 import type { Logger } from '@stargate/shared/log'
+import { deadline } from '@stargate/shared/signals'
 import type { PeerMetricsTable } from './metrics.ts'
 import type { PeerRequestInit, TierLink, TierTransport } from './tiers/tier.ts'
 
@@ -112,7 +113,8 @@ export class Router {
     const started = Date.now()
     const attempts: AttemptInit[] = []
     const lastReason = new Map<Tier, string>()
-    const callSignal = AbortSignal.any([signal, AbortSignal.timeout(Math.max(0, plan.deadlineMs - started))])
+    const callDeadline = deadline(plan.deadlineMs - started, signal)
+    const callSignal = callDeadline.signal
     let finalTier = Tier.UNSPECIFIED
     try {
       for (let round = 0; ; round++) {
@@ -146,6 +148,8 @@ export class Router {
       this.metrics.record(plan.peerId, { ok: false, tier: finalTier, latencyMs: Date.now() - started })
       this.observer.call?.(plan.peerId, false, finalTier, Date.now() - started, e.code, plan)
       throw e
+    } finally {
+      callDeadline.dispose()
     }
   }
 
@@ -282,21 +286,22 @@ export class Router {
         const timeoutMs = Math.max(1, Math.min(plan.attemptTimeoutMs, plan.deadlineMs - startedMs))
         // Not linked to the call signal: a call that ends before a winner aborts every attempt through ctl
         // (finish), while a loser still connecting after a winner keeps going so its connection is pooled.
-        const attemptSignal = AbortSignal.any([ctl.signal, AbortSignal.timeout(timeoutMs)])
+        const attempt = deadline(timeoutMs, ctl.signal)
         clearTimeout(stagger)
         if (next < candidates.length) {
           stagger = setTimeout(launch, this.o.tierStaggerMs)
           stagger.unref()
         }
-        t.connect(plan.peerId, attemptSignal).then(
+        t.connect(plan.peerId, attempt.signal).then(
           (link) => {
+            attempt.dispose()
             if (settled) return
             finish({ transport: t, link, startedMs })
           },
           (err: unknown) => {
+            attempt.dispose()
             if (settled) return
-            const timedOut = !ctl.signal.aborted && attemptSignal.aborted
-            const e = timedOut
+            const e = attempt.timedOut
               ? new StargateError(Code.DeadlineExceeded, `could not connect within ${timeoutMs} ms`)
               : StargateError.from(err, Code.Unavailable)
             failed.push(t)
