@@ -5,7 +5,8 @@
  * near their baseline. Bounded: CHAOS_DURATION_MS (default 60 s) of load, every loop bounded in count.
  */
 import assert from 'node:assert/strict'
-import { readdirSync, readFileSync } from 'node:fs'
+import { readdirSync, readFileSync, rmSync } from 'node:fs'
+import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { fromJson } from '@bufbuild/protobuf'
 import { ValueSchema } from '@bufbuild/protobuf/wkt'
@@ -23,6 +24,33 @@ const CLEAR_STATUSES = new Set([Code.Unavailable, Code.DeadlineExceeded, Code.Ab
 
 function fds(pid: number): number {
   return readdirSync(`/proc/${pid}/fd`).length
+}
+
+/**
+ * The caller's live heap (MB): a V8 heap snapshot (it collects garbage first) requested with SIGUSR2
+ * (`--heapsnapshot-signal`), summed over every object's self size. RSS alone cannot say whether memory
+ * came back: V8 keeps grown heap pages after the objects on them are gone.
+ */
+async function liveHeapMB(pid: number, dir: string, answered: () => Promise<unknown>): Promise<number> {
+  const snapshots = (): string[] => readdirSync(dir).filter((f) => f.endsWith('.heapsnapshot'))
+  const before = new Set(snapshots())
+  process.kill(pid, 'SIGUSR2')
+  let file: string | undefined
+  for (let i = 0; i < 600 && file == null; i++) {
+    await new Promise((res) => setTimeout(res, 100))
+    file = snapshots().find((f) => !before.has(f))
+  }
+  assert.ok(file != null, 'the caller wrote a heap snapshot')
+  // The snapshot is written on the caller's main thread: once it answers an RPC, the file is complete.
+  await answered()
+  const path = join(dir, file)
+  const snap = JSON.parse(readFileSync(path, 'utf8')) as { snapshot: { meta: { node_fields: string[] } }; nodes: number[] }
+  rmSync(path)
+  const fields = snap.snapshot.meta.node_fields
+  const at = fields.indexOf('self_size')
+  let bytes = 0
+  for (let i = at; i < snap.nodes.length; i += fields.length) bytes += snap.nodes[i]!
+  return bytes / 1e6
 }
 
 function rssMiB(pid: number): number {
@@ -56,14 +84,15 @@ describe('chaos', () => {
           '--tier-cooldown-ms',
           '3000',
         ],
-        { name: 'caller' },
+        { name: 'caller', env: { NODE_OPTIONS: '--heapsnapshot-signal=SIGUSR2' } },
       )
       const servers: Proc[] = [await h.serveClient(target.api, ['echo'])]
+      const pid = caller.proc.child.pid!
+      const heapMB = (): Promise<number> => h.tmp().then((dir) => liveHeapMB(pid, dir, () => caller.client.getStatus({})))
 
       const outcomes: Array<{ code: string; ms: number; tier?: Tier }> = []
       let hangs = 0
       let stop = false
-      const started = Date.now()
       const worker = async (w: number): Promise<void> => {
         for (let n = 0; n < MAX_CALLS_PER_CALLER && !stop; n++) {
           const t0 = Date.now()
@@ -98,9 +127,22 @@ describe('chaos', () => {
           if (r.code !== 'OK') await new Promise((res) => setTimeout(res, 100))
         }
       }
+      // warm the paths the workers use, then the live heap before the load
+      for (let n = 0; n < 200; n++) {
+        const payload = { case: 'json' as const, value: fromJson(ValueSchema, { n }) }
+        await caller.client.call({ peerId: target.peerId, method: 'echo', payload, idempotencyKey: `warm-${n}` })
+        await caller.client.call({
+          peerId: target.peerId,
+          method: 'echo',
+          payload,
+          idempotencyKey: `warm-relay-${n}`,
+          options: { allowedTiers: [Tier.RELAY, Tier.NATS] },
+        })
+      }
+      const heapBaselineMB = await heapMB()
+      const started = Date.now()
       const load = Promise.all(Array.from({ length: CALLERS }, (_, w) => worker(w)))
       const at = (ms: number) => new Promise((res) => setTimeout(res, Math.max(0, started + ms - Date.now())))
-      const pid = caller.proc.child.pid!
 
       // warm-up, then the baseline of the caller process
       await at(DURATION_MS * 0.1)
@@ -139,7 +181,7 @@ describe('chaos', () => {
       // settle past the calls' 10 s deadline timers, then resources back near the baseline
       await new Promise((res) => setTimeout(res, CALL_DEADLINE_MS + 2_000))
       assert.ok(caller.proc.running, `the caller gateway is still running\n${caller.proc.dump()}`)
-      const after = { fds: fds(pid), rssMiB: rssMiB(pid) }
+      const after = { fds: fds(pid), rssMiB: rssMiB(pid), heapMB: await heapMB() }
 
       const byCode = new Map<string, number>()
       for (const o of outcomes) byCode.set(o.code, (byCode.get(o.code) ?? 0) + 1)
@@ -161,6 +203,7 @@ describe('chaos', () => {
         callerBackgroundFailuresLogged: caller.proc.stderr.filter((l) => l.includes('(process stays up)')).length,
         callerFds: { baseline: baseline.fds, after: after.fds },
         callerRssMiB: { baseline: Math.round(baseline.rssMiB), after: Math.round(after.rssMiB) },
+        callerLiveHeapMB: { beforeLoad: Number(heapBaselineMB.toFixed(1)), after: Number(after.heapMB.toFixed(1)) },
       }
       process.stdout.write(`\nCHAOS FIGURES ${JSON.stringify(figures, null, 2)}\n`)
 
@@ -173,7 +216,11 @@ describe('chaos', () => {
       }
       assert.ok(ok / outcomes.length > 0.5, `most calls succeeded (${ok}/${outcomes.length})`)
       assert.ok(after.fds <= baseline.fds + 40, `file descriptors back near baseline (${baseline.fds} → ${after.fds})`)
-      assert.ok(after.rssMiB <= baseline.rssMiB * 2 + 64, `memory back near baseline (${baseline.rssMiB} → ${after.rssMiB} MiB)`)
+      assert.ok(after.rssMiB <= baseline.rssMiB * 2 + 64, `RSS bounded (${baseline.rssMiB} → ${after.rssMiB} MiB)`)
+      assert.ok(
+        after.heapMB <= heapBaselineMB * 1.2 + 8,
+        `live heap back near its level before the load (${heapBaselineMB.toFixed(1)} → ${after.heapMB.toFixed(1)} MB)`,
+      )
     } catch (err: unknown) {
       throw new Error(`${err instanceof Error ? err.message : String(err)}\n${h.dump()}`)
     } finally {
