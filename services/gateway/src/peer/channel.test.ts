@@ -3,8 +3,9 @@ import { describe, it } from 'node:test'
 import type { Connection } from '@libp2p/interface'
 import { streamPair } from '@libp2p/utils'
 import { Code, StargateError } from '@stargate/shared/errors'
+import type { PeerFrame } from '@stargate/shared/gen/envelope'
 import { createLogger } from '@stargate/shared/log'
-import { PeerChannel } from './channel.ts'
+import { onFrames, PeerChannel, writeFrame } from './channel.ts'
 
 const log = createLogger('test', { level: 'silent' })
 const connection = { remotePeer: { toString: () => 'peer' }, status: 'open' } as unknown as Connection
@@ -26,5 +27,63 @@ describe('peer channel', () => {
       outbound.abort(new Error('test over'))
       inbound.abort(new Error('test over'))
     }
+  })
+
+  it('writeFrame - small frames written in one event-loop turn leave in one send, in order', { timeout: 10_000 }, async () => {
+    const [outbound, inbound] = await streamPair()
+    try {
+      const sends: number[] = []
+      const send = outbound.send.bind(outbound)
+      outbound.send = (data) => {
+        sends.push(data.byteLength)
+        return send(data)
+      }
+      const got: PeerFrame[] = []
+      const all = new Promise<void>((resolve) =>
+        onFrames(
+          inbound,
+          1 << 20,
+          (f) => {
+            got.push(f)
+            if (got.length === 6) resolve()
+          },
+          () => {},
+        ),
+      )
+      const cancel = (id: bigint) => ({ kind: { case: 'cancel' as const, value: { exchangeId: id } } })
+      const big = {
+        kind: {
+          case: 'request' as const,
+          value: { exchangeId: 9n, requestId: 'big', method: 'm', payload: { case: 'data' as const, value: new Uint8Array(40_000) } },
+        },
+      }
+      await Promise.all([writeFrame(outbound, cancel(1n)), writeFrame(outbound, cancel(2n)), writeFrame(outbound, cancel(3n))])
+      assert.equal(sends.length, 1, 'three frames, one send')
+      // A large frame goes on its own, after what was batched before it and before what follows.
+      await Promise.all([writeFrame(outbound, cancel(4n)), writeFrame(outbound, big), writeFrame(outbound, cancel(5n))])
+      await all
+      assert.equal(sends.length, 4)
+      assert.deepEqual(
+        got.map((f) =>
+          f.kind.case === 'cancel' ? String(f.kind.value.exchangeId) : f.kind.case === 'request' ? f.kind.value.requestId : '?',
+        ),
+        ['1', '2', '3', '4', 'big', '5'],
+      )
+    } finally {
+      outbound.abort(new Error('test over'))
+      inbound.abort(new Error('test over'))
+    }
+  })
+
+  it('writeFrame - every frame of a batch fails when the stream cannot send', async () => {
+    const [outbound, inbound] = await streamPair()
+    outbound.abort(new Error('gone'))
+    inbound.abort(new Error('gone'))
+    const cancel = (id: bigint) => ({ kind: { case: 'cancel' as const, value: { exchangeId: id } } })
+    const results = await Promise.allSettled([writeFrame(outbound, cancel(1n)), writeFrame(outbound, cancel(2n))])
+    assert.deepEqual(
+      results.map((r) => r.status),
+      ['rejected', 'rejected'],
+    )
   })
 })

@@ -16,14 +16,72 @@ function toBytes(data: Uint8Array | { subarray(): Uint8Array }): Uint8Array {
   return data instanceof Uint8Array ? data : data.subarray()
 }
 
+/** Frames up to this size are batched with others written in the same event-loop turn. */
+const BATCH_FRAME_MAX_BYTES = 16 * 1024
+
+interface Batch {
+  chunks: Uint8Array[]
+  bytes: number
+  /** Settles once the batch went to stream.send: true when the stream still has room. */
+  sent: Promise<boolean>
+  settle: (err: unknown, room?: boolean) => void
+}
+
+/** Small frames waiting for the end of the current event-loop turn, per stream. */
+const batches = new WeakMap<Stream, Batch>()
+
+function sendBatch(stream: Stream, batch: Batch): void {
+  if (batches.get(stream) !== batch) return
+  batches.delete(stream)
+  let data = batch.chunks[0]!
+  if (batch.chunks.length > 1) {
+    data = new Uint8Array(batch.bytes)
+    let at = 0
+    for (const c of batch.chunks) {
+      data.set(c, at)
+      at += c.byteLength
+    }
+  }
+  try {
+    batch.settle(undefined, stream.send(data))
+  } catch (err: unknown) {
+    batch.settle(err)
+  }
+}
+
 /**
  * Writes one frame, waiting for the stream to drain when its buffer is full. The wait ends with the signal:
  * a stream whose remote stops reading (a relay that stalls the circuit) never drains, and must not hold a
  * call past its deadline.
+ *
+ * Small frames written during one event-loop turn (calls or answers arriving together) leave in one
+ * stream.send: one yamux frame, one noise message, one socket write and one window update for all of
+ * them, instead of one each. Order is kept: a large frame first sends what is batched.
  */
 export async function writeFrame(stream: Stream, frame: MessageInitShape<typeof PeerFrameSchema>, signal?: AbortSignal): Promise<void> {
   const bytes = encodeFrame(toBinary(PeerFrameSchema, create(PeerFrameSchema, frame)))
-  if (!stream.send(bytes)) await stream.onDrain({ signal })
+  let room: boolean
+  if (bytes.byteLength > BATCH_FRAME_MAX_BYTES) {
+    const pending = batches.get(stream)
+    if (pending != null) sendBatch(stream, pending)
+    room = stream.send(bytes)
+  } else {
+    let batch = batches.get(stream)
+    if (batch == null) {
+      let settle: Batch['settle'] = () => {}
+      const sent = new Promise<boolean>((resolve, reject) => {
+        settle = (err, ok) => (err === undefined ? resolve(ok === true) : reject(err))
+      })
+      const created: Batch = { chunks: [], bytes: 0, sent, settle }
+      batch = created
+      batches.set(stream, created)
+      setImmediate(() => sendBatch(stream, created))
+    }
+    batch.chunks.push(bytes)
+    batch.bytes += bytes.byteLength
+    room = await batch.sent
+  }
+  if (!room) await stream.onDrain({ signal })
 }
 
 /** Feeds a stream's incoming bytes through a length-prefix decoder into PeerFrames. */
