@@ -161,9 +161,12 @@ export class InboundDispatcher {
     const expiresAt = Date.now() + this.o.dedupeWindowMs
     const result = this.run(req, meta, signal, () => this.journal?.started(key, expiresAt)).then((res) => {
       if (this.journal != null && req.method !== PING_METHOD) {
-        this.journal.done(key, expiresAt, toBinary(PeerResponseSchema, create(PeerResponseSchema, res)))
+        const encoded = toBinary(PeerResponseSchema, create(PeerResponseSchema, res))
+        this.journal.done(key, expiresAt, encoded)
+        this.settled(key, entry, encoded.byteLength)
+      } else {
+        this.settled(key, entry, responseBytes(res))
       }
-      this.settled(key, entry, responseBytes(res))
       return res
     })
     result
