@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 TOOLS_BIN="$(TOOLS="protoc-gen-go protoc-gen-go-grpc" bash scripts/ensure-tools.sh | tail -n1)"
 export PATH="$TOOLS_BIN:$PATH"
 buf generate
+# The tunnelling tests' own service (test/proto, stargate.test.v1) into test/gen.
+buf generate --template test/proto/buf.gen.yaml
 buf build proto -o services/shared/src/gen/stargate.binpb
 buf build node_modules/grpc-health-check/proto -o services/shared/src/gen/health.binpb
 

@@ -19,7 +19,7 @@ buf lint
 
 step "generated code is up to date"
 bash scripts/generate.sh
-GEN_DIRS=(services/shared/src/gen test/interop/go/gen test/interop/python/gen)
+GEN_DIRS=(services/shared/src/gen test/interop/go/gen test/interop/python/gen test/gen)
 if ! git diff --quiet -- "${GEN_DIRS[@]}" || [ -n "$(git status --porcelain -- "${GEN_DIRS[@]}")" ]; then
   git status --short -- "${GEN_DIRS[@]}"
   echo "generated code is stale: run 'npm run generate' and commit the result" >&2

@@ -57,10 +57,39 @@ const response = fc.record({
   responderPeerId: text,
   replayed: fc.boolean(),
 })
+const metadata = fc.array(fc.record({ key: nonEmpty, value: text }), { maxLength: 3 })
+const statusCode = fc.integer({ min: 1, max: 16 })
+const streamOpen = fc.record({
+  exchangeId,
+  requestId: nonEmpty,
+  method: fc.tuple(fc.stringMatching(/^[\w.]{1,12}$/), fc.stringMatching(/^\w{1,12}$/)).map(([s, m]) => `/${s}/${m}`),
+  metadata,
+  timeout: fc.option(fc.record({ seconds: fc.bigInt({ min: 0n, max: 1_000_000n }), nanos: fc.integer({ min: 0, max: 999_999_999 }) }), {
+    nil: undefined,
+  }),
+  traceContext: fc.dictionary(text, text, { maxKeys: 2 }),
+  callerPeerId: text,
+  tier: fc.constantFrom(Tier.UNSPECIFIED, Tier.DIRECT, Tier.RELAY, Tier.NATS),
+  initialWindowBytes: fc.nat(),
+  data: fc.uint8Array({ maxLength: 32 }),
+  endOfStream: fc.boolean(),
+})
 const frame = fc.oneof(
   request.map((value) => ({ kind: { case: 'request' as const, value } })),
   response.map((value) => ({ kind: { case: 'response' as const, value } })),
   exchangeId.map((id) => ({ kind: { case: 'cancel' as const, value: { exchangeId: id } } })),
+  streamOpen.map((value) => ({ kind: { case: 'streamOpen' as const, value } })),
+  fc.record({ exchangeId, metadata }).map((value) => ({ kind: { case: 'streamHeaders' as const, value } })),
+  fc
+    .record({ exchangeId, data: fc.uint8Array({ maxLength: 64 }), endOfStream: fc.boolean() })
+    .map((value) => ({ kind: { case: 'streamData' as const, value } })),
+  fc
+    .record({ exchangeId, code: fc.integer({ min: 0, max: 16 }), message: text, trailers: metadata })
+    .map((value) => ({ kind: { case: 'streamClose' as const, value } })),
+  fc.record({ exchangeId, code: statusCode, message: text }).map((value) => ({ kind: { case: 'streamReset' as const, value } })),
+  fc
+    .record({ exchangeId, creditBytes: fc.integer({ min: 1, max: 2 ** 32 - 1 }) })
+    .map((value) => ({ kind: { case: 'streamWindow' as const, value } })),
 )
 
 describe('envelope', () => {
@@ -86,11 +115,30 @@ describe('envelope', () => {
       /request_id/,
     )
     expectInvalid(bin({ kind: { case: 'cancel', value: {} } }), /exchange_id/)
-    // An unknown kind (field 4, from a newer peer) is not silently treated as something else.
-    expectInvalid(new Uint8Array([0x22, 0x02, 0x08, 0x01]), /no known kind/)
+    // An unknown kind (field 15, from a newer peer) is not silently treated as something else.
+    expectInvalid(new Uint8Array([0x7a, 0x02, 0x08, 0x01]), /no known kind/)
     // Truncated and wrong-wire-type input.
     expectInvalid(new Uint8Array([0x0a, 0x05, 0x0a]), /not a stargate.v1.PeerFrame/)
     assert.throws(() => encodePeerFrame({ kind: { case: 'cancel', value: {} } }), StargateError)
+  })
+
+  it('envelope - rejects stream frames missing what a peer needs', () => {
+    const bin = (f: Parameters<typeof create<typeof PeerFrameSchema>>[1]): Uint8Array =>
+      toBinary(PeerFrameSchema, create(PeerFrameSchema, f))
+    const open = { exchangeId: 1n, requestId: 'r', method: '/pkg.Svc/Method' }
+    assert.equal(decodePeerFrame(bin({ kind: { case: 'streamOpen', value: open } })).kind.case, 'streamOpen')
+    expectInvalid(bin({ kind: { case: 'streamOpen', value: { ...open, exchangeId: 0n } } }), /stream_open without exchange_id/)
+    expectInvalid(bin({ kind: { case: 'streamOpen', value: { ...open, requestId: '' } } }), /request_id/)
+    for (const method of ['', 'pkg.Svc/Method', '/pkg.Svc', '/pkg.Svc/', '//Method', '/a/b/c']) {
+      expectInvalid(bin({ kind: { case: 'streamOpen', value: { ...open, method } } }), /not a gRPC path/)
+    }
+    expectInvalid(bin({ kind: { case: 'streamOpen', value: { ...open, timeout: { seconds: -1n } } } }), /negative timeout/)
+    expectInvalid(bin({ kind: { case: 'streamData', value: { data: new Uint8Array(1) } } }), /stream_data without exchange_id/)
+    expectInvalid(bin({ kind: { case: 'streamHeaders', value: {} } }), /stream_headers without exchange_id/)
+    expectInvalid(bin({ kind: { case: 'streamClose', value: { exchangeId: 1n, code: 17 } } }), /unknown status code 17/)
+    expectInvalid(bin({ kind: { case: 'streamReset', value: { exchangeId: 1n, code: 0 } } }), /stream_reset with status OK/)
+    expectInvalid(bin({ kind: { case: 'streamReset', value: { code: 1 } } }), /stream_reset without exchange_id/)
+    expectInvalid(bin({ kind: { case: 'streamWindow', value: { exchangeId: 1n } } }), /without credit_bytes/)
   })
 
   it('envelope - a deeply nested JSON payload is INVALID_ARGUMENT, not a stack overflow', () => {

@@ -24,7 +24,9 @@ export function decodePeerFrame(bytes: Uint8Array): PeerFrame {
 
 /**
  * The invariants of a PeerFrame: exactly one known kind; a request names its request_id, method
- * and exchange_id; a response its exchange_id, request_id and a result; a cancel its exchange_id.
+ * and exchange_id; a response its exchange_id, request_id and a result; a cancel its exchange_id;
+ * every stream frame its exchange_id, a stream_open its request_id and a gRPC method path, a
+ * stream_close / stream_reset a known status code (a reset never OK), a stream_window some credit.
  */
 export function validatePeerFrame(frame: PeerFrame): void {
   const bad = (what: string): never => {
@@ -50,7 +52,38 @@ export function validatePeerFrame(frame: PeerFrame): void {
     case 'cancel':
       if (kind.value.exchangeId === 0n) bad('cancel without exchange_id')
       return
+    case 'streamOpen': {
+      const o = kind.value
+      if (o.exchangeId === 0n) bad('stream_open without exchange_id')
+      if (o.requestId === '') bad('stream_open without request_id')
+      if (!GRPC_METHOD_PATH.test(o.method))
+        bad(`stream_open method ${JSON.stringify(o.method)} is not a gRPC path "/package.Service/Method"`)
+      if (o.timeout != null && (o.timeout.seconds < 0n || o.timeout.nanos < 0)) bad('stream_open with a negative timeout')
+      return
+    }
+    case 'streamData':
+    case 'streamHeaders':
+      if (kind.value.exchangeId === 0n) bad(`${kind.case === 'streamData' ? 'stream_data' : 'stream_headers'} without exchange_id`)
+      return
+    case 'streamClose':
+    case 'streamReset': {
+      const what = kind.case === 'streamClose' ? 'stream_close' : 'stream_reset'
+      if (kind.value.exchangeId === 0n) bad(`${what} without exchange_id`)
+      if (kind.value.code > MAX_GRPC_CODE) bad(`${what} with unknown status code ${kind.value.code}`)
+      if (kind.case === 'streamReset' && kind.value.code === 0) bad('stream_reset with status OK')
+      return
+    }
+    case 'streamWindow':
+      if (kind.value.exchangeId === 0n) bad('stream_window without exchange_id')
+      if (kind.value.creditBytes === 0) bad('stream_window without credit_bytes')
+      return
     default:
-      bad('no known kind (request, response or cancel)')
+      bad('no known kind (request, response, cancel or a stream frame)')
   }
 }
+
+/** A gRPC method path: "/" service "/" method, neither empty nor containing "/". */
+const GRPC_METHOD_PATH = /^\/[^/]+\/[^/]+$/
+
+/** The largest gRPC status code (UNAUTHENTICATED). */
+const MAX_GRPC_CODE = 16

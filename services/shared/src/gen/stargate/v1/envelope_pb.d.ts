@@ -366,6 +366,54 @@ export declare type PeerFrame = Message<"stargate.v1.PeerFrame"> & {
      */
     value: PeerCancel;
     case: "cancel";
+  } | {
+    /**
+     * stream_open starts a tunnelled gRPC stream (caller to callee).
+     *
+     * @generated from field: stargate.v1.StreamOpen stream_open = 4;
+     */
+    value: StreamOpen;
+    case: "streamOpen";
+  } | {
+    /**
+     * stream_headers carries a tunnelled stream's response headers (callee to caller).
+     *
+     * @generated from field: stargate.v1.StreamHeaders stream_headers = 5;
+     */
+    value: StreamHeaders;
+    case: "streamHeaders";
+  } | {
+    /**
+     * stream_data carries message bytes of a tunnelled stream (both directions).
+     *
+     * @generated from field: stargate.v1.StreamData stream_data = 6;
+     */
+    value: StreamData;
+    case: "streamData";
+  } | {
+    /**
+     * stream_close ends a tunnelled stream with its gRPC status and trailers (callee to caller).
+     *
+     * @generated from field: stargate.v1.StreamClose stream_close = 7;
+     */
+    value: StreamClose;
+    case: "streamClose";
+  } | {
+    /**
+     * stream_reset aborts a tunnelled stream (both directions).
+     *
+     * @generated from field: stargate.v1.StreamReset stream_reset = 8;
+     */
+    value: StreamReset;
+    case: "streamReset";
+  } | {
+    /**
+     * stream_window grants flow-control credit on a tunnelled stream (both directions).
+     *
+     * @generated from field: stargate.v1.StreamWindow stream_window = 9;
+     */
+    value: StreamWindow;
+    case: "streamWindow";
   } | { case: undefined; value?: undefined };
 };
 
@@ -395,6 +443,48 @@ export declare type PeerFrameJson = {
    * @generated from field: stargate.v1.PeerCancel cancel = 3;
    */
   cancel?: PeerCancelJson;
+
+  /**
+   * stream_open starts a tunnelled gRPC stream (caller to callee).
+   *
+   * @generated from field: stargate.v1.StreamOpen stream_open = 4;
+   */
+  streamOpen?: StreamOpenJson;
+
+  /**
+   * stream_headers carries a tunnelled stream's response headers (callee to caller).
+   *
+   * @generated from field: stargate.v1.StreamHeaders stream_headers = 5;
+   */
+  streamHeaders?: StreamHeadersJson;
+
+  /**
+   * stream_data carries message bytes of a tunnelled stream (both directions).
+   *
+   * @generated from field: stargate.v1.StreamData stream_data = 6;
+   */
+  streamData?: StreamDataJson;
+
+  /**
+   * stream_close ends a tunnelled stream with its gRPC status and trailers (callee to caller).
+   *
+   * @generated from field: stargate.v1.StreamClose stream_close = 7;
+   */
+  streamClose?: StreamCloseJson;
+
+  /**
+   * stream_reset aborts a tunnelled stream (both directions).
+   *
+   * @generated from field: stargate.v1.StreamReset stream_reset = 8;
+   */
+  streamReset?: StreamResetJson;
+
+  /**
+   * stream_window grants flow-control credit on a tunnelled stream (both directions).
+   *
+   * @generated from field: stargate.v1.StreamWindow stream_window = 9;
+   */
+  streamWindow?: StreamWindowJson;
 };
 
 /**
@@ -402,6 +492,544 @@ export declare type PeerFrameJson = {
  * Use `create(PeerFrameSchema)` to create a new message.
  */
 export declare const PeerFrameSchema: GenMessage<PeerFrame, {jsonType: PeerFrameJson}>;
+
+/**
+ * MetadataEntry is one gRPC metadata entry (an HTTP/2 header or trailer) in wire form: the key in lower
+ * case, the value as sent (values of keys ending in -bin stay base64). A key may appear more than once.
+ *
+ * @generated from message stargate.v1.MetadataEntry
+ */
+export declare type MetadataEntry = Message<"stargate.v1.MetadataEntry"> & {
+  /**
+   * key is the lower-case header name.
+   *
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * value is the header value as it appeared on the wire.
+   *
+   * @generated from field: string value = 2;
+   */
+  value: string;
+};
+
+/**
+ * MetadataEntry is one gRPC metadata entry (an HTTP/2 header or trailer) in wire form: the key in lower
+ * case, the value as sent (values of keys ending in -bin stay base64). A key may appear more than once.
+ *
+ * @generated from message stargate.v1.MetadataEntry
+ */
+export declare type MetadataEntryJson = {
+  /**
+   * key is the lower-case header name.
+   *
+   * @generated from field: string key = 1;
+   */
+  key?: string;
+
+  /**
+   * value is the header value as it appeared on the wire.
+   *
+   * @generated from field: string value = 2;
+   */
+  value?: string;
+};
+
+/**
+ * Describes the message stargate.v1.MetadataEntry.
+ * Use `create(MetadataEntrySchema)` to create a new message.
+ */
+export declare const MetadataEntrySchema: GenMessage<MetadataEntry, {jsonType: MetadataEntryJson}>;
+
+/**
+ * StreamOpen starts a tunnelled gRPC stream: an ordinary gRPC call that a caller's gateway received on its
+ * API port and hands to the callee's gateway, which forwards it to the backend that exposes the service.
+ * Stream frames (StreamOpen .. StreamWindow) number their streams with exchange_id in a space of their own,
+ * allocated by the caller. Request data is flow controlled by credit: the caller may send 65536 bytes of
+ * data (counting the data of this frame) before the callee grants more with StreamWindow.
+ *
+ * @generated from message stargate.v1.StreamOpen
+ */
+export declare type StreamOpen = Message<"stargate.v1.StreamOpen"> & {
+  /**
+   * exchange_id identifies the stream on its link; every later frame of the stream carries it.
+   *
+   * @generated from field: uint64 exchange_id = 1;
+   */
+  exchangeId: bigint;
+
+  /**
+   * request_id identifies the call across attempts (its idempotency key).
+   *
+   * @generated from field: string request_id = 2;
+   */
+  requestId: string;
+
+  /**
+   * method is the full gRPC method path, e.g. "/routeguide.RouteGuide/GetFeature".
+   *
+   * @generated from field: string method = 3;
+   */
+  method: string;
+
+  /**
+   * metadata is the request metadata in wire form, without hop-by-hop, pseudo, grpc-timeout and stargate-* headers.
+   *
+   * @generated from field: repeated stargate.v1.MetadataEntry metadata = 4;
+   */
+  metadata: MetadataEntry[];
+
+  /**
+   * timeout is how long the caller still waits, measured when the frame was sent (unset: no deadline).
+   *
+   * @generated from field: google.protobuf.Duration timeout = 5;
+   */
+  timeout?: Duration | undefined;
+
+  /**
+   * trace_context carries W3C trace context (traceparent, tracestate) of the caller's span.
+   *
+   * @generated from field: map<string, string> trace_context = 6;
+   */
+  traceContext: { [key: string]: string };
+
+  /**
+   * caller_peer_id is the calling gateway (checked against the transport's verified identity).
+   *
+   * @generated from field: string caller_peer_id = 7;
+   */
+  callerPeerId: string;
+
+  /**
+   * tier is the tier the caller used to open this stream.
+   *
+   * @generated from field: stargate.v1.Tier tier = 8;
+   */
+  tier: Tier;
+
+  /**
+   * initial_window_bytes is the response data the callee may send before the caller grants more.
+   *
+   * @generated from field: uint32 initial_window_bytes = 9;
+   */
+  initialWindowBytes: number;
+
+  /**
+   * data is the first request data: gRPC length-prefixed message bytes, verbatim (may be empty).
+   *
+   * @generated from field: bytes data = 10;
+   */
+  data: Uint8Array;
+
+  /**
+   * end_of_stream is true when the caller has no more request data (a unary call fits one frame).
+   *
+   * @generated from field: bool end_of_stream = 11;
+   */
+  endOfStream: boolean;
+};
+
+/**
+ * StreamOpen starts a tunnelled gRPC stream: an ordinary gRPC call that a caller's gateway received on its
+ * API port and hands to the callee's gateway, which forwards it to the backend that exposes the service.
+ * Stream frames (StreamOpen .. StreamWindow) number their streams with exchange_id in a space of their own,
+ * allocated by the caller. Request data is flow controlled by credit: the caller may send 65536 bytes of
+ * data (counting the data of this frame) before the callee grants more with StreamWindow.
+ *
+ * @generated from message stargate.v1.StreamOpen
+ */
+export declare type StreamOpenJson = {
+  /**
+   * exchange_id identifies the stream on its link; every later frame of the stream carries it.
+   *
+   * @generated from field: uint64 exchange_id = 1;
+   */
+  exchangeId?: string;
+
+  /**
+   * request_id identifies the call across attempts (its idempotency key).
+   *
+   * @generated from field: string request_id = 2;
+   */
+  requestId?: string;
+
+  /**
+   * method is the full gRPC method path, e.g. "/routeguide.RouteGuide/GetFeature".
+   *
+   * @generated from field: string method = 3;
+   */
+  method?: string;
+
+  /**
+   * metadata is the request metadata in wire form, without hop-by-hop, pseudo, grpc-timeout and stargate-* headers.
+   *
+   * @generated from field: repeated stargate.v1.MetadataEntry metadata = 4;
+   */
+  metadata?: MetadataEntryJson[];
+
+  /**
+   * timeout is how long the caller still waits, measured when the frame was sent (unset: no deadline).
+   *
+   * @generated from field: google.protobuf.Duration timeout = 5;
+   */
+  timeout?: DurationJson;
+
+  /**
+   * trace_context carries W3C trace context (traceparent, tracestate) of the caller's span.
+   *
+   * @generated from field: map<string, string> trace_context = 6;
+   */
+  traceContext?: { [key: string]: string };
+
+  /**
+   * caller_peer_id is the calling gateway (checked against the transport's verified identity).
+   *
+   * @generated from field: string caller_peer_id = 7;
+   */
+  callerPeerId?: string;
+
+  /**
+   * tier is the tier the caller used to open this stream.
+   *
+   * @generated from field: stargate.v1.Tier tier = 8;
+   */
+  tier?: TierJson;
+
+  /**
+   * initial_window_bytes is the response data the callee may send before the caller grants more.
+   *
+   * @generated from field: uint32 initial_window_bytes = 9;
+   */
+  initialWindowBytes?: number;
+
+  /**
+   * data is the first request data: gRPC length-prefixed message bytes, verbatim (may be empty).
+   *
+   * @generated from field: bytes data = 10;
+   */
+  data?: string;
+
+  /**
+   * end_of_stream is true when the caller has no more request data (a unary call fits one frame).
+   *
+   * @generated from field: bool end_of_stream = 11;
+   */
+  endOfStream?: boolean;
+};
+
+/**
+ * Describes the message stargate.v1.StreamOpen.
+ * Use `create(StreamOpenSchema)` to create a new message.
+ */
+export declare const StreamOpenSchema: GenMessage<StreamOpen, {jsonType: StreamOpenJson}>;
+
+/**
+ * StreamHeaders carries the response headers of a tunnelled stream; sent at most once, before any
+ * response data. A stream that ends without it had a trailers-only response.
+ *
+ * @generated from message stargate.v1.StreamHeaders
+ */
+export declare type StreamHeaders = Message<"stargate.v1.StreamHeaders"> & {
+  /**
+   * exchange_id is the stream.
+   *
+   * @generated from field: uint64 exchange_id = 1;
+   */
+  exchangeId: bigint;
+
+  /**
+   * metadata is the response headers in wire form, without hop-by-hop and pseudo headers.
+   *
+   * @generated from field: repeated stargate.v1.MetadataEntry metadata = 2;
+   */
+  metadata: MetadataEntry[];
+};
+
+/**
+ * StreamHeaders carries the response headers of a tunnelled stream; sent at most once, before any
+ * response data. A stream that ends without it had a trailers-only response.
+ *
+ * @generated from message stargate.v1.StreamHeaders
+ */
+export declare type StreamHeadersJson = {
+  /**
+   * exchange_id is the stream.
+   *
+   * @generated from field: uint64 exchange_id = 1;
+   */
+  exchangeId?: string;
+
+  /**
+   * metadata is the response headers in wire form, without hop-by-hop and pseudo headers.
+   *
+   * @generated from field: repeated stargate.v1.MetadataEntry metadata = 2;
+   */
+  metadata?: MetadataEntryJson[];
+};
+
+/**
+ * Describes the message stargate.v1.StreamHeaders.
+ * Use `create(StreamHeadersSchema)` to create a new message.
+ */
+export declare const StreamHeadersSchema: GenMessage<StreamHeaders, {jsonType: StreamHeadersJson}>;
+
+/**
+ * StreamData carries a slice of one direction's gRPC message stream: length-prefixed messages
+ * (1 flag byte, 4 length bytes, the message as sent, possibly compressed), verbatim and never decoded.
+ * A message may span frames. The sender sends only within the credit its receiver granted.
+ *
+ * @generated from message stargate.v1.StreamData
+ */
+export declare type StreamData = Message<"stargate.v1.StreamData"> & {
+  /**
+   * exchange_id is the stream.
+   *
+   * @generated from field: uint64 exchange_id = 1;
+   */
+  exchangeId: bigint;
+
+  /**
+   * data is the next bytes of the message stream.
+   *
+   * @generated from field: bytes data = 2;
+   */
+  data: Uint8Array;
+
+  /**
+   * end_of_stream is true on the sender's last data frame (the caller's half-close).
+   *
+   * @generated from field: bool end_of_stream = 3;
+   */
+  endOfStream: boolean;
+};
+
+/**
+ * StreamData carries a slice of one direction's gRPC message stream: length-prefixed messages
+ * (1 flag byte, 4 length bytes, the message as sent, possibly compressed), verbatim and never decoded.
+ * A message may span frames. The sender sends only within the credit its receiver granted.
+ *
+ * @generated from message stargate.v1.StreamData
+ */
+export declare type StreamDataJson = {
+  /**
+   * exchange_id is the stream.
+   *
+   * @generated from field: uint64 exchange_id = 1;
+   */
+  exchangeId?: string;
+
+  /**
+   * data is the next bytes of the message stream.
+   *
+   * @generated from field: bytes data = 2;
+   */
+  data?: string;
+
+  /**
+   * end_of_stream is true on the sender's last data frame (the caller's half-close).
+   *
+   * @generated from field: bool end_of_stream = 3;
+   */
+  endOfStream?: boolean;
+};
+
+/**
+ * Describes the message stargate.v1.StreamData.
+ * Use `create(StreamDataSchema)` to create a new message.
+ */
+export declare const StreamDataSchema: GenMessage<StreamData, {jsonType: StreamDataJson}>;
+
+/**
+ * StreamClose ends a tunnelled stream with the backend's status; it follows the stream's last data.
+ *
+ * @generated from message stargate.v1.StreamClose
+ */
+export declare type StreamClose = Message<"stargate.v1.StreamClose"> & {
+  /**
+   * exchange_id is the stream.
+   *
+   * @generated from field: uint64 exchange_id = 1;
+   */
+  exchangeId: bigint;
+
+  /**
+   * code is the gRPC status code number (0 is OK).
+   *
+   * @generated from field: uint32 code = 2;
+   */
+  code: number;
+
+  /**
+   * message is the status message, decoded (not percent-encoded).
+   *
+   * @generated from field: string message = 3;
+   */
+  message: string;
+
+  /**
+   * trailers are the remaining trailers in wire form, grpc-status-details-bin included.
+   *
+   * @generated from field: repeated stargate.v1.MetadataEntry trailers = 4;
+   */
+  trailers: MetadataEntry[];
+};
+
+/**
+ * StreamClose ends a tunnelled stream with the backend's status; it follows the stream's last data.
+ *
+ * @generated from message stargate.v1.StreamClose
+ */
+export declare type StreamCloseJson = {
+  /**
+   * exchange_id is the stream.
+   *
+   * @generated from field: uint64 exchange_id = 1;
+   */
+  exchangeId?: string;
+
+  /**
+   * code is the gRPC status code number (0 is OK).
+   *
+   * @generated from field: uint32 code = 2;
+   */
+  code?: number;
+
+  /**
+   * message is the status message, decoded (not percent-encoded).
+   *
+   * @generated from field: string message = 3;
+   */
+  message?: string;
+
+  /**
+   * trailers are the remaining trailers in wire form, grpc-status-details-bin included.
+   *
+   * @generated from field: repeated stargate.v1.MetadataEntry trailers = 4;
+   */
+  trailers?: MetadataEntryJson[];
+};
+
+/**
+ * Describes the message stargate.v1.StreamClose.
+ * Use `create(StreamCloseSchema)` to create a new message.
+ */
+export declare const StreamCloseSchema: GenMessage<StreamClose, {jsonType: StreamCloseJson}>;
+
+/**
+ * StreamReset aborts a tunnelled stream at once: the caller cancelled or hit its deadline, or either side
+ * failed. Buffered data is discarded; the receiver ends the stream with code and message.
+ *
+ * @generated from message stargate.v1.StreamReset
+ */
+export declare type StreamReset = Message<"stargate.v1.StreamReset"> & {
+  /**
+   * exchange_id is the stream.
+   *
+   * @generated from field: uint64 exchange_id = 1;
+   */
+  exchangeId: bigint;
+
+  /**
+   * code is the gRPC status code number the stream ends with (e.g. 1 for CANCELLED).
+   *
+   * @generated from field: uint32 code = 2;
+   */
+  code: number;
+
+  /**
+   * message says why the stream was reset.
+   *
+   * @generated from field: string message = 3;
+   */
+  message: string;
+};
+
+/**
+ * StreamReset aborts a tunnelled stream at once: the caller cancelled or hit its deadline, or either side
+ * failed. Buffered data is discarded; the receiver ends the stream with code and message.
+ *
+ * @generated from message stargate.v1.StreamReset
+ */
+export declare type StreamResetJson = {
+  /**
+   * exchange_id is the stream.
+   *
+   * @generated from field: uint64 exchange_id = 1;
+   */
+  exchangeId?: string;
+
+  /**
+   * code is the gRPC status code number the stream ends with (e.g. 1 for CANCELLED).
+   *
+   * @generated from field: uint32 code = 2;
+   */
+  code?: number;
+
+  /**
+   * message says why the stream was reset.
+   *
+   * @generated from field: string message = 3;
+   */
+  message?: string;
+};
+
+/**
+ * Describes the message stargate.v1.StreamReset.
+ * Use `create(StreamResetSchema)` to create a new message.
+ */
+export declare const StreamResetSchema: GenMessage<StreamReset, {jsonType: StreamResetJson}>;
+
+/**
+ * StreamWindow grants flow-control credit: the receiver of this frame may send credit_bytes more data
+ * on the stream. A receiver grants credit as its consumer drains, so it buffers at most its window.
+ *
+ * @generated from message stargate.v1.StreamWindow
+ */
+export declare type StreamWindow = Message<"stargate.v1.StreamWindow"> & {
+  /**
+   * exchange_id is the stream.
+   *
+   * @generated from field: uint64 exchange_id = 1;
+   */
+  exchangeId: bigint;
+
+  /**
+   * credit_bytes is the additional data the peer may send.
+   *
+   * @generated from field: uint32 credit_bytes = 2;
+   */
+  creditBytes: number;
+};
+
+/**
+ * StreamWindow grants flow-control credit: the receiver of this frame may send credit_bytes more data
+ * on the stream. A receiver grants credit as its consumer drains, so it buffers at most its window.
+ *
+ * @generated from message stargate.v1.StreamWindow
+ */
+export declare type StreamWindowJson = {
+  /**
+   * exchange_id is the stream.
+   *
+   * @generated from field: uint64 exchange_id = 1;
+   */
+  exchangeId?: string;
+
+  /**
+   * credit_bytes is the additional data the peer may send.
+   *
+   * @generated from field: uint32 credit_bytes = 2;
+   */
+  creditBytes?: number;
+};
+
+/**
+ * Describes the message stargate.v1.StreamWindow.
+ * Use `create(StreamWindowSchema)` to create a new message.
+ */
+export declare const StreamWindowSchema: GenMessage<StreamWindow, {jsonType: StreamWindowJson}>;
 
 /**
  * SealedMessage carries a PeerRequest or PeerResponse over NATS, encrypted to the

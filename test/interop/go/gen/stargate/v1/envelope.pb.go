@@ -371,6 +371,12 @@ type PeerFrame struct {
 	//	*PeerFrame_Request
 	//	*PeerFrame_Response
 	//	*PeerFrame_Cancel
+	//	*PeerFrame_StreamOpen
+	//	*PeerFrame_StreamHeaders
+	//	*PeerFrame_StreamData
+	//	*PeerFrame_StreamClose
+	//	*PeerFrame_StreamReset
+	//	*PeerFrame_StreamWindow
 	Kind          isPeerFrame_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -440,6 +446,60 @@ func (x *PeerFrame) GetCancel() *PeerCancel {
 	return nil
 }
 
+func (x *PeerFrame) GetStreamOpen() *StreamOpen {
+	if x != nil {
+		if x, ok := x.Kind.(*PeerFrame_StreamOpen); ok {
+			return x.StreamOpen
+		}
+	}
+	return nil
+}
+
+func (x *PeerFrame) GetStreamHeaders() *StreamHeaders {
+	if x != nil {
+		if x, ok := x.Kind.(*PeerFrame_StreamHeaders); ok {
+			return x.StreamHeaders
+		}
+	}
+	return nil
+}
+
+func (x *PeerFrame) GetStreamData() *StreamData {
+	if x != nil {
+		if x, ok := x.Kind.(*PeerFrame_StreamData); ok {
+			return x.StreamData
+		}
+	}
+	return nil
+}
+
+func (x *PeerFrame) GetStreamClose() *StreamClose {
+	if x != nil {
+		if x, ok := x.Kind.(*PeerFrame_StreamClose); ok {
+			return x.StreamClose
+		}
+	}
+	return nil
+}
+
+func (x *PeerFrame) GetStreamReset() *StreamReset {
+	if x != nil {
+		if x, ok := x.Kind.(*PeerFrame_StreamReset); ok {
+			return x.StreamReset
+		}
+	}
+	return nil
+}
+
+func (x *PeerFrame) GetStreamWindow() *StreamWindow {
+	if x != nil {
+		if x, ok := x.Kind.(*PeerFrame_StreamWindow); ok {
+			return x.StreamWindow
+		}
+	}
+	return nil
+}
+
 type isPeerFrame_Kind interface {
 	isPeerFrame_Kind()
 }
@@ -459,11 +519,565 @@ type PeerFrame_Cancel struct {
 	Cancel *PeerCancel `protobuf:"bytes,3,opt,name=cancel,proto3,oneof"`
 }
 
+type PeerFrame_StreamOpen struct {
+	// stream_open starts a tunnelled gRPC stream (caller to callee).
+	StreamOpen *StreamOpen `protobuf:"bytes,4,opt,name=stream_open,json=streamOpen,proto3,oneof"`
+}
+
+type PeerFrame_StreamHeaders struct {
+	// stream_headers carries a tunnelled stream's response headers (callee to caller).
+	StreamHeaders *StreamHeaders `protobuf:"bytes,5,opt,name=stream_headers,json=streamHeaders,proto3,oneof"`
+}
+
+type PeerFrame_StreamData struct {
+	// stream_data carries message bytes of a tunnelled stream (both directions).
+	StreamData *StreamData `protobuf:"bytes,6,opt,name=stream_data,json=streamData,proto3,oneof"`
+}
+
+type PeerFrame_StreamClose struct {
+	// stream_close ends a tunnelled stream with its gRPC status and trailers (callee to caller).
+	StreamClose *StreamClose `protobuf:"bytes,7,opt,name=stream_close,json=streamClose,proto3,oneof"`
+}
+
+type PeerFrame_StreamReset struct {
+	// stream_reset aborts a tunnelled stream (both directions).
+	StreamReset *StreamReset `protobuf:"bytes,8,opt,name=stream_reset,json=streamReset,proto3,oneof"`
+}
+
+type PeerFrame_StreamWindow struct {
+	// stream_window grants flow-control credit on a tunnelled stream (both directions).
+	StreamWindow *StreamWindow `protobuf:"bytes,9,opt,name=stream_window,json=streamWindow,proto3,oneof"`
+}
+
 func (*PeerFrame_Request) isPeerFrame_Kind() {}
 
 func (*PeerFrame_Response) isPeerFrame_Kind() {}
 
 func (*PeerFrame_Cancel) isPeerFrame_Kind() {}
+
+func (*PeerFrame_StreamOpen) isPeerFrame_Kind() {}
+
+func (*PeerFrame_StreamHeaders) isPeerFrame_Kind() {}
+
+func (*PeerFrame_StreamData) isPeerFrame_Kind() {}
+
+func (*PeerFrame_StreamClose) isPeerFrame_Kind() {}
+
+func (*PeerFrame_StreamReset) isPeerFrame_Kind() {}
+
+func (*PeerFrame_StreamWindow) isPeerFrame_Kind() {}
+
+// MetadataEntry is one gRPC metadata entry (an HTTP/2 header or trailer) in wire form: the key in lower
+// case, the value as sent (values of keys ending in -bin stay base64). A key may appear more than once.
+type MetadataEntry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// key is the lower-case header name.
+	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// value is the header value as it appeared on the wire.
+	Value         string `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetadataEntry) Reset() {
+	*x = MetadataEntry{}
+	mi := &file_stargate_v1_envelope_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetadataEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetadataEntry) ProtoMessage() {}
+
+func (x *MetadataEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_stargate_v1_envelope_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetadataEntry.ProtoReflect.Descriptor instead.
+func (*MetadataEntry) Descriptor() ([]byte, []int) {
+	return file_stargate_v1_envelope_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *MetadataEntry) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *MetadataEntry) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+// StreamOpen starts a tunnelled gRPC stream: an ordinary gRPC call that a caller's gateway received on its
+// API port and hands to the callee's gateway, which forwards it to the backend that exposes the service.
+// Stream frames (StreamOpen .. StreamWindow) number their streams with exchange_id in a space of their own,
+// allocated by the caller. Request data is flow controlled by credit: the caller may send 65536 bytes of
+// data (counting the data of this frame) before the callee grants more with StreamWindow.
+type StreamOpen struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// exchange_id identifies the stream on its link; every later frame of the stream carries it.
+	ExchangeId uint64 `protobuf:"varint,1,opt,name=exchange_id,json=exchangeId,proto3" json:"exchange_id,omitempty"`
+	// request_id identifies the call across attempts (its idempotency key).
+	RequestId string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// method is the full gRPC method path, e.g. "/routeguide.RouteGuide/GetFeature".
+	Method string `protobuf:"bytes,3,opt,name=method,proto3" json:"method,omitempty"`
+	// metadata is the request metadata in wire form, without hop-by-hop, pseudo, grpc-timeout and stargate-* headers.
+	Metadata []*MetadataEntry `protobuf:"bytes,4,rep,name=metadata,proto3" json:"metadata,omitempty"`
+	// timeout is how long the caller still waits, measured when the frame was sent (unset: no deadline).
+	Timeout *durationpb.Duration `protobuf:"bytes,5,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	// trace_context carries W3C trace context (traceparent, tracestate) of the caller's span.
+	TraceContext map[string]string `protobuf:"bytes,6,rep,name=trace_context,json=traceContext,proto3" json:"trace_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// caller_peer_id is the calling gateway (checked against the transport's verified identity).
+	CallerPeerId string `protobuf:"bytes,7,opt,name=caller_peer_id,json=callerPeerId,proto3" json:"caller_peer_id,omitempty"`
+	// tier is the tier the caller used to open this stream.
+	Tier Tier `protobuf:"varint,8,opt,name=tier,proto3,enum=stargate.v1.Tier" json:"tier,omitempty"`
+	// initial_window_bytes is the response data the callee may send before the caller grants more.
+	InitialWindowBytes uint32 `protobuf:"varint,9,opt,name=initial_window_bytes,json=initialWindowBytes,proto3" json:"initial_window_bytes,omitempty"`
+	// data is the first request data: gRPC length-prefixed message bytes, verbatim (may be empty).
+	Data []byte `protobuf:"bytes,10,opt,name=data,proto3" json:"data,omitempty"`
+	// end_of_stream is true when the caller has no more request data (a unary call fits one frame).
+	EndOfStream   bool `protobuf:"varint,11,opt,name=end_of_stream,json=endOfStream,proto3" json:"end_of_stream,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamOpen) Reset() {
+	*x = StreamOpen{}
+	mi := &file_stargate_v1_envelope_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamOpen) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamOpen) ProtoMessage() {}
+
+func (x *StreamOpen) ProtoReflect() protoreflect.Message {
+	mi := &file_stargate_v1_envelope_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamOpen.ProtoReflect.Descriptor instead.
+func (*StreamOpen) Descriptor() ([]byte, []int) {
+	return file_stargate_v1_envelope_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *StreamOpen) GetExchangeId() uint64 {
+	if x != nil {
+		return x.ExchangeId
+	}
+	return 0
+}
+
+func (x *StreamOpen) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *StreamOpen) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *StreamOpen) GetMetadata() []*MetadataEntry {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+func (x *StreamOpen) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+func (x *StreamOpen) GetTraceContext() map[string]string {
+	if x != nil {
+		return x.TraceContext
+	}
+	return nil
+}
+
+func (x *StreamOpen) GetCallerPeerId() string {
+	if x != nil {
+		return x.CallerPeerId
+	}
+	return ""
+}
+
+func (x *StreamOpen) GetTier() Tier {
+	if x != nil {
+		return x.Tier
+	}
+	return Tier_TIER_UNSPECIFIED
+}
+
+func (x *StreamOpen) GetInitialWindowBytes() uint32 {
+	if x != nil {
+		return x.InitialWindowBytes
+	}
+	return 0
+}
+
+func (x *StreamOpen) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *StreamOpen) GetEndOfStream() bool {
+	if x != nil {
+		return x.EndOfStream
+	}
+	return false
+}
+
+// StreamHeaders carries the response headers of a tunnelled stream; sent at most once, before any
+// response data. A stream that ends without it had a trailers-only response.
+type StreamHeaders struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// exchange_id is the stream.
+	ExchangeId uint64 `protobuf:"varint,1,opt,name=exchange_id,json=exchangeId,proto3" json:"exchange_id,omitempty"`
+	// metadata is the response headers in wire form, without hop-by-hop and pseudo headers.
+	Metadata      []*MetadataEntry `protobuf:"bytes,2,rep,name=metadata,proto3" json:"metadata,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamHeaders) Reset() {
+	*x = StreamHeaders{}
+	mi := &file_stargate_v1_envelope_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamHeaders) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamHeaders) ProtoMessage() {}
+
+func (x *StreamHeaders) ProtoReflect() protoreflect.Message {
+	mi := &file_stargate_v1_envelope_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamHeaders.ProtoReflect.Descriptor instead.
+func (*StreamHeaders) Descriptor() ([]byte, []int) {
+	return file_stargate_v1_envelope_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *StreamHeaders) GetExchangeId() uint64 {
+	if x != nil {
+		return x.ExchangeId
+	}
+	return 0
+}
+
+func (x *StreamHeaders) GetMetadata() []*MetadataEntry {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+// StreamData carries a slice of one direction's gRPC message stream: length-prefixed messages
+// (1 flag byte, 4 length bytes, the message as sent, possibly compressed), verbatim and never decoded.
+// A message may span frames. The sender sends only within the credit its receiver granted.
+type StreamData struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// exchange_id is the stream.
+	ExchangeId uint64 `protobuf:"varint,1,opt,name=exchange_id,json=exchangeId,proto3" json:"exchange_id,omitempty"`
+	// data is the next bytes of the message stream.
+	Data []byte `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	// end_of_stream is true on the sender's last data frame (the caller's half-close).
+	EndOfStream   bool `protobuf:"varint,3,opt,name=end_of_stream,json=endOfStream,proto3" json:"end_of_stream,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamData) Reset() {
+	*x = StreamData{}
+	mi := &file_stargate_v1_envelope_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamData) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamData) ProtoMessage() {}
+
+func (x *StreamData) ProtoReflect() protoreflect.Message {
+	mi := &file_stargate_v1_envelope_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamData.ProtoReflect.Descriptor instead.
+func (*StreamData) Descriptor() ([]byte, []int) {
+	return file_stargate_v1_envelope_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *StreamData) GetExchangeId() uint64 {
+	if x != nil {
+		return x.ExchangeId
+	}
+	return 0
+}
+
+func (x *StreamData) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *StreamData) GetEndOfStream() bool {
+	if x != nil {
+		return x.EndOfStream
+	}
+	return false
+}
+
+// StreamClose ends a tunnelled stream with the backend's status; it follows the stream's last data.
+type StreamClose struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// exchange_id is the stream.
+	ExchangeId uint64 `protobuf:"varint,1,opt,name=exchange_id,json=exchangeId,proto3" json:"exchange_id,omitempty"`
+	// code is the gRPC status code number (0 is OK).
+	Code uint32 `protobuf:"varint,2,opt,name=code,proto3" json:"code,omitempty"`
+	// message is the status message, decoded (not percent-encoded).
+	Message string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	// trailers are the remaining trailers in wire form, grpc-status-details-bin included.
+	Trailers      []*MetadataEntry `protobuf:"bytes,4,rep,name=trailers,proto3" json:"trailers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamClose) Reset() {
+	*x = StreamClose{}
+	mi := &file_stargate_v1_envelope_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamClose) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamClose) ProtoMessage() {}
+
+func (x *StreamClose) ProtoReflect() protoreflect.Message {
+	mi := &file_stargate_v1_envelope_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamClose.ProtoReflect.Descriptor instead.
+func (*StreamClose) Descriptor() ([]byte, []int) {
+	return file_stargate_v1_envelope_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *StreamClose) GetExchangeId() uint64 {
+	if x != nil {
+		return x.ExchangeId
+	}
+	return 0
+}
+
+func (x *StreamClose) GetCode() uint32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *StreamClose) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *StreamClose) GetTrailers() []*MetadataEntry {
+	if x != nil {
+		return x.Trailers
+	}
+	return nil
+}
+
+// StreamReset aborts a tunnelled stream at once: the caller cancelled or hit its deadline, or either side
+// failed. Buffered data is discarded; the receiver ends the stream with code and message.
+type StreamReset struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// exchange_id is the stream.
+	ExchangeId uint64 `protobuf:"varint,1,opt,name=exchange_id,json=exchangeId,proto3" json:"exchange_id,omitempty"`
+	// code is the gRPC status code number the stream ends with (e.g. 1 for CANCELLED).
+	Code uint32 `protobuf:"varint,2,opt,name=code,proto3" json:"code,omitempty"`
+	// message says why the stream was reset.
+	Message       string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamReset) Reset() {
+	*x = StreamReset{}
+	mi := &file_stargate_v1_envelope_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamReset) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamReset) ProtoMessage() {}
+
+func (x *StreamReset) ProtoReflect() protoreflect.Message {
+	mi := &file_stargate_v1_envelope_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamReset.ProtoReflect.Descriptor instead.
+func (*StreamReset) Descriptor() ([]byte, []int) {
+	return file_stargate_v1_envelope_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *StreamReset) GetExchangeId() uint64 {
+	if x != nil {
+		return x.ExchangeId
+	}
+	return 0
+}
+
+func (x *StreamReset) GetCode() uint32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *StreamReset) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+// StreamWindow grants flow-control credit: the receiver of this frame may send credit_bytes more data
+// on the stream. A receiver grants credit as its consumer drains, so it buffers at most its window.
+type StreamWindow struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// exchange_id is the stream.
+	ExchangeId uint64 `protobuf:"varint,1,opt,name=exchange_id,json=exchangeId,proto3" json:"exchange_id,omitempty"`
+	// credit_bytes is the additional data the peer may send.
+	CreditBytes   uint32 `protobuf:"varint,2,opt,name=credit_bytes,json=creditBytes,proto3" json:"credit_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamWindow) Reset() {
+	*x = StreamWindow{}
+	mi := &file_stargate_v1_envelope_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamWindow) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamWindow) ProtoMessage() {}
+
+func (x *StreamWindow) ProtoReflect() protoreflect.Message {
+	mi := &file_stargate_v1_envelope_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamWindow.ProtoReflect.Descriptor instead.
+func (*StreamWindow) Descriptor() ([]byte, []int) {
+	return file_stargate_v1_envelope_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *StreamWindow) GetExchangeId() uint64 {
+	if x != nil {
+		return x.ExchangeId
+	}
+	return 0
+}
+
+func (x *StreamWindow) GetCreditBytes() uint32 {
+	if x != nil {
+		return x.CreditBytes
+	}
+	return 0
+}
 
 // SealedMessage carries a PeerRequest or PeerResponse over NATS, encrypted to the
 // recipient and signed by the sender with their libp2p identity keys.
@@ -489,7 +1103,7 @@ type SealedMessage struct {
 
 func (x *SealedMessage) Reset() {
 	*x = SealedMessage{}
-	mi := &file_stargate_v1_envelope_proto_msgTypes[4]
+	mi := &file_stargate_v1_envelope_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -501,7 +1115,7 @@ func (x *SealedMessage) String() string {
 func (*SealedMessage) ProtoMessage() {}
 
 func (x *SealedMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_stargate_v1_envelope_proto_msgTypes[4]
+	mi := &file_stargate_v1_envelope_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -514,7 +1128,7 @@ func (x *SealedMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SealedMessage.ProtoReflect.Descriptor instead.
 func (*SealedMessage) Descriptor() ([]byte, []int) {
-	return file_stargate_v1_envelope_proto_rawDescGZIP(), []int{4}
+	return file_stargate_v1_envelope_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SealedMessage) GetSenderPeerId() string {
@@ -589,7 +1203,7 @@ type PresenceRecord struct {
 
 func (x *PresenceRecord) Reset() {
 	*x = PresenceRecord{}
-	mi := &file_stargate_v1_envelope_proto_msgTypes[5]
+	mi := &file_stargate_v1_envelope_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -601,7 +1215,7 @@ func (x *PresenceRecord) String() string {
 func (*PresenceRecord) ProtoMessage() {}
 
 func (x *PresenceRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_stargate_v1_envelope_proto_msgTypes[5]
+	mi := &file_stargate_v1_envelope_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -614,7 +1228,7 @@ func (x *PresenceRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceRecord.ProtoReflect.Descriptor instead.
 func (*PresenceRecord) Descriptor() ([]byte, []int) {
-	return file_stargate_v1_envelope_proto_rawDescGZIP(), []int{5}
+	return file_stargate_v1_envelope_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *PresenceRecord) GetPeerId() string {
@@ -679,7 +1293,7 @@ type SignedPresence struct {
 
 func (x *SignedPresence) Reset() {
 	*x = SignedPresence{}
-	mi := &file_stargate_v1_envelope_proto_msgTypes[6]
+	mi := &file_stargate_v1_envelope_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -691,7 +1305,7 @@ func (x *SignedPresence) String() string {
 func (*SignedPresence) ProtoMessage() {}
 
 func (x *SignedPresence) ProtoReflect() protoreflect.Message {
-	mi := &file_stargate_v1_envelope_proto_msgTypes[6]
+	mi := &file_stargate_v1_envelope_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -704,7 +1318,7 @@ func (x *SignedPresence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignedPresence.ProtoReflect.Descriptor instead.
 func (*SignedPresence) Descriptor() ([]byte, []int) {
-	return file_stargate_v1_envelope_proto_rawDescGZIP(), []int{6}
+	return file_stargate_v1_envelope_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SignedPresence) GetRecord() []byte {
@@ -756,12 +1370,67 @@ const file_stargate_v1_envelope_proto_rawDesc = "" +
 	"\n" +
 	"PeerCancel\x12\x1f\n" +
 	"\vexchange_id\x18\x01 \x01(\x04R\n" +
-	"exchangeId\"\xb5\x01\n" +
+	"exchangeId\"\xb2\x04\n" +
 	"\tPeerFrame\x124\n" +
 	"\arequest\x18\x01 \x01(\v2\x18.stargate.v1.PeerRequestH\x00R\arequest\x127\n" +
 	"\bresponse\x18\x02 \x01(\v2\x19.stargate.v1.PeerResponseH\x00R\bresponse\x121\n" +
-	"\x06cancel\x18\x03 \x01(\v2\x17.stargate.v1.PeerCancelH\x00R\x06cancelB\x06\n" +
-	"\x04kind\"\x9c\x02\n" +
+	"\x06cancel\x18\x03 \x01(\v2\x17.stargate.v1.PeerCancelH\x00R\x06cancel\x12:\n" +
+	"\vstream_open\x18\x04 \x01(\v2\x17.stargate.v1.StreamOpenH\x00R\n" +
+	"streamOpen\x12C\n" +
+	"\x0estream_headers\x18\x05 \x01(\v2\x1a.stargate.v1.StreamHeadersH\x00R\rstreamHeaders\x12:\n" +
+	"\vstream_data\x18\x06 \x01(\v2\x17.stargate.v1.StreamDataH\x00R\n" +
+	"streamData\x12=\n" +
+	"\fstream_close\x18\a \x01(\v2\x18.stargate.v1.StreamCloseH\x00R\vstreamClose\x12=\n" +
+	"\fstream_reset\x18\b \x01(\v2\x18.stargate.v1.StreamResetH\x00R\vstreamReset\x12@\n" +
+	"\rstream_window\x18\t \x01(\v2\x19.stargate.v1.StreamWindowH\x00R\fstreamWindowB\x06\n" +
+	"\x04kind\"7\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\x99\x04\n" +
+	"\n" +
+	"StreamOpen\x12\x1f\n" +
+	"\vexchange_id\x18\x01 \x01(\x04R\n" +
+	"exchangeId\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\x12\x16\n" +
+	"\x06method\x18\x03 \x01(\tR\x06method\x126\n" +
+	"\bmetadata\x18\x04 \x03(\v2\x1a.stargate.v1.MetadataEntryR\bmetadata\x123\n" +
+	"\atimeout\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12N\n" +
+	"\rtrace_context\x18\x06 \x03(\v2).stargate.v1.StreamOpen.TraceContextEntryR\ftraceContext\x12$\n" +
+	"\x0ecaller_peer_id\x18\a \x01(\tR\fcallerPeerId\x12%\n" +
+	"\x04tier\x18\b \x01(\x0e2\x11.stargate.v1.TierR\x04tier\x120\n" +
+	"\x14initial_window_bytes\x18\t \x01(\rR\x12initialWindowBytes\x12\x12\n" +
+	"\x04data\x18\n" +
+	" \x01(\fR\x04data\x12\"\n" +
+	"\rend_of_stream\x18\v \x01(\bR\vendOfStream\x1a?\n" +
+	"\x11TraceContextEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"h\n" +
+	"\rStreamHeaders\x12\x1f\n" +
+	"\vexchange_id\x18\x01 \x01(\x04R\n" +
+	"exchangeId\x126\n" +
+	"\bmetadata\x18\x02 \x03(\v2\x1a.stargate.v1.MetadataEntryR\bmetadata\"e\n" +
+	"\n" +
+	"StreamData\x12\x1f\n" +
+	"\vexchange_id\x18\x01 \x01(\x04R\n" +
+	"exchangeId\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\x12\"\n" +
+	"\rend_of_stream\x18\x03 \x01(\bR\vendOfStream\"\x94\x01\n" +
+	"\vStreamClose\x12\x1f\n" +
+	"\vexchange_id\x18\x01 \x01(\x04R\n" +
+	"exchangeId\x12\x12\n" +
+	"\x04code\x18\x02 \x01(\rR\x04code\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\x126\n" +
+	"\btrailers\x18\x04 \x03(\v2\x1a.stargate.v1.MetadataEntryR\btrailers\"\\\n" +
+	"\vStreamReset\x12\x1f\n" +
+	"\vexchange_id\x18\x01 \x01(\x04R\n" +
+	"exchangeId\x12\x12\n" +
+	"\x04code\x18\x02 \x01(\rR\x04code\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\"R\n" +
+	"\fStreamWindow\x12\x1f\n" +
+	"\vexchange_id\x18\x01 \x01(\x04R\n" +
+	"exchangeId\x12!\n" +
+	"\fcredit_bytes\x18\x02 \x01(\rR\vcreditBytes\"\x9c\x02\n" +
 	"\rSealedMessage\x12$\n" +
 	"\x0esender_peer_id\x18\x01 \x01(\tR\fsenderPeerId\x12*\n" +
 	"\x11recipient_peer_id\x18\x02 \x01(\tR\x0frecipientPeerId\x120\n" +
@@ -796,41 +1465,61 @@ func file_stargate_v1_envelope_proto_rawDescGZIP() []byte {
 	return file_stargate_v1_envelope_proto_rawDescData
 }
 
-var file_stargate_v1_envelope_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_stargate_v1_envelope_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_stargate_v1_envelope_proto_goTypes = []any{
 	(*PeerRequest)(nil),           // 0: stargate.v1.PeerRequest
 	(*PeerResponse)(nil),          // 1: stargate.v1.PeerResponse
 	(*PeerCancel)(nil),            // 2: stargate.v1.PeerCancel
 	(*PeerFrame)(nil),             // 3: stargate.v1.PeerFrame
-	(*SealedMessage)(nil),         // 4: stargate.v1.SealedMessage
-	(*PresenceRecord)(nil),        // 5: stargate.v1.PresenceRecord
-	(*SignedPresence)(nil),        // 6: stargate.v1.SignedPresence
-	nil,                           // 7: stargate.v1.PeerRequest.TraceContextEntry
-	(*structpb.Value)(nil),        // 8: google.protobuf.Value
-	(*durationpb.Duration)(nil),   // 9: google.protobuf.Duration
-	(Tier)(0),                     // 10: stargate.v1.Tier
-	(*ErrorStatus)(nil),           // 11: stargate.v1.ErrorStatus
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
-	(NatType)(0),                  // 13: stargate.v1.NatType
+	(*MetadataEntry)(nil),         // 4: stargate.v1.MetadataEntry
+	(*StreamOpen)(nil),            // 5: stargate.v1.StreamOpen
+	(*StreamHeaders)(nil),         // 6: stargate.v1.StreamHeaders
+	(*StreamData)(nil),            // 7: stargate.v1.StreamData
+	(*StreamClose)(nil),           // 8: stargate.v1.StreamClose
+	(*StreamReset)(nil),           // 9: stargate.v1.StreamReset
+	(*StreamWindow)(nil),          // 10: stargate.v1.StreamWindow
+	(*SealedMessage)(nil),         // 11: stargate.v1.SealedMessage
+	(*PresenceRecord)(nil),        // 12: stargate.v1.PresenceRecord
+	(*SignedPresence)(nil),        // 13: stargate.v1.SignedPresence
+	nil,                           // 14: stargate.v1.PeerRequest.TraceContextEntry
+	nil,                           // 15: stargate.v1.StreamOpen.TraceContextEntry
+	(*structpb.Value)(nil),        // 16: google.protobuf.Value
+	(*durationpb.Duration)(nil),   // 17: google.protobuf.Duration
+	(Tier)(0),                     // 18: stargate.v1.Tier
+	(*ErrorStatus)(nil),           // 19: stargate.v1.ErrorStatus
+	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
+	(NatType)(0),                  // 21: stargate.v1.NatType
 }
 var file_stargate_v1_envelope_proto_depIdxs = []int32{
-	8,  // 0: stargate.v1.PeerRequest.json:type_name -> google.protobuf.Value
-	9,  // 1: stargate.v1.PeerRequest.timeout:type_name -> google.protobuf.Duration
-	7,  // 2: stargate.v1.PeerRequest.trace_context:type_name -> stargate.v1.PeerRequest.TraceContextEntry
-	10, // 3: stargate.v1.PeerRequest.tier:type_name -> stargate.v1.Tier
-	8,  // 4: stargate.v1.PeerResponse.json:type_name -> google.protobuf.Value
-	11, // 5: stargate.v1.PeerResponse.error:type_name -> stargate.v1.ErrorStatus
+	16, // 0: stargate.v1.PeerRequest.json:type_name -> google.protobuf.Value
+	17, // 1: stargate.v1.PeerRequest.timeout:type_name -> google.protobuf.Duration
+	14, // 2: stargate.v1.PeerRequest.trace_context:type_name -> stargate.v1.PeerRequest.TraceContextEntry
+	18, // 3: stargate.v1.PeerRequest.tier:type_name -> stargate.v1.Tier
+	16, // 4: stargate.v1.PeerResponse.json:type_name -> google.protobuf.Value
+	19, // 5: stargate.v1.PeerResponse.error:type_name -> stargate.v1.ErrorStatus
 	0,  // 6: stargate.v1.PeerFrame.request:type_name -> stargate.v1.PeerRequest
 	1,  // 7: stargate.v1.PeerFrame.response:type_name -> stargate.v1.PeerResponse
 	2,  // 8: stargate.v1.PeerFrame.cancel:type_name -> stargate.v1.PeerCancel
-	12, // 9: stargate.v1.SealedMessage.sent_at:type_name -> google.protobuf.Timestamp
-	13, // 10: stargate.v1.PresenceRecord.nat_type:type_name -> stargate.v1.NatType
-	12, // 11: stargate.v1.PresenceRecord.issued_at:type_name -> google.protobuf.Timestamp
-	12, // [12:12] is the sub-list for method output_type
-	12, // [12:12] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	5,  // 9: stargate.v1.PeerFrame.stream_open:type_name -> stargate.v1.StreamOpen
+	6,  // 10: stargate.v1.PeerFrame.stream_headers:type_name -> stargate.v1.StreamHeaders
+	7,  // 11: stargate.v1.PeerFrame.stream_data:type_name -> stargate.v1.StreamData
+	8,  // 12: stargate.v1.PeerFrame.stream_close:type_name -> stargate.v1.StreamClose
+	9,  // 13: stargate.v1.PeerFrame.stream_reset:type_name -> stargate.v1.StreamReset
+	10, // 14: stargate.v1.PeerFrame.stream_window:type_name -> stargate.v1.StreamWindow
+	4,  // 15: stargate.v1.StreamOpen.metadata:type_name -> stargate.v1.MetadataEntry
+	17, // 16: stargate.v1.StreamOpen.timeout:type_name -> google.protobuf.Duration
+	15, // 17: stargate.v1.StreamOpen.trace_context:type_name -> stargate.v1.StreamOpen.TraceContextEntry
+	18, // 18: stargate.v1.StreamOpen.tier:type_name -> stargate.v1.Tier
+	4,  // 19: stargate.v1.StreamHeaders.metadata:type_name -> stargate.v1.MetadataEntry
+	4,  // 20: stargate.v1.StreamClose.trailers:type_name -> stargate.v1.MetadataEntry
+	20, // 21: stargate.v1.SealedMessage.sent_at:type_name -> google.protobuf.Timestamp
+	21, // 22: stargate.v1.PresenceRecord.nat_type:type_name -> stargate.v1.NatType
+	20, // 23: stargate.v1.PresenceRecord.issued_at:type_name -> google.protobuf.Timestamp
+	24, // [24:24] is the sub-list for method output_type
+	24, // [24:24] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_stargate_v1_envelope_proto_init() }
@@ -852,6 +1541,12 @@ func file_stargate_v1_envelope_proto_init() {
 		(*PeerFrame_Request)(nil),
 		(*PeerFrame_Response)(nil),
 		(*PeerFrame_Cancel)(nil),
+		(*PeerFrame_StreamOpen)(nil),
+		(*PeerFrame_StreamHeaders)(nil),
+		(*PeerFrame_StreamData)(nil),
+		(*PeerFrame_StreamClose)(nil),
+		(*PeerFrame_StreamReset)(nil),
+		(*PeerFrame_StreamWindow)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -859,7 +1554,7 @@ func file_stargate_v1_envelope_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_stargate_v1_envelope_proto_rawDesc), len(file_stargate_v1_envelope_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -28,7 +28,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from stargate.v1 import gateway_pb2 as stargate_dot_v1_dot_gateway__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1astargate/v1/envelope.proto\x12\x0bstargate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19stargate/v1/gateway.proto\"\xe6\x02\n\x0bPeerRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x0e\n\x04\x64\x61ta\x18\x03 \x01(\x0cH\x00\x12&\n\x04json\x18\x04 \x01(\x0b\x32\x16.google.protobuf.ValueH\x00\x12*\n\x07timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x41\n\rtrace_context\x18\x06 \x03(\x0b\x32*.stargate.v1.PeerRequest.TraceContextEntry\x12\x16\n\x0e\x63\x61ller_peer_id\x18\x07 \x01(\t\x12\x1f\n\x04tier\x18\x08 \x01(\x0e\x32\x11.stargate.v1.Tier\x12\x13\n\x0b\x65xchange_id\x18\t \x01(\x04\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\t\n\x07payload\"\xd1\x01\n\x0cPeerResponse\x12\x13\n\x0b\x65xchange_id\x18\x01 \x01(\x04\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0e\n\x04\x64\x61ta\x18\x03 \x01(\x0cH\x00\x12&\n\x04json\x18\x04 \x01(\x0b\x32\x16.google.protobuf.ValueH\x00\x12)\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x18.stargate.v1.ErrorStatusH\x00\x12\x19\n\x11responder_peer_id\x18\x06 \x01(\t\x12\x10\n\x08replayed\x18\x07 \x01(\x08\x42\x08\n\x06result\"!\n\nPeerCancel\x12\x13\n\x0b\x65xchange_id\x18\x01 \x01(\x04\"\x9a\x01\n\tPeerFrame\x12+\n\x07request\x18\x01 \x01(\x0b\x32\x18.stargate.v1.PeerRequestH\x00\x12-\n\x08response\x18\x02 \x01(\x0b\x32\x19.stargate.v1.PeerResponseH\x00\x12)\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x17.stargate.v1.PeerCancelH\x00\x42\x06\n\x04kind\"\xc3\x01\n\rSealedMessage\x12\x16\n\x0esender_peer_id\x18\x01 \x01(\t\x12\x19\n\x11recipient_peer_id\x18\x02 \x01(\t\x12\x1c\n\x14\x65phemeral_public_key\x18\x03 \x01(\x0c\x12\r\n\x05nonce\x18\x04 \x01(\x0c\x12\x12\n\nciphertext\x18\x05 \x01(\x0c\x12+\n\x07sent_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tsignature\x18\x07 \x01(\x0c\"\xcd\x01\n\x0ePresenceRecord\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64irect_addrs\x18\x02 \x03(\t\x12\x15\n\rcircuit_addrs\x18\x03 \x03(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x04 \x03(\t\x12&\n\x08nat_type\x18\x05 \x01(\x0e\x32\x14.stargate.v1.NatType\x12-\n\tissued_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08sequence\x18\x07 \x01(\x04\"3\n\x0eSignedPresence\x12\x0e\n\x06record\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1astargate/v1/envelope.proto\x12\x0bstargate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19stargate/v1/gateway.proto\"\xe6\x02\n\x0bPeerRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x0e\n\x04\x64\x61ta\x18\x03 \x01(\x0cH\x00\x12&\n\x04json\x18\x04 \x01(\x0b\x32\x16.google.protobuf.ValueH\x00\x12*\n\x07timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x41\n\rtrace_context\x18\x06 \x03(\x0b\x32*.stargate.v1.PeerRequest.TraceContextEntry\x12\x16\n\x0e\x63\x61ller_peer_id\x18\x07 \x01(\t\x12\x1f\n\x04tier\x18\x08 \x01(\x0e\x32\x11.stargate.v1.Tier\x12\x13\n\x0b\x65xchange_id\x18\t \x01(\x04\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\t\n\x07payload\"\xd1\x01\n\x0cPeerResponse\x12\x13\n\x0b\x65xchange_id\x18\x01 \x01(\x04\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0e\n\x04\x64\x61ta\x18\x03 \x01(\x0cH\x00\x12&\n\x04json\x18\x04 \x01(\x0b\x32\x16.google.protobuf.ValueH\x00\x12)\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x18.stargate.v1.ErrorStatusH\x00\x12\x19\n\x11responder_peer_id\x18\x06 \x01(\t\x12\x10\n\x08replayed\x18\x07 \x01(\x08\x42\x08\n\x06result\"!\n\nPeerCancel\x12\x13\n\x0b\x65xchange_id\x18\x01 \x01(\x04\"\xc8\x03\n\tPeerFrame\x12+\n\x07request\x18\x01 \x01(\x0b\x32\x18.stargate.v1.PeerRequestH\x00\x12-\n\x08response\x18\x02 \x01(\x0b\x32\x19.stargate.v1.PeerResponseH\x00\x12)\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x17.stargate.v1.PeerCancelH\x00\x12.\n\x0bstream_open\x18\x04 \x01(\x0b\x32\x17.stargate.v1.StreamOpenH\x00\x12\x34\n\x0estream_headers\x18\x05 \x01(\x0b\x32\x1a.stargate.v1.StreamHeadersH\x00\x12.\n\x0bstream_data\x18\x06 \x01(\x0b\x32\x17.stargate.v1.StreamDataH\x00\x12\x30\n\x0cstream_close\x18\x07 \x01(\x0b\x32\x18.stargate.v1.StreamCloseH\x00\x12\x30\n\x0cstream_reset\x18\x08 \x01(\x0b\x32\x18.stargate.v1.StreamResetH\x00\x12\x32\n\rstream_window\x18\t \x01(\x0b\x32\x19.stargate.v1.StreamWindowH\x00\x42\x06\n\x04kind\"+\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\x92\x03\n\nStreamOpen\x12\x13\n\x0b\x65xchange_id\x18\x01 \x01(\x04\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0e\n\x06method\x18\x03 \x01(\t\x12,\n\x08metadata\x18\x04 \x03(\x0b\x32\x1a.stargate.v1.MetadataEntry\x12*\n\x07timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12@\n\rtrace_context\x18\x06 \x03(\x0b\x32).stargate.v1.StreamOpen.TraceContextEntry\x12\x16\n\x0e\x63\x61ller_peer_id\x18\x07 \x01(\t\x12\x1f\n\x04tier\x18\x08 \x01(\x0e\x32\x11.stargate.v1.Tier\x12\x1c\n\x14initial_window_bytes\x18\t \x01(\r\x12\x0c\n\x04\x64\x61ta\x18\n \x01(\x0c\x12\x15\n\rend_of_stream\x18\x0b \x01(\x08\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"R\n\rStreamHeaders\x12\x13\n\x0b\x65xchange_id\x18\x01 \x01(\x04\x12,\n\x08metadata\x18\x02 \x03(\x0b\x32\x1a.stargate.v1.MetadataEntry\"F\n\nStreamData\x12\x13\n\x0b\x65xchange_id\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x15\n\rend_of_stream\x18\x03 \x01(\x08\"o\n\x0bStreamClose\x12\x13\n\x0b\x65xchange_id\x18\x01 \x01(\x04\x12\x0c\n\x04\x63ode\x18\x02 \x01(\r\x12\x0f\n\x07message\x18\x03 \x01(\t\x12,\n\x08trailers\x18\x04 \x03(\x0b\x32\x1a.stargate.v1.MetadataEntry\"A\n\x0bStreamReset\x12\x13\n\x0b\x65xchange_id\x18\x01 \x01(\x04\x12\x0c\n\x04\x63ode\x18\x02 \x01(\r\x12\x0f\n\x07message\x18\x03 \x01(\t\"9\n\x0cStreamWindow\x12\x13\n\x0b\x65xchange_id\x18\x01 \x01(\x04\x12\x14\n\x0c\x63redit_bytes\x18\x02 \x01(\r\"\xc3\x01\n\rSealedMessage\x12\x16\n\x0esender_peer_id\x18\x01 \x01(\t\x12\x19\n\x11recipient_peer_id\x18\x02 \x01(\t\x12\x1c\n\x14\x65phemeral_public_key\x18\x03 \x01(\x0c\x12\r\n\x05nonce\x18\x04 \x01(\x0c\x12\x12\n\nciphertext\x18\x05 \x01(\x0c\x12+\n\x07sent_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tsignature\x18\x07 \x01(\x0c\"\xcd\x01\n\x0ePresenceRecord\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64irect_addrs\x18\x02 \x03(\t\x12\x15\n\rcircuit_addrs\x18\x03 \x03(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x04 \x03(\t\x12&\n\x08nat_type\x18\x05 \x01(\x0e\x32\x14.stargate.v1.NatType\x12-\n\tissued_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08sequence\x18\x07 \x01(\x04\"3\n\x0eSignedPresence\x12\x0e\n\x06record\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,6 +37,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PEERREQUEST_TRACECONTEXTENTRY']._loaded_options = None
   _globals['_PEERREQUEST_TRACECONTEXTENTRY']._serialized_options = b'8\001'
+  _globals['_STREAMOPEN_TRACECONTEXTENTRY']._loaded_options = None
+  _globals['_STREAMOPEN_TRACECONTEXTENTRY']._serialized_options = b'8\001'
   _globals['_PEERREQUEST']._serialized_start=166
   _globals['_PEERREQUEST']._serialized_end=524
   _globals['_PEERREQUEST_TRACECONTEXTENTRY']._serialized_start=462
@@ -46,11 +48,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PEERCANCEL']._serialized_start=738
   _globals['_PEERCANCEL']._serialized_end=771
   _globals['_PEERFRAME']._serialized_start=774
-  _globals['_PEERFRAME']._serialized_end=928
-  _globals['_SEALEDMESSAGE']._serialized_start=931
-  _globals['_SEALEDMESSAGE']._serialized_end=1126
-  _globals['_PRESENCERECORD']._serialized_start=1129
-  _globals['_PRESENCERECORD']._serialized_end=1334
-  _globals['_SIGNEDPRESENCE']._serialized_start=1336
-  _globals['_SIGNEDPRESENCE']._serialized_end=1387
+  _globals['_PEERFRAME']._serialized_end=1230
+  _globals['_METADATAENTRY']._serialized_start=1232
+  _globals['_METADATAENTRY']._serialized_end=1275
+  _globals['_STREAMOPEN']._serialized_start=1278
+  _globals['_STREAMOPEN']._serialized_end=1680
+  _globals['_STREAMOPEN_TRACECONTEXTENTRY']._serialized_start=462
+  _globals['_STREAMOPEN_TRACECONTEXTENTRY']._serialized_end=513
+  _globals['_STREAMHEADERS']._serialized_start=1682
+  _globals['_STREAMHEADERS']._serialized_end=1764
+  _globals['_STREAMDATA']._serialized_start=1766
+  _globals['_STREAMDATA']._serialized_end=1836
+  _globals['_STREAMCLOSE']._serialized_start=1838
+  _globals['_STREAMCLOSE']._serialized_end=1949
+  _globals['_STREAMRESET']._serialized_start=1951
+  _globals['_STREAMRESET']._serialized_end=2016
+  _globals['_STREAMWINDOW']._serialized_start=2018
+  _globals['_STREAMWINDOW']._serialized_end=2075
+  _globals['_SEALEDMESSAGE']._serialized_start=2078
+  _globals['_SEALEDMESSAGE']._serialized_end=2273
+  _globals['_PRESENCERECORD']._serialized_start=2276
+  _globals['_PRESENCERECORD']._serialized_end=2481
+  _globals['_SIGNEDPRESENCE']._serialized_start=2483
+  _globals['_SIGNEDPRESENCE']._serialized_end=2534
 # @@protoc_insertion_point(module_scope)

@@ -66,14 +66,115 @@ class PeerCancel(_message.Message):
     def __init__(self, exchange_id: _Optional[int] = ...) -> None: ...
 
 class PeerFrame(_message.Message):
-    __slots__ = ("request", "response", "cancel")
+    __slots__ = ("request", "response", "cancel", "stream_open", "stream_headers", "stream_data", "stream_close", "stream_reset", "stream_window")
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
+    STREAM_OPEN_FIELD_NUMBER: _ClassVar[int]
+    STREAM_HEADERS_FIELD_NUMBER: _ClassVar[int]
+    STREAM_DATA_FIELD_NUMBER: _ClassVar[int]
+    STREAM_CLOSE_FIELD_NUMBER: _ClassVar[int]
+    STREAM_RESET_FIELD_NUMBER: _ClassVar[int]
+    STREAM_WINDOW_FIELD_NUMBER: _ClassVar[int]
     request: PeerRequest
     response: PeerResponse
     cancel: PeerCancel
-    def __init__(self, request: _Optional[_Union[PeerRequest, _Mapping]] = ..., response: _Optional[_Union[PeerResponse, _Mapping]] = ..., cancel: _Optional[_Union[PeerCancel, _Mapping]] = ...) -> None: ...
+    stream_open: StreamOpen
+    stream_headers: StreamHeaders
+    stream_data: StreamData
+    stream_close: StreamClose
+    stream_reset: StreamReset
+    stream_window: StreamWindow
+    def __init__(self, request: _Optional[_Union[PeerRequest, _Mapping]] = ..., response: _Optional[_Union[PeerResponse, _Mapping]] = ..., cancel: _Optional[_Union[PeerCancel, _Mapping]] = ..., stream_open: _Optional[_Union[StreamOpen, _Mapping]] = ..., stream_headers: _Optional[_Union[StreamHeaders, _Mapping]] = ..., stream_data: _Optional[_Union[StreamData, _Mapping]] = ..., stream_close: _Optional[_Union[StreamClose, _Mapping]] = ..., stream_reset: _Optional[_Union[StreamReset, _Mapping]] = ..., stream_window: _Optional[_Union[StreamWindow, _Mapping]] = ...) -> None: ...
+
+class MetadataEntry(_message.Message):
+    __slots__ = ("key", "value")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    value: str
+    def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+
+class StreamOpen(_message.Message):
+    __slots__ = ("exchange_id", "request_id", "method", "metadata", "timeout", "trace_context", "caller_peer_id", "tier", "initial_window_bytes", "data", "end_of_stream")
+    class TraceContextEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    EXCHANGE_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    CALLER_PEER_ID_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    INITIAL_WINDOW_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    END_OF_STREAM_FIELD_NUMBER: _ClassVar[int]
+    exchange_id: int
+    request_id: str
+    method: str
+    metadata: _containers.RepeatedCompositeFieldContainer[MetadataEntry]
+    timeout: _duration_pb2.Duration
+    trace_context: _containers.ScalarMap[str, str]
+    caller_peer_id: str
+    tier: _gateway_pb2.Tier
+    initial_window_bytes: int
+    data: bytes
+    end_of_stream: bool
+    def __init__(self, exchange_id: _Optional[int] = ..., request_id: _Optional[str] = ..., method: _Optional[str] = ..., metadata: _Optional[_Iterable[_Union[MetadataEntry, _Mapping]]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., trace_context: _Optional[_Mapping[str, str]] = ..., caller_peer_id: _Optional[str] = ..., tier: _Optional[_Union[_gateway_pb2.Tier, str]] = ..., initial_window_bytes: _Optional[int] = ..., data: _Optional[bytes] = ..., end_of_stream: _Optional[bool] = ...) -> None: ...
+
+class StreamHeaders(_message.Message):
+    __slots__ = ("exchange_id", "metadata")
+    EXCHANGE_ID_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    exchange_id: int
+    metadata: _containers.RepeatedCompositeFieldContainer[MetadataEntry]
+    def __init__(self, exchange_id: _Optional[int] = ..., metadata: _Optional[_Iterable[_Union[MetadataEntry, _Mapping]]] = ...) -> None: ...
+
+class StreamData(_message.Message):
+    __slots__ = ("exchange_id", "data", "end_of_stream")
+    EXCHANGE_ID_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    END_OF_STREAM_FIELD_NUMBER: _ClassVar[int]
+    exchange_id: int
+    data: bytes
+    end_of_stream: bool
+    def __init__(self, exchange_id: _Optional[int] = ..., data: _Optional[bytes] = ..., end_of_stream: _Optional[bool] = ...) -> None: ...
+
+class StreamClose(_message.Message):
+    __slots__ = ("exchange_id", "code", "message", "trailers")
+    EXCHANGE_ID_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    TRAILERS_FIELD_NUMBER: _ClassVar[int]
+    exchange_id: int
+    code: int
+    message: str
+    trailers: _containers.RepeatedCompositeFieldContainer[MetadataEntry]
+    def __init__(self, exchange_id: _Optional[int] = ..., code: _Optional[int] = ..., message: _Optional[str] = ..., trailers: _Optional[_Iterable[_Union[MetadataEntry, _Mapping]]] = ...) -> None: ...
+
+class StreamReset(_message.Message):
+    __slots__ = ("exchange_id", "code", "message")
+    EXCHANGE_ID_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    exchange_id: int
+    code: int
+    message: str
+    def __init__(self, exchange_id: _Optional[int] = ..., code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
+class StreamWindow(_message.Message):
+    __slots__ = ("exchange_id", "credit_bytes")
+    EXCHANGE_ID_FIELD_NUMBER: _ClassVar[int]
+    CREDIT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    exchange_id: int
+    credit_bytes: int
+    def __init__(self, exchange_id: _Optional[int] = ..., credit_bytes: _Optional[int] = ...) -> None: ...
 
 class SealedMessage(_message.Message):
     __slots__ = ("sender_peer_id", "recipient_peer_id", "ephemeral_public_key", "nonce", "ciphertext", "sent_at", "signature")
