@@ -53,4 +53,14 @@ export const GATEWAY_DEFAULTS = {
   stunTimeoutMs: 3_000,
   /** NAT detection: first STUN retransmission interval, doubled each time (RFC 5389). */
   stunRetransmitMs: 250,
+  /** Tunnelled gRPC: flow-control window of each stream and direction (what a receiver buffers at most). */
+  tunnelWindowBytes: 256 * 1024,
+  /** Tunnelled gRPC: streams open at once on one peer link (each side refuses more). */
+  tunnelMaxStreamsPerLink: 256,
+  /** Tunnelled gRPC: largest gRPC message (its length prefix) in either direction. */
+  tunnelMaxMessageBytes: 4 * 1024 * 1024,
+  /** --expose backends: a connection not established within this long fails its calls with UNAVAILABLE. */
+  exposeConnectTimeoutMs: 5_000,
+  /** --expose backends: an HTTP/2 session idle this long is closed (reopened on the next call). */
+  exposeSessionIdleMs: 300_000,
 } as const

@@ -1,0 +1,236 @@
+import { constants as h2 } from 'node:http2'
+import { Code, StargateError } from '@stargate/shared/errors'
+import type { MetadataEntry } from '@stargate/shared/gen/envelope'
+import { metadataEntry } from './frames.ts'
+
+/**
+ * gRPC over HTTP/2 as the tunnel bridges need it (https://github.com/grpc/grpc/blob/master/doc/PROTOCOL-HTTP2.md):
+ * grpc-timeout and grpc-message encodings, which headers cross a gateway, HTTP and RST_STREAM codes as gRPC
+ * statuses, and a scanner of length-prefixed message boundaries. Messages themselves are never decoded.
+ */
+
+const TIMEOUT_UNIT_MS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1_000, m: 1, u: 0.001, n: 0.000_001 }
+const TIMEOUT_RE = /^(\d{1,8})([HMSmun])$/
+
+/** Milliseconds of a grpc-timeout header value; INVALID_ARGUMENT when malformed. */
+export function parseGrpcTimeout(value: string): number {
+  const m = TIMEOUT_RE.exec(value)
+  if (m == null) {
+    throw new StargateError(
+      Code.InvalidArgument,
+      `malformed grpc-timeout header ${JSON.stringify(value)}: expected 1 to 8 digits and a unit (H, M, S, m, u or n)`,
+    )
+  }
+  return Number(m[1]) * TIMEOUT_UNIT_MS[m[2]!]!
+}
+
+/** A grpc-timeout header value for ms milliseconds (rounded up to whole ms, at most 8 digits). */
+export function formatGrpcTimeout(ms: number): string {
+  const whole = Math.max(0, Math.ceil(ms))
+  if (whole < 100_000_000) return `${whole}m`
+  const s = Math.ceil(whole / 1000)
+  if (s < 100_000_000) return `${s}S`
+  const min = Math.ceil(s / 60)
+  if (min < 100_000_000) return `${min}M`
+  return `${Math.min(99_999_999, Math.ceil(min / 60))}H`
+}
+
+/** Percent-encodes a status message for the grpc-message trailer (UTF-8; bytes outside 0x20-0x7E and '%'). */
+export function encodeGrpcMessage(message: string): string {
+  // Fast path: printable ASCII without '%' goes as is.
+  if (/^[\x20-\x24\x26-\x7e]*$/.test(message)) return message
+  let out = ''
+  for (const byte of Buffer.from(message, 'utf8')) {
+    out +=
+      byte >= 0x20 && byte <= 0x7e && byte !== 0x25 ? String.fromCharCode(byte) : `%${byte.toString(16).toUpperCase().padStart(2, '0')}`
+  }
+  return out
+}
+
+/** Decodes a grpc-message trailer; a malformed escape is kept as it is. */
+export function decodeGrpcMessage(raw: string): string {
+  if (!raw.includes('%')) return raw
+  const bytes: number[] = []
+  for (let i = 0; i < raw.length; i++) {
+    const c = raw.charCodeAt(i)
+    if (c === 0x25 && i + 2 < raw.length && /^[0-9a-fA-F]{2}$/.test(raw.slice(i + 1, i + 3))) {
+      bytes.push(Number.parseInt(raw.slice(i + 1, i + 3), 16))
+      i += 2
+    } else {
+      bytes.push(c & 0xff)
+    }
+  }
+  return Buffer.from(bytes).toString('utf8')
+}
+
+/**
+ * Headers that never cross a gateway: HTTP/2 connection-specific ones, those the tunnel carries in fields
+ * of its own (grpc-timeout in StreamOpen.timeout, grpc-status and grpc-message in StreamClose), and
+ * content-length (meaningless for a stream of messages).
+ */
+const NOT_FORWARDED = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authorization',
+  'transfer-encoding',
+  'upgrade',
+  'te',
+  'host',
+  'http2-settings',
+  'content-length',
+  'grpc-timeout',
+  'grpc-status',
+  'grpc-message',
+])
+
+/** A metadata key as gRPC allows it: lower-case letters, digits, '-', '_' and '.' (pseudo-headers never match). */
+const KEY_RE = /^[0-9a-z_.-]+$/
+/** True when a value holds a control character other than tab, which no header value may carry. */
+function hasControlCharacter(value: string): boolean {
+  for (let i = 0; i < value.length; i++) {
+    const c = value.charCodeAt(i)
+    if ((c < 0x20 && c !== 0x09) || c === 0x7f) return true
+  }
+  return false
+}
+
+/** True when a header crosses the gateway: not hop-by-hop, not pseudo, not stargate-*, not consumed here. */
+export function isForwarded(key: string, value: string, consumed?: ReadonlySet<string>): boolean {
+  return (
+    KEY_RE.test(key) &&
+    !NOT_FORWARDED.has(key) &&
+    !key.startsWith('stargate-') &&
+    consumed?.has(key) !== true &&
+    !hasControlCharacter(value)
+  )
+}
+
+/** The forwarded entries of a node:http2 raw header list ([name, value, name, value, ...]), in order. */
+export function metadataFromRawHeaders(raw: readonly string[], consumed?: ReadonlySet<string>): MetadataEntry[] {
+  const out: MetadataEntry[] = []
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const key = raw[i]!.toLowerCase()
+    const value = raw[i + 1]!
+    if (isForwarded(key, value, consumed)) out.push(metadataEntry(key, value))
+  }
+  return out
+}
+
+/**
+ * Appends metadata received from a peer to a node:http2 raw header list, filtered again: a peer never
+ * injects pseudo-headers, hop-by-hop headers or malformed values.
+ */
+export function appendRawHeaders(out: string[], metadata: readonly MetadataEntry[], skip?: ReadonlySet<string>): string[] {
+  for (const { key, value } of metadata) {
+    if (isForwarded(key, value, skip)) out.push(key, value)
+  }
+  return out
+}
+
+/** Metadata from a peer as a node:http2 headers object (for trailers: node takes no raw list there). */
+export function headersObject(metadata: readonly MetadataEntry[], skip?: ReadonlySet<string>): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {}
+  for (const { key, value } of metadata) {
+    if (!isForwarded(key, value, skip)) continue
+    const prev = out[key]
+    if (prev == null) out[key] = value
+    else if (typeof prev === 'string') out[key] = [prev, value]
+    else prev.push(value)
+  }
+  return out
+}
+
+/** The gRPC code for an HTTP status that is not 200 (the gRPC spec's HTTP-to-gRPC table). */
+export function grpcCodeOfHttpStatus(status: number): Code {
+  switch (status) {
+    case 400:
+      return Code.Internal
+    case 401:
+      return Code.Unauthenticated
+    case 403:
+      return Code.PermissionDenied
+    case 404:
+      return Code.Unimplemented
+    case 429:
+    case 502:
+    case 503:
+    case 504:
+      return Code.Unavailable
+    default:
+      return Code.Unknown
+  }
+}
+
+/** The gRPC code for a stream reset with an HTTP/2 RST_STREAM code (the gRPC spec's table). */
+export function grpcCodeOfRstCode(rstCode: number): Code {
+  switch (rstCode) {
+    case h2.NGHTTP2_REFUSED_STREAM:
+      return Code.Unavailable
+    case h2.NGHTTP2_CANCEL:
+      return Code.Canceled
+    case h2.NGHTTP2_ENHANCE_YOUR_CALM:
+      return Code.ResourceExhausted
+    case h2.NGHTTP2_INADEQUATE_SECURITY:
+      return Code.PermissionDenied
+    default:
+      return Code.Internal
+  }
+}
+
+/** The status code number of a grpc-status value; UNKNOWN when missing or malformed. */
+export function parseGrpcStatus(value: string | undefined): Code {
+  if (value == null || !/^\d{1,2}$/.test(value)) return Code.Unknown
+  const n = Number(value)
+  return n <= 16 ? (n as Code) : Code.Unknown
+}
+
+/**
+ * Follows the message boundaries of one direction of a gRPC stream (1 flag byte, 4 bytes big-endian length,
+ * the message) across arbitrary chunks, reading only the 5-byte prefixes, to enforce a max message size.
+ */
+export class MessageScanner {
+  private readonly maxMessageBytes: number
+  /** Bytes of the current message still to come. */
+  private remaining = 0
+  /** Prefix bytes of the next message seen so far (0 to 4), and its length so far. */
+  private prefixBytes = 0
+  private length = 0
+
+  constructor(maxMessageBytes: number) {
+    this.maxMessageBytes = maxMessageBytes
+  }
+
+  /** True when the stream so far ends inside a message or its prefix. */
+  get midMessage(): boolean {
+    return this.remaining > 0 || this.prefixBytes > 0
+  }
+
+  /** Scans a chunk; returns the declared length of the first message over the limit, or -1. */
+  push(chunk: Uint8Array): number {
+    let at = 0
+    const n = chunk.byteLength
+    while (at < n) {
+      if (this.remaining > 0) {
+        const skip = Math.min(this.remaining, n - at)
+        this.remaining -= skip
+        at += skip
+        continue
+      }
+      // Prefix: a flag byte (ignored) then 4 length bytes.
+      if (this.prefixBytes === 0 && n - at >= 5) {
+        this.length = ((chunk[at + 1]! << 24) >>> 0) + (chunk[at + 2]! << 16) + (chunk[at + 3]! << 8) + chunk[at + 4]!
+        at += 5
+      } else {
+        if (this.prefixBytes > 0) this.length = this.length * 256 + chunk[at]!
+        at++
+        if (++this.prefixBytes < 5) continue
+        this.prefixBytes = 0
+      }
+      if (this.length > this.maxMessageBytes) return this.length
+      this.remaining = this.length
+      this.length = 0
+    }
+    return -1
+  }
+}
