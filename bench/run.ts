@@ -516,6 +516,11 @@ try {
         '100000',
         '--max-reservations-per-ip',
         String(P.reservations * 2),
+        // every circuit comes from 127.0.0.1 too
+        '--max-circuits-per-ip',
+        String(P.circuits * 2),
+        '--max-circuits-per-ip-per-second',
+        '100000',
       ],
       { name: 'relay-capacity' },
     )

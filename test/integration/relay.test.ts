@@ -86,7 +86,7 @@ describe('relay', { timeout: 120_000 }, () => {
   })
 
   it('relay - the per-IP reservation rate limit refuses a burst (RATE_LIMITED)', async () => {
-    const relay = await h.relay(['--max-reservations-per-ip-per-second', '3'])
+    const relay = await h.relay(['--max-reservations-per-ip-per-second', '3', '--max-reservations-per-ip', '100'])
     const c = await RelayClient.start(h)
     await c.ok('nodes', { count: 10 })
     const r = await c.ok('reserveMany', { from: 0, to: 10, relay: relay.multiaddr, concurrency: 10 })

@@ -9,6 +9,10 @@
  * - /stargate-test/echo/1.0.0: echoes every byte back.
  * - /stargate-test/traffic/1.0.0: reads a 4-byte big-endian count N, then the upload until the writer closes,
  *   then sends N bytes and closes.
+ *
+ * Besides the js-libp2p client, `connectRaw` speaks the hop protocol's CONNECT itself (many circuits from one
+ * node to one target, as an attacker would), and `stopMode` swaps a node's STOP handler for one that never
+ * answers or one that accepts and holds the stream without upgrading it.
  */
 
 import { createInterface } from 'node:readline'
@@ -18,8 +22,11 @@ import { circuitRelayTransport } from '@libp2p/circuit-relay-v2'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { identify } from '@libp2p/identify'
 import type { Connection, Libp2p, Stream } from '@libp2p/interface'
-import { tcp } from '@libp2p/tcp'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { type TCPSocketOptions, tcp } from '@libp2p/tcp'
+import { pbStream } from '@libp2p/utils'
 import { multiaddr } from '@multiformats/multiaddr'
+import { HOP_CODEC, HopMessageCodec, HopType, STOP_CODEC, Status, StopMessageCodec, StopType } from '@stargate/relay/circuit-pb'
 import { createLibp2p } from 'libp2p'
 
 const ECHO = '/stargate-test/echo/1.0.0'
@@ -35,6 +42,9 @@ interface Request {
 const nodes: Libp2p[] = []
 const streams = new Map<number, { stream: Stream; conn: Connection; received: number; waiters: Array<() => void> }>()
 let nextHandle = 1
+/** Raw circuits kept open by connectRaw (hold) and streams held by the 'accept' STOP handler. */
+const held = new Map<number, Stream>()
+const STATUS_NAMES = new Map<number, string>(Object.entries(Status).map(([k, v]) => [v, k]))
 
 function out(msg: Record<string, unknown>): void {
   process.stdout.write(`${JSON.stringify(msg)}\n`)
@@ -54,11 +64,13 @@ async function sendAll(stream: Stream, total: number, fill: number): Promise<voi
   }
 }
 
-async function makeNode(): Promise<Libp2p> {
+async function makeNode(localAddress?: string): Promise<Libp2p> {
+  // net.connect's localAddress, passed through by @libp2p/tcp: dial from another loopback address (127.0.0.2…)
+  const dialOpts = localAddress == null ? undefined : ({ localAddress } as TCPSocketOptions)
   const node = await createLibp2p({
     privateKey: await generateKeyPair('Ed25519'),
     addresses: { listen: [] },
-    transports: [tcp(), circuitRelayTransport({ reservationCompletionTimeout: 10_000 })],
+    transports: [tcp({ dialOpts }), circuitRelayTransport({ reservationCompletionTimeout: 10_000 })],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
     connectionManager: { maxConnections: 50 },
@@ -121,11 +133,12 @@ function node(req: Request, key = 'node'): Libp2p {
 }
 
 const commands: Record<string, (req: Request) => Promise<Record<string, unknown>>> = {
+  /** Creates `count` nodes (dialing from `localAddress` when given). */
   async nodes(req) {
     const count = req.count as number
     const created: string[] = []
     for (let i = 0; i < count; i++) {
-      const n = await makeNode()
+      const n = await makeNode(req.localAddress as string | undefined)
       nodes.push(n)
       created.push(n.peerId.toString())
     }
@@ -241,6 +254,80 @@ const commands: Record<string, (req: Request) => Promise<Record<string, unknown>
     const e = streams.get(req.handle as number)
     if (e == null) throw new Error('no such handle')
     await e.conn.close()
+    return {}
+  },
+  /**
+   * CONNECTs from `node` to `target` through `relay`, `count` of them at once, each on its own hop stream of one
+   * connection; reports each status (and how long it took). With `hold`, accepted circuits stay open (handles).
+   */
+  async connectRaw(req) {
+    const n = node(req)
+    const conn = await n.dial(multiaddr(req.relay as string))
+    const target = peerIdFromString(req.target as string).toMultihash().bytes
+    const results = await Promise.all(
+      Array.from({ length: (req.count as number) ?? 1 }, async () => {
+        const started = performance.now()
+        const stream = await conn.newStream(HOP_CODEC, { maxOutboundStreams: 10_000 })
+        try {
+          const hop = pbStream(stream, { maxDataLength: 4096 }).pb(HopMessageCodec)
+          await hop.write({ type: HopType.CONNECT, peer: { id: target, addrs: [] } })
+          const res = await hop.read({ signal: AbortSignal.timeout(30_000) })
+          const status = STATUS_NAMES.get(res.status ?? -1) ?? String(res.status)
+          const ms = Math.round(performance.now() - started)
+          if (status === 'OK' && req.hold === true) {
+            const handle = nextHandle++
+            held.set(handle, hop.unwrap().unwrap() as Stream)
+            return { status, ms, handle }
+          }
+          stream.abort(new Error('done'))
+          return { status, ms }
+        } catch (err: unknown) {
+          stream.abort(err as Error)
+          return { status: `error: ${message(err)}`, ms: Math.round(performance.now() - started) }
+        }
+      }),
+    )
+    const statuses: Record<string, number> = {}
+    for (const r of results) statuses[r.status] = (statuses[r.status] ?? 0) + 1
+    return { statuses, results, handles: results.flatMap((r) => (r.handle == null ? [] : [r.handle])) }
+  },
+  /** Ends circuits held by connectRaw. */
+  async release(req) {
+    for (const h of req.handles as number[]) {
+      held.get(h)?.abort(new Error('released'))
+      held.delete(h)
+    }
+    return {}
+  },
+  /**
+   * Replaces the node's STOP handler: 'silent' reads the STOP CONNECT and never answers (a reservation holder
+   * gone unresponsive), 'accept' answers OK and holds the stream (no connection upgrade, so a circuit stays open).
+   * Events tell when the node's connection to a peer closes.
+   */
+  async stopMode(req) {
+    const n = node(req)
+    const mode = req.mode as 'silent' | 'accept'
+    let stops = 0
+    await n.handle(
+      STOP_CODEC,
+      (stream) => {
+        stops++
+        const stop = pbStream(stream, { maxDataLength: 4096 }).pb(StopMessageCodec)
+        stop
+          .read()
+          .then(async () => {
+            out({ event: 'stop', node: req.node, mode, n: stops })
+            if (mode === 'silent') return
+            await stop.write({ type: StopType.STATUS, status: Status.OK })
+            held.set(nextHandle++, stop.unwrap().unwrap() as Stream)
+          })
+          .catch(() => {})
+      },
+      { force: true, runOnLimitedConnection: true },
+    )
+    n.addEventListener('connection:close', (e) => {
+      out({ event: 'connection-closed', node: req.node, peer: e.detail.remotePeer.toString() })
+    })
     return {}
   },
   async stop() {

@@ -22,6 +22,11 @@ const REFUSAL_REASONS: RefusalReasonName[] = [
   'NO_RESERVATION',
   'CONNECTION_LIMIT',
   'CONNECTION_FAILED',
+  'SOURCE_RATE_LIMITED',
+  'DESTINATION_RATE_LIMITED',
+  'SOURCE_CIRCUIT_LIMIT',
+  'DESTINATION_CIRCUIT_LIMIT',
+  'STOP_TIMEOUT',
 ]
 
 /** The admin RelayService over a running relay. */
@@ -45,6 +50,13 @@ export function relayServiceImpl(relay: Relay): ServiceImpl<typeof RelayService>
           maxConnectionsPerIpPerSecond: o.maxConnectionsPerIpPerSecond,
           maxReservationsPerIpPerSecond: o.maxReservationsPerIpPerSecond,
           allowlistEnabled: o.allowlist.length > 0,
+          maxCircuitsPerIpPerSecond: o.maxCircuitsPerIpPerSecond,
+          maxCircuitsToPeerPerSecond: o.maxCircuitsToPeerPerSecond,
+          maxCircuitsPerIp: o.maxCircuitsPerIp,
+          maxCircuitsPerPeer: o.maxCircuitsPerPeer,
+          maxCircuitsToPeer: o.maxCircuitsToPeer,
+          stopTimeout: durationFromMs(o.stopTimeoutMs),
+          maxStopFailures: o.maxStopFailures,
         },
       })
     },
@@ -61,6 +73,8 @@ export function relayServiceImpl(relay: Relay): ServiceImpl<typeof RelayService>
         uptime: durationFromMs(s.uptimeMs),
         connections: s.connections,
         totalReservations: BigInt(s.totalReservations),
+        reservationsReplaced: BigInt(s.reservationsReplaced),
+        reservationsDropped: BigInt(s.reservationsDropped),
       })
     },
   }

@@ -1,4 +1,5 @@
 import type { MultiaddrConnection } from '@libp2p/interface'
+import { ipKey } from './ip-key.ts'
 import { RateLimiter } from './rate-limiter.ts'
 import type { RefusalReasonName } from './stats.ts'
 
@@ -23,7 +24,7 @@ function ipOf(maConn: MultiaddrConnection): string {
 
 /**
  * Wraps libp2p's inbound admission (ConnectionManager.acceptIncomingConnection, which runs before any
- * handshake) so refused connections are counted and logged: the per-IP connection rate limit is enforced
+ * handshake) so refused connections are counted and logged: the per-IP (IPv6: per /64) connection rate limit is enforced
  * here, the connection limit and pending-handshake limit by libp2p (its refusals count as CONNECTION_LIMIT).
  */
 export function installAdmission(cm: AdmittingConnectionManager, init: AdmissionInit): void {
@@ -32,7 +33,7 @@ export function installAdmission(cm: AdmittingConnectionManager, init: Admission
   cm.acceptIncomingConnection = (maConn: MultiaddrConnection): boolean => {
     if (init.closing()) return false
     const ip = ipOf(maConn)
-    if (!rate.take(ip)) {
+    if (!rate.take(ipKey(ip))) {
       init.refuse('RATE_LIMITED', { op: 'connection', ip })
       return false
     }

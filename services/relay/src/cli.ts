@@ -36,13 +36,13 @@ export const RELAY_FLAGS: FlagSpec[] = [
   {
     name: 'max-reservations-per-peer',
     type: 'string',
-    description: 'reservations one peer id may hold at once (on distinct connections; a renewal never counts)',
+    description: 'reservations one peer id holds at once (on distinct connections); a newer one replaces the oldest',
     defaultText: String(RELAY_DEFAULTS.maxReservationsPerPeer),
   },
   {
     name: 'max-reservations-per-ip',
     type: 'string',
-    description: 'reservations one IP may hold',
+    description: 'reservations one IP (IPv6: one /64) may hold',
     defaultText: String(RELAY_DEFAULTS.maxReservationsPerIp),
   },
   {
@@ -89,6 +89,48 @@ export const RELAY_FLAGS: FlagSpec[] = [
     type: 'string',
     description: 'HOST:PORT to serve Prometheus metrics on (/metrics); OTLP export is configured by OTEL_* variables',
   },
+  {
+    name: 'max-circuits-per-ip-per-second',
+    type: 'string',
+    description: 'CONNECT rate limit per source IP',
+    defaultText: String(RELAY_DEFAULTS.maxCircuitsPerIpPerSecond),
+  },
+  {
+    name: 'max-circuits-to-peer-per-second',
+    type: 'string',
+    description: 'CONNECT rate limit per destination peer',
+    defaultText: String(RELAY_DEFAULTS.maxCircuitsToPeerPerSecond),
+  },
+  {
+    name: 'max-circuits-per-ip',
+    type: 'string',
+    description: 'relayed connections open at once from one source IP',
+    defaultText: String(RELAY_DEFAULTS.maxCircuitsPerIp),
+  },
+  {
+    name: 'max-circuits-per-peer',
+    type: 'string',
+    description: 'relayed connections open at once from one source peer',
+    defaultText: String(RELAY_DEFAULTS.maxCircuitsPerPeer),
+  },
+  {
+    name: 'max-circuits-to-peer',
+    type: 'string',
+    description: 'relayed connections open at once to one reservation holder',
+    defaultText: String(RELAY_DEFAULTS.maxCircuitsToPeer),
+  },
+  {
+    name: 'stop-timeout-ms',
+    type: 'string',
+    description: 'CONNECT fails (CONNECTION_FAILED) when the reservation holder has not answered STOP by then',
+    defaultText: String(RELAY_DEFAULTS.stopTimeoutMs),
+  },
+  {
+    name: 'max-stop-failures',
+    type: 'string',
+    description: 'unanswered STOPs in a row after which a reservation is dropped and its holder disconnected',
+    defaultText: String(RELAY_DEFAULTS.maxStopFailures),
+  },
 ]
 
 /** Turns parsed flags into relay options (without the key) and the admin address. */
@@ -123,6 +165,13 @@ export function relayConfigFromFlags(flags: ParsedFlags): {
       maxReservationsPerIp: int(flags, 'max-reservations-per-ip', 1),
       maxConnectionsPerIpPerSecond: int(flags, 'max-connections-per-ip-per-second', 1),
       maxReservationsPerIpPerSecond: int(flags, 'max-reservations-per-ip-per-second', 1),
+      maxCircuitsPerIpPerSecond: int(flags, 'max-circuits-per-ip-per-second', 1),
+      maxCircuitsToPeerPerSecond: int(flags, 'max-circuits-to-peer-per-second', 1),
+      maxCircuitsPerIp: int(flags, 'max-circuits-per-ip', 1),
+      maxCircuitsPerPeer: int(flags, 'max-circuits-per-peer', 1),
+      maxCircuitsToPeer: int(flags, 'max-circuits-to-peer', 1),
+      stopTimeoutMs: int(flags, 'stop-timeout-ms', 1),
+      maxStopFailures: int(flags, 'max-stop-failures', 1),
       allowlist,
       announce: list(flags, 'announce'),
       shutdownGraceMs: int(flags, 'shutdown-grace-ms', 0),

@@ -14,8 +14,13 @@ export const RELAY_DEFAULTS = {
   maxCircuitBytes: 0,
   /** 0 = no duration limit per relayed connection. */
   maxCircuitDurationMs: 0,
+  /** Past it, a new reservation of the peer replaces its oldest one (a reconnecting peer wins, as in DERP). */
   maxReservationsPerPeer: 1,
-  maxReservationsPerIp: 1000,
+  /**
+   * Reservations one IP (an IPv6 /64) may hold: far below maxReservations, so one host cannot take every slot
+   * (go-libp2p's relay allows 8 per IP too).
+   */
+  maxReservationsPerIp: 8,
   maxConnectionsPerIpPerSecond: 100,
   maxReservationsPerIpPerSecond: 100,
   maxInboundHopStreams: 2000,
@@ -30,6 +35,20 @@ export const RELAY_DEFAULTS = {
   adminPort: 4002,
   identityFile: '.stargate/relay.key',
   shutdownGraceMs: 5_000,
+  /** CONNECTs per second from one source IP (an IPv6 /64), whatever their destination. */
+  maxCircuitsPerIpPerSecond: 100,
+  /** CONNECTs per second to one reservation holder, from all sources. */
+  maxCircuitsToPeerPerSecond: 100,
+  /** Relayed connections open at once from one source IP (STOP handshakes under way included). */
+  maxCircuitsPerIp: 256,
+  /** Relayed connections open at once from one source peer (a gateway pools at most 50 peers by default). */
+  maxCircuitsPerPeer: 128,
+  /** Relayed connections open at once to one reservation holder. */
+  maxCircuitsToPeer: 256,
+  /** A CONNECT fails with CONNECTION_FAILED when the holder has not answered STOP within this long. */
+  stopTimeoutMs: 2_000,
+  /** Consecutive unanswered STOPs after which a holder's reservation is dropped and its connection closed. */
+  maxStopFailures: 3,
   /** UDP port of the STUN responder gateways use for NAT detection (RFC 5389 default port). */
   stunPort: 3478,
 } as const

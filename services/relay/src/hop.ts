@@ -1,9 +1,10 @@
-import type { Connection, Libp2p, PeerId, PrivateKey, Record as SignedRecord, Stream } from '@libp2p/interface'
+import type { Connection, Libp2p, MessageStream, PeerId, PrivateKey, Record as SignedRecord, Stream } from '@libp2p/interface'
 import { peerIdFromMultihash } from '@libp2p/peer-id'
 import { RecordEnvelope } from '@libp2p/peer-record'
 import { pbStream } from '@libp2p/utils'
 import type { Logger } from '@stargate/shared/log'
 import * as Digest from 'multiformats/hashes/digest'
+import { CircuitAdmission, type CircuitLimits, type CircuitPlaces } from './circuit-limits.ts'
 import {
   HOP_CODEC,
   type HopMessage,
@@ -17,15 +18,16 @@ import {
   StopMessageCodec,
   StopType,
 } from './circuit-pb.ts'
+import { ipKey } from './ip-key.ts'
 import { RateLimiter } from './rate-limiter.ts'
-import { ReservationStore } from './reservations.ts'
-import { splice } from './splice.ts'
+import { ReservationStore, type Slot } from './reservations.ts'
+import { CircuitEndError, splice } from './splice.ts'
 import type { RefusalReasonName, RelayStats } from './stats.ts'
 
 const RESERVATION_TAG = 'stargate-relay-reservation'
 
 /** What the hop server needs of the relay's options. */
-export interface HopOptions {
+export interface HopOptions extends CircuitLimits {
   maxReservations: number
   reservationTtlMs: number
   maxReservationsPerPeer: number
@@ -33,6 +35,8 @@ export interface HopOptions {
   maxReservationsPerIpPerSecond: number
   maxCircuitBytes: number
   maxCircuitDurationMs: number
+  stopTimeoutMs: number
+  maxStopFailures: number
   allowlist: string[]
   hopTimeoutMs: number
   maxInboundHopStreams: number
@@ -107,8 +111,11 @@ export class HopServer {
   private readonly init: HopServerInit
   private readonly allow: Set<string>
   private readonly reserveRate: RateLimiter
+  private readonly circuitAdmission: CircuitAdmission
   private readonly shutdown = new AbortController()
   private readonly circuits = new Set<Promise<unknown>>()
+  /** Open circuits by the id of the connection their STOP stream runs on (the holder's), to end them with it. */
+  private readonly circuitsTo = new Map<string, Set<AbortController>>()
   private readonly limit?: Limit
   private draining = false
   private sweeper?: NodeJS.Timeout
@@ -123,7 +130,9 @@ export class HopServer {
       maxPerPeer: o.maxReservationsPerPeer,
       maxPerIp: o.maxReservationsPerIp,
       ttlMs: o.reservationTtlMs,
+      maxStopFailures: o.maxStopFailures,
     })
+    this.circuitAdmission = new CircuitAdmission(o)
     if (o.maxCircuitBytes > 0 || o.maxCircuitDurationMs > 0) {
       this.limit = {}
       if (o.maxCircuitBytes > 0) this.limit.data = BigInt(o.maxCircuitBytes)
@@ -207,6 +216,7 @@ export class HopServer {
   private async onReserve(hop: HopPb, conn: Connection, signal: AbortSignal): Promise<void> {
     const peer = conn.remotePeer.toString()
     const ip = remoteIp(conn)
+    const key = ipKey(ip)
     const refuse = async (reason: RefusalReasonName, status: StatusCode): Promise<void> => {
       this.init.refuse(reason, { op: 'reserve', peer, ip })
       await this.status(hop, status, signal)
@@ -219,9 +229,10 @@ export class HopServer {
     }
     if (isRelayed(conn)) return refuse('PERMISSION_DENIED', Status.PERMISSION_DENIED)
     if (this.denied(peer)) return refuse('PERMISSION_DENIED', Status.PERMISSION_DENIED)
-    if (!this.reserveRate.take(ip)) return refuse('RATE_LIMITED', Status.RESERVATION_REFUSED)
-    const result = this.reservations.reserve(peer, ip, conn.id, conn)
+    if (!this.reserveRate.take(key)) return refuse('RATE_LIMITED', Status.RESERVATION_REFUSED)
+    const result = this.reservations.reserve(peer, key, conn.id, conn)
     if (!result.ok) return refuse(result.reason, Status.RESERVATION_REFUSED)
+    if (result.replaced != null) this.replaced(result.replaced, conn)
     const expire = BigInt(Math.floor(result.slot.expiresAt / 1000))
     try {
       const node = this.init.node
@@ -255,8 +266,8 @@ export class HopServer {
   private async onConnect(hop: HopPb, req: HopMessage, conn: Connection, signal: AbortSignal): Promise<void> {
     const src = conn.remotePeer
     const ip = remoteIp(conn)
-    const refuse = async (reason: RefusalReasonName, status: StatusCode, dst?: string): Promise<void> => {
-      this.init.refuse(reason, { op: 'connect', peer: src.toString(), dst, ip })
+    const refuse = async (reason: RefusalReasonName, status: StatusCode, fields: Record<string, unknown> = {}): Promise<void> => {
+      this.init.refuse(reason, { op: 'connect', peer: src.toString(), ip, ...fields })
       await this.status(hop, status, signal)
     }
     if (this.draining) {
@@ -274,57 +285,150 @@ export class HopServer {
       return
     }
     const dstId = dst.toString()
-    if (this.denied(src.toString()) || this.denied(dstId)) return refuse('PERMISSION_DENIED', Status.PERMISSION_DENIED, dstId)
+    if (this.denied(src.toString()) || this.denied(dstId)) return refuse('PERMISSION_DENIED', Status.PERMISSION_DENIED, { dst: dstId })
+    const key = ipKey(ip)
+    if (!this.circuitAdmission.sourceAllowed(key)) {
+      return refuse('SOURCE_RATE_LIMITED', Status.RESOURCE_LIMIT_EXCEEDED, { dst: dstId, limit: 'max-circuits-per-ip-per-second' })
+    }
     const slot = this.reservations.get(dstId)
-    if (slot == null || slot.connection.status !== 'open') return refuse('NO_RESERVATION', Status.NO_RESERVATION, dstId)
-
-    let stop: Stream
+    if (slot == null || slot.connection.status !== 'open') return refuse('NO_RESERVATION', Status.NO_RESERVATION, { dst: dstId })
+    const admitted = this.circuitAdmission.open({ peer: src.toString(), ipKey: key }, dstId)
+    if (!admitted.ok) return refuse(admitted.reason, Status.RESOURCE_LIMIT_EXCEEDED, { dst: dstId, limit: admitted.limit })
+    let opened = false
     try {
-      stop = await slot.connection.newStream(STOP_CODEC, {
-        maxOutboundStreams: this.init.options.maxOutboundStopStreams,
+      const stop = await this.stopHandshake(slot, src, dstId)
+      if (typeof stop === 'string') return await refuse(stop, Status.CONNECTION_FAILED, { dst: dstId })
+      try {
+        await hop.write({ type: HopType.STATUS, status: Status.OK, limit: this.limit }, { signal })
+      } catch (err: unknown) {
+        stop.abort(err instanceof Error ? err : new Error(String(err)))
+        throw err
+      }
+      this.startCircuit(hop.unwrap().unwrap(), stop, { src: src.toString(), dst: dstId, ip }, slot.connectionId, admitted.places)
+      opened = true
+    } finally {
+      if (!opened) admitted.places.release()
+    }
+  }
+
+  /**
+   * STOP with the reservation holder, bounded by stopTimeoutMs. Returns the stop stream once the holder accepted,
+   * or the refusal: STOP_TIMEOUT when it did not answer in time (counted against the reservation, dropped after
+   * maxStopFailures in a row), CONNECTION_FAILED when it refused or the stream failed.
+   */
+  private async stopHandshake(
+    slot: Slot<Connection>,
+    src: PeerId,
+    dstId: string,
+  ): Promise<MessageStream | 'STOP_TIMEOUT' | 'CONNECTION_FAILED'> {
+    const o = this.init.options
+    const bound = new AbortController()
+    const timer = setTimeout(
+      () => bound.abort(new Error(`the reservation holder did not answer STOP within ${o.stopTimeoutMs} ms`)),
+      o.stopTimeoutMs,
+    )
+    timer.unref()
+    const signal = AbortSignal.any([bound.signal, this.shutdown.signal])
+    let stream: Stream | undefined
+    try {
+      stream = await slot.connection.newStream(STOP_CODEC, {
+        maxOutboundStreams: o.maxOutboundStopStreams,
         runOnLimitedConnection: true,
         signal,
       })
-    } catch (err: unknown) {
-      this.init.log.debug('could not open stop stream', { dst: dstId, err })
-      return refuse('CONNECTION_FAILED', Status.CONNECTION_FAILED, dstId)
-    }
-    const stopPb = pbStream(stop, { maxDataLength: 4096 }).pb(StopMessageCodec)
-    let accepted = false
-    try {
+      const stopPb = pbStream(stream, { maxDataLength: 4096 }).pb(StopMessageCodec)
       await stopPb.write({ type: StopType.CONNECT, peer: { id: src.toMultihash().bytes, addrs: [] }, limit: this.limit }, { signal })
       const res = await stopPb.read({ signal })
-      accepted = res.type === StopType.STATUS && res.status === Status.OK
+      this.reservations.stopAnswered(slot.connectionId)
+      if (res.type === StopType.STATUS && res.status === Status.OK) return stopPb.unwrap().unwrap()
+      this.init.log.debug('stop refused by the reservation holder', { dst: dstId, status: res.status })
+      stream.abort(new Error('stop refused'))
+      return 'CONNECTION_FAILED'
     } catch (err: unknown) {
-      this.init.log.debug('stop handshake failed', { dst: dstId, err })
+      stream?.abort(err instanceof Error ? err : new Error(String(err)))
+      if (!bound.signal.aborted) {
+        this.init.log.debug('stop handshake failed', { dst: dstId, err })
+        return 'CONNECTION_FAILED'
+      }
+      const dropped = this.reservations.stopFailed(slot.connectionId)
+      if (dropped != null) this.dropUnresponsive(dropped)
+      return 'STOP_TIMEOUT'
+    } finally {
+      clearTimeout(timer)
     }
-    if (!accepted) {
-      stop.abort(new Error('stop handshake failed'))
-      return refuse('CONNECTION_FAILED', Status.CONNECTION_FAILED, dstId)
-    }
-    await hop.write({ type: HopType.STATUS, status: Status.OK, limit: this.limit }, { signal })
+  }
 
+  /** Splices an accepted circuit and keeps its bookkeeping until it ends. */
+  private startCircuit(
+    initiator: MessageStream,
+    target: MessageStream,
+    fields: { src: string; dst: string; ip: string },
+    holderConnectionId: string,
+    places: CircuitPlaces,
+  ): void {
     const stats = this.init.stats
     stats.totalCircuits++
     stats.activeCircuits++
     const startedAt = Date.now()
-    const fields = { src: src.toString(), dst: dstId, ip }
+    const ender = new AbortController()
+    let enders = this.circuitsTo.get(holderConnectionId)
+    if (enders == null) {
+      enders = new Set()
+      this.circuitsTo.set(holderConnectionId, enders)
+    }
+    enders.add(ender)
     this.init.log.debug('circuit opened', fields)
-    const circuit = splice(hop.unwrap().unwrap(), stopPb.unwrap().unwrap(), {
+    const circuit = splice(initiator, target, {
       maxBytes: this.init.options.maxCircuitBytes,
       maxDurationMs: this.init.options.maxCircuitDurationMs,
-      signal: this.shutdown.signal,
+      signal: AbortSignal.any([this.shutdown.signal, ender.signal]),
       onBytes: (direction, n) => {
         if (direction === 'fromInitiator') stats.bytesFromInitiator += BigInt(n)
         else stats.bytesToInitiator += BigInt(n)
       },
     }).then((end) => {
       stats.activeCircuits--
+      places.release()
       this.circuits.delete(circuit)
+      const set = this.circuitsTo.get(holderConnectionId)
+      set?.delete(ender)
+      if (set?.size === 0) this.circuitsTo.delete(holderConnectionId)
       const level = end === 'closed' ? 'debug' : 'info'
       this.init.log[level]('circuit closed', { ...fields, end, durationMs: Date.now() - startedAt })
     })
     this.circuits.add(circuit)
+  }
+
+  /**
+   * A peer's new reservation replaced its reservation on an older connection: the peer is reached through the
+   * new connection from now on, and circuits to the old one are ended (the peer reconnected, so they are most
+   * likely dead; their initiators dial again and reach the new connection).
+   */
+  private replaced(old: Slot<Connection>, now: Connection): void {
+    this.init.stats.reservationsReplaced++
+    const enders = this.circuitsTo.get(old.connectionId)
+    this.circuitsTo.delete(old.connectionId)
+    for (const e of enders ?? []) e.abort(new CircuitEndError('replaced', 'the reservation holder reconnected'))
+    this.init.log.info('reservation replaced', {
+      peer: old.peer,
+      ip: remoteIp(now),
+      oldIp: remoteIp(old.connection),
+      oldConnection: old.connectionId,
+      connection: now.id,
+      circuitsEnded: enders?.size ?? 0,
+    })
+  }
+
+  /** Drops the reservation of a holder that stopped answering STOP, and closes its connection so it notices. */
+  private dropUnresponsive(slot: Slot<Connection>): void {
+    this.init.stats.reservationsDropped++
+    this.init.log.warn('reservation dropped: the holder leaves STOP unanswered', {
+      peer: slot.peer,
+      ip: remoteIp(slot.connection),
+      connection: slot.connectionId,
+      failures: slot.stopFailures,
+    })
+    slot.connection.abort(new Error(`the reservation holder left ${slot.stopFailures} STOP handshakes in a row unanswered`))
   }
 }
 

@@ -17,7 +17,18 @@ describe('relay options', () => {
     assert.equal(o.maxReservations, RELAY_DEFAULTS.maxReservations)
     assert.equal(o.maxConnectionsPerIpPerSecond, RELAY_DEFAULTS.maxConnectionsPerIpPerSecond)
     assert.equal(o.shutdownGraceMs, RELAY_DEFAULTS.shutdownGraceMs)
+    assert.equal(o.stopTimeoutMs, RELAY_DEFAULTS.stopTimeoutMs)
+    assert.equal(o.maxStopFailures, RELAY_DEFAULTS.maxStopFailures)
+    assert.equal(o.maxCircuitsPerIpPerSecond, RELAY_DEFAULTS.maxCircuitsPerIpPerSecond)
+    assert.equal(o.maxCircuitsToPeer, RELAY_DEFAULTS.maxCircuitsToPeer)
     assert.equal(resolveRelayOptions({ privateKey, log, maxConnections: 5000 }).maxReservations, 5000)
+  })
+
+  it('relay options - one IP gets a small share of the reservations, and STOP is bounded by at most 2 s (issues 13, 18)', () => {
+    assert.ok(RELAY_DEFAULTS.maxReservationsPerIp * 10 <= RELAY_DEFAULTS.maxReservations)
+    assert.ok(RELAY_DEFAULTS.maxCircuitsPerPeer <= RELAY_DEFAULTS.maxCircuitsPerIp)
+    assert.ok(RELAY_DEFAULTS.stopTimeoutMs <= 2_000)
+    assert.ok(RELAY_DEFAULTS.maxStopFailures > 1, 'one slow answer does not cost a reservation')
   })
 
   it('relay options - rejects nonsense limits', async () => {
@@ -25,6 +36,8 @@ describe('relay options', () => {
     assert.throws(() => resolveRelayOptions({ privateKey, log, maxReservationsPerPeer: 0 }), RangeError)
     assert.throws(() => resolveRelayOptions({ privateKey, log, maxCircuitBytes: -1 }), RangeError)
     assert.throws(() => resolveRelayOptions({ privateKey, log, reservationTtlMs: 10 }), RangeError)
+    assert.throws(() => resolveRelayOptions({ privateKey, log, stopTimeoutMs: 0 }), /stopTimeoutMs/)
+    assert.throws(() => resolveRelayOptions({ privateKey, log, maxCircuitsToPeer: 0.5 }), /maxCircuitsToPeer/)
     assert.throws(() => resolveRelayOptions({ privateKey, log, announce: ['not a multiaddr'] }))
   })
 })

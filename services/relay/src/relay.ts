@@ -8,12 +8,13 @@ import { multiaddr } from '@multiformats/multiaddr'
 import type { Logger } from '@stargate/shared/log'
 import { createLibp2p, type Libp2p } from 'libp2p'
 import { installAdmission } from './admission.ts'
+import type { CircuitLimits } from './circuit-limits.ts'
 import { RELAY_DEFAULTS } from './defaults.ts'
 import { HopServer } from './hop.ts'
 import { type RefusalReasonName, RelayStats } from './stats.ts'
 
 /** Options of a relay; every field has a default in RELAY_DEFAULTS. */
-export interface RelayOptions {
+export interface RelayOptions extends CircuitLimits {
   privateKey: PrivateKey
   host: string
   port: number
@@ -27,6 +28,8 @@ export interface RelayOptions {
   maxReservationsPerIp: number
   maxConnectionsPerIpPerSecond: number
   maxReservationsPerIpPerSecond: number
+  stopTimeoutMs: number
+  maxStopFailures: number
   /** Peer ids allowed to reserve and relay; empty allows everyone. */
   allowlist: string[]
   shutdownGraceMs: number
@@ -50,6 +53,13 @@ export function resolveRelayOptions(init: RelayInit): RelayOptions {
     maxReservationsPerIp: RELAY_DEFAULTS.maxReservationsPerIp,
     maxConnectionsPerIpPerSecond: RELAY_DEFAULTS.maxConnectionsPerIpPerSecond,
     maxReservationsPerIpPerSecond: RELAY_DEFAULTS.maxReservationsPerIpPerSecond,
+    maxCircuitsPerIpPerSecond: RELAY_DEFAULTS.maxCircuitsPerIpPerSecond,
+    maxCircuitsToPeerPerSecond: RELAY_DEFAULTS.maxCircuitsToPeerPerSecond,
+    maxCircuitsPerIp: RELAY_DEFAULTS.maxCircuitsPerIp,
+    maxCircuitsPerPeer: RELAY_DEFAULTS.maxCircuitsPerPeer,
+    maxCircuitsToPeer: RELAY_DEFAULTS.maxCircuitsToPeer,
+    stopTimeoutMs: RELAY_DEFAULTS.stopTimeoutMs,
+    maxStopFailures: RELAY_DEFAULTS.maxStopFailures,
     allowlist: [],
     shutdownGraceMs: RELAY_DEFAULTS.shutdownGraceMs,
     ...stripUndefined(init),
@@ -61,6 +71,17 @@ export function resolveRelayOptions(init: RelayInit): RelayOptions {
   if (o.maxReservationsPerIp < 1) throw new RangeError('maxReservationsPerIp must be at least 1')
   if (o.maxConnectionsPerIpPerSecond < 1) throw new RangeError('maxConnectionsPerIpPerSecond must be at least 1')
   if (o.maxReservationsPerIpPerSecond < 1) throw new RangeError('maxReservationsPerIpPerSecond must be at least 1')
+  for (const k of [
+    'maxCircuitsPerIpPerSecond',
+    'maxCircuitsToPeerPerSecond',
+    'maxCircuitsPerIp',
+    'maxCircuitsPerPeer',
+    'maxCircuitsToPeer',
+    'stopTimeoutMs',
+    'maxStopFailures',
+  ] as const) {
+    if (!Number.isInteger(o[k]) || o[k] < 1) throw new RangeError(`${k} must be a whole number of at least 1`)
+  }
   if (o.reservationTtlMs < 1000) throw new RangeError('reservationTtlMs must be at least 1000')
   if (o.maxCircuitBytes < 0 || o.maxCircuitDurationMs < 0 || o.shutdownGraceMs < 0) {
     throw new RangeError('limits and grace periods cannot be negative')
@@ -78,6 +99,8 @@ export interface RelaySnapshot {
   activeCircuits: number
   totalCircuits: number
   totalReservations: number
+  reservationsReplaced: number
+  reservationsDropped: number
   bytesFromInitiator: bigint
   bytesToInitiator: bigint
   refusals: Map<RefusalReasonName, number>
@@ -208,6 +231,8 @@ export class Relay {
       activeCircuits: s.activeCircuits,
       totalCircuits: s.totalCircuits,
       totalReservations: s.totalReservations,
+      reservationsReplaced: s.reservationsReplaced,
+      reservationsDropped: s.reservationsDropped,
       bytesFromInitiator: s.bytesFromInitiator,
       bytesToInitiator: s.bytesToInitiator,
       refusals: new Map(s.refusals),

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import type { Stream } from '@libp2p/interface'
 import { streamPair } from '@libp2p/utils'
-import { splice } from './splice.ts'
+import { CircuitEndError, splice } from './splice.ts'
 
 /** Collects everything a stream receives until the remote closes its write side. */
 function collect(s: Stream): Promise<Uint8Array> {
@@ -74,5 +74,16 @@ describe('splice', () => {
     const b = await circuit({ signal: ac.signal })
     ac.abort()
     assert.equal(await b.done, 'shutdown')
+  })
+
+  it('splice - an abort with a CircuitEndError ends the circuit with its end and resets both sides', async () => {
+    const ac = new AbortController()
+    const { client, server, done } = await circuit({ signal: ac.signal })
+    const atClient = collect(client)
+    const atServer = collect(server)
+    ac.abort(new CircuitEndError('replaced', 'the reservation was replaced'))
+    assert.equal(await done, 'replaced')
+    await assert.rejects(atClient)
+    await assert.rejects(atServer)
   })
 })

@@ -1,7 +1,7 @@
 import type { MessageStream } from '@libp2p/interface'
 
 /** Why a relayed connection ended. */
-export type SpliceEnd = 'closed' | 'reset' | 'data-limit' | 'duration-limit' | 'shutdown'
+export type SpliceEnd = 'closed' | 'reset' | 'data-limit' | 'duration-limit' | 'shutdown' | 'replaced'
 
 export interface SpliceOptions {
   /** Bytes allowed per direction; 0 = no limit. */
@@ -10,13 +10,24 @@ export interface SpliceOptions {
   maxDurationMs: number
   /** Called with every chunk forwarded, after it was handed to the other side. */
   onBytes(direction: 'fromInitiator' | 'toInitiator', bytes: number): void
-  /** Aborting ends the relayed connection at once (relay shutdown). */
+  /** Aborting ends the relayed connection at once: 'shutdown', or the end a CircuitEndError reason names. */
   signal?: AbortSignal
 }
 
 /** The error a relayed stream is aborted with when a limit is hit. */
 export class CircuitLimitError extends Error {
   override name = 'CircuitLimitError'
+}
+
+/** An abort reason that ends a relayed connection with its own end (e.g. 'replaced'). */
+export class CircuitEndError extends Error {
+  override name = 'CircuitEndError'
+  readonly end: SpliceEnd
+
+  constructor(end: SpliceEnd, message: string) {
+    super(message)
+    this.end = end
+  }
 }
 
 /**
@@ -42,7 +53,11 @@ export function splice(initiator: MessageStream, target: MessageStream, opts: Sp
     initiator.abort(err)
     target.abort(err)
   }
-  const onShutdown = (): void => abortBoth('shutdown', new CircuitLimitError('relay is shutting down'))
+  const onShutdown = (): void => {
+    const reason: unknown = opts.signal?.reason
+    if (reason instanceof CircuitEndError) abortBoth(reason.end, reason)
+    else abortBoth('shutdown', new CircuitLimitError('relay is shutting down'))
+  }
 
   const pump = (from: MessageStream, to: MessageStream, direction: 'fromInitiator' | 'toInitiator'): void => {
     let sent = 0

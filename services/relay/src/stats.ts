@@ -8,6 +8,11 @@ export type RefusalReasonName =
   | 'NO_RESERVATION'
   | 'CONNECTION_LIMIT'
   | 'CONNECTION_FAILED'
+  | 'SOURCE_RATE_LIMITED'
+  | 'DESTINATION_RATE_LIMITED'
+  | 'SOURCE_CIRCUIT_LIMIT'
+  | 'DESTINATION_CIRCUIT_LIMIT'
+  | 'STOP_TIMEOUT'
 
 /**
  * Counters since start. Bytes are the relayed connection's bytes as the relay forwards them after the hop/stop
@@ -17,6 +22,10 @@ export class RelayStats {
   totalCircuits = 0
   activeCircuits = 0
   totalReservations = 0
+  /** Reservations replaced by a newer one of the same peer on another connection. */
+  reservationsReplaced = 0
+  /** Reservations dropped because their holder left STOP handshakes unanswered. */
+  reservationsDropped = 0
   bytesFromInitiator = 0n
   bytesToInitiator = 0n
   readonly refusals = new Map<RefusalReasonName, number>()

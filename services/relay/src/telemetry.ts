@@ -12,6 +12,8 @@ export interface RelayReadings {
   connections: number
   totalCircuits?: number
   totalReservations?: number
+  reservationsReplaced?: number
+  reservationsDropped?: number
   /** Bytes relayed from circuit initiators to targets, and back. */
   bytesFromInitiator?: number
   bytesToInitiator?: number
@@ -27,6 +29,8 @@ export function relayReadings(s: RelaySnapshot): RelayReadings {
     connections: s.connections,
     totalCircuits: s.totalCircuits,
     totalReservations: s.totalReservations,
+    reservationsReplaced: s.reservationsReplaced,
+    reservationsDropped: s.reservationsDropped,
     bytesFromInitiator: Number(s.bytesFromInitiator),
     bytesToInitiator: Number(s.bytesToInitiator),
     refusals: Object.fromEntries(s.refusals),
@@ -36,7 +40,8 @@ export function relayReadings(s: RelaySnapshot): RelayReadings {
 /**
  * Registers the relay's observable metrics: stargate.relay.reservations, stargate.relay.circuits.active,
  * stargate.relay.connections (gauges); stargate.relay.circuits, stargate.relay.reservations.accepted,
- * stargate.relay.bytes{direction} and stargate.relay.refusals{reason} (counters). Each collection reads one
+ * stargate.relay.reservations.replaced, stargate.relay.reservations.dropped, stargate.relay.bytes{direction} and
+ * stargate.relay.refusals{reason} (counters). Each collection reads one
  * snapshot. A no-op unless the process started the OpenTelemetry SDK.
  */
 export function observeRelay(snapshot: () => RelaySnapshot): void {
@@ -61,6 +66,14 @@ export function observeRelay(snapshot: () => RelaySnapshot): void {
     description: 'Reservations accepted since start (including renewals)',
     unit: '{reservation}',
   })
+  const replaced = meter.createObservableCounter('stargate.relay.reservations.replaced', {
+    description: 'Reservations replaced by a newer one of the same peer on another connection',
+    unit: '{reservation}',
+  })
+  const dropped = meter.createObservableCounter('stargate.relay.reservations.dropped', {
+    description: 'Reservations dropped because their holder left STOP handshakes unanswered',
+    unit: '{reservation}',
+  })
   const bytes = meter.createObservableCounter('stargate.relay.bytes', {
     description: 'Bytes relayed, by direction (from_initiator, to_initiator)',
     unit: 'By',
@@ -77,10 +90,12 @@ export function observeRelay(snapshot: () => RelaySnapshot): void {
       r.observe(connections, x.connections)
       if (x.totalCircuits != null) r.observe(circuits, x.totalCircuits)
       if (x.totalReservations != null) r.observe(accepted, x.totalReservations)
+      if (x.reservationsReplaced != null) r.observe(replaced, x.reservationsReplaced)
+      if (x.reservationsDropped != null) r.observe(dropped, x.reservationsDropped)
       if (x.bytesFromInitiator != null) r.observe(bytes, x.bytesFromInitiator, { direction: 'from_initiator' })
       if (x.bytesToInitiator != null) r.observe(bytes, x.bytesToInitiator, { direction: 'to_initiator' })
       for (const [reason, count] of Object.entries(x.refusals ?? {})) r.observe(refusals, count, { reason })
     },
-    [reservations, active, connections, circuits, accepted, bytes, refusals],
+    [reservations, active, connections, circuits, accepted, replaced, dropped, bytes, refusals],
   )
 }

@@ -108,6 +108,55 @@ export declare type RelayLimits = Message<"stargate.v1.RelayLimits"> & {
    * @generated from field: bool allowlist_enabled = 10;
    */
   allowlistEnabled: boolean;
+
+  /**
+   * max_circuits_per_ip_per_second limits CONNECT requests per source IP (an IPv6 /64).
+   *
+   * @generated from field: uint32 max_circuits_per_ip_per_second = 11;
+   */
+  maxCircuitsPerIpPerSecond: number;
+
+  /**
+   * max_circuits_to_peer_per_second limits CONNECT requests per destination peer.
+   *
+   * @generated from field: uint32 max_circuits_to_peer_per_second = 12;
+   */
+  maxCircuitsToPeerPerSecond: number;
+
+  /**
+   * max_circuits_per_ip is the most relayed connections open at once from one source IP.
+   *
+   * @generated from field: uint32 max_circuits_per_ip = 13;
+   */
+  maxCircuitsPerIp: number;
+
+  /**
+   * max_circuits_per_peer is the most relayed connections open at once from one source peer.
+   *
+   * @generated from field: uint32 max_circuits_per_peer = 14;
+   */
+  maxCircuitsPerPeer: number;
+
+  /**
+   * max_circuits_to_peer is the most relayed connections open at once to one reservation holder.
+   *
+   * @generated from field: uint32 max_circuits_to_peer = 15;
+   */
+  maxCircuitsToPeer: number;
+
+  /**
+   * stop_timeout bounds the STOP handshake with the reservation holder; past it a CONNECT fails.
+   *
+   * @generated from field: google.protobuf.Duration stop_timeout = 16;
+   */
+  stopTimeout?: Duration | undefined;
+
+  /**
+   * max_stop_failures is how many STOP handshakes in a row a holder may leave unanswered before its reservation is dropped.
+   *
+   * @generated from field: uint32 max_stop_failures = 17;
+   */
+  maxStopFailures: number;
 };
 
 /**
@@ -185,6 +234,55 @@ export declare type RelayLimitsJson = {
    * @generated from field: bool allowlist_enabled = 10;
    */
   allowlistEnabled?: boolean;
+
+  /**
+   * max_circuits_per_ip_per_second limits CONNECT requests per source IP (an IPv6 /64).
+   *
+   * @generated from field: uint32 max_circuits_per_ip_per_second = 11;
+   */
+  maxCircuitsPerIpPerSecond?: number;
+
+  /**
+   * max_circuits_to_peer_per_second limits CONNECT requests per destination peer.
+   *
+   * @generated from field: uint32 max_circuits_to_peer_per_second = 12;
+   */
+  maxCircuitsToPeerPerSecond?: number;
+
+  /**
+   * max_circuits_per_ip is the most relayed connections open at once from one source IP.
+   *
+   * @generated from field: uint32 max_circuits_per_ip = 13;
+   */
+  maxCircuitsPerIp?: number;
+
+  /**
+   * max_circuits_per_peer is the most relayed connections open at once from one source peer.
+   *
+   * @generated from field: uint32 max_circuits_per_peer = 14;
+   */
+  maxCircuitsPerPeer?: number;
+
+  /**
+   * max_circuits_to_peer is the most relayed connections open at once to one reservation holder.
+   *
+   * @generated from field: uint32 max_circuits_to_peer = 15;
+   */
+  maxCircuitsToPeer?: number;
+
+  /**
+   * stop_timeout bounds the STOP handshake with the reservation holder; past it a CONNECT fails.
+   *
+   * @generated from field: google.protobuf.Duration stop_timeout = 16;
+   */
+  stopTimeout?: DurationJson;
+
+  /**
+   * max_stop_failures is how many STOP handshakes in a row a holder may leave unanswered before its reservation is dropped.
+   *
+   * @generated from field: uint32 max_stop_failures = 17;
+   */
+  maxStopFailures?: number;
 };
 
 /**
@@ -421,6 +519,20 @@ export declare type GetRelayStatsResponse = Message<"stargate.v1.GetRelayStatsRe
    * @generated from field: uint64 total_reservations = 9;
    */
   totalReservations: bigint;
+
+  /**
+   * reservations_replaced counts reservations replaced by a newer one of the same peer on another connection.
+   *
+   * @generated from field: uint64 reservations_replaced = 10;
+   */
+  reservationsReplaced: bigint;
+
+  /**
+   * reservations_dropped counts reservations dropped because their holder left STOP handshakes unanswered.
+   *
+   * @generated from field: uint64 reservations_dropped = 11;
+   */
+  reservationsDropped: bigint;
 };
 
 /**
@@ -491,6 +603,20 @@ export declare type GetRelayStatsResponseJson = {
    * @generated from field: uint64 total_reservations = 9;
    */
   totalReservations?: string;
+
+  /**
+   * reservations_replaced counts reservations replaced by a newer one of the same peer on another connection.
+   *
+   * @generated from field: uint64 reservations_replaced = 10;
+   */
+  reservationsReplaced?: string;
+
+  /**
+   * reservations_dropped counts reservations dropped because their holder left STOP handshakes unanswered.
+   *
+   * @generated from field: uint64 reservations_dropped = 11;
+   */
+  reservationsDropped?: string;
 };
 
 /**
@@ -534,7 +660,7 @@ export enum RefusalReason {
   RATE_LIMITED = 3,
 
   /**
-   * REFUSAL_REASON_PER_PEER_LIMIT means the peer already holds its maximum.
+   * REFUSAL_REASON_PER_PEER_LIMIT means the peer already held its maximum; no longer reported, since a peer's new reservation replaces its oldest.
    *
    * @generated from enum value: REFUSAL_REASON_PER_PEER_LIMIT = 4;
    */
@@ -567,6 +693,41 @@ export enum RefusalReason {
    * @generated from enum value: REFUSAL_REASON_CONNECTION_FAILED = 8;
    */
   CONNECTION_FAILED = 8,
+
+  /**
+   * REFUSAL_REASON_SOURCE_RATE_LIMITED means the source IP exceeded its CONNECT rate.
+   *
+   * @generated from enum value: REFUSAL_REASON_SOURCE_RATE_LIMITED = 9;
+   */
+  SOURCE_RATE_LIMITED = 9,
+
+  /**
+   * REFUSAL_REASON_DESTINATION_RATE_LIMITED means the destination peer exceeded its CONNECT rate.
+   *
+   * @generated from enum value: REFUSAL_REASON_DESTINATION_RATE_LIMITED = 10;
+   */
+  DESTINATION_RATE_LIMITED = 10,
+
+  /**
+   * REFUSAL_REASON_SOURCE_CIRCUIT_LIMIT means the source peer or IP already has its most relayed connections open.
+   *
+   * @generated from enum value: REFUSAL_REASON_SOURCE_CIRCUIT_LIMIT = 11;
+   */
+  SOURCE_CIRCUIT_LIMIT = 11,
+
+  /**
+   * REFUSAL_REASON_DESTINATION_CIRCUIT_LIMIT means the destination peer already has its most relayed connections open.
+   *
+   * @generated from enum value: REFUSAL_REASON_DESTINATION_CIRCUIT_LIMIT = 12;
+   */
+  DESTINATION_CIRCUIT_LIMIT = 12,
+
+  /**
+   * REFUSAL_REASON_STOP_TIMEOUT means the reservation holder did not answer the STOP handshake in time.
+   *
+   * @generated from enum value: REFUSAL_REASON_STOP_TIMEOUT = 13;
+   */
+  STOP_TIMEOUT = 13,
 }
 
 /**
@@ -574,7 +735,7 @@ export enum RefusalReason {
  *
  * @generated from enum stargate.v1.RefusalReason
  */
-export declare type RefusalReasonJson = "REFUSAL_REASON_UNSPECIFIED" | "REFUSAL_REASON_RESERVATION_LIMIT" | "REFUSAL_REASON_PERMISSION_DENIED" | "REFUSAL_REASON_RATE_LIMITED" | "REFUSAL_REASON_PER_PEER_LIMIT" | "REFUSAL_REASON_PER_IP_LIMIT" | "REFUSAL_REASON_NO_RESERVATION" | "REFUSAL_REASON_CONNECTION_LIMIT" | "REFUSAL_REASON_CONNECTION_FAILED";
+export declare type RefusalReasonJson = "REFUSAL_REASON_UNSPECIFIED" | "REFUSAL_REASON_RESERVATION_LIMIT" | "REFUSAL_REASON_PERMISSION_DENIED" | "REFUSAL_REASON_RATE_LIMITED" | "REFUSAL_REASON_PER_PEER_LIMIT" | "REFUSAL_REASON_PER_IP_LIMIT" | "REFUSAL_REASON_NO_RESERVATION" | "REFUSAL_REASON_CONNECTION_LIMIT" | "REFUSAL_REASON_CONNECTION_FAILED" | "REFUSAL_REASON_SOURCE_RATE_LIMITED" | "REFUSAL_REASON_DESTINATION_RATE_LIMITED" | "REFUSAL_REASON_SOURCE_CIRCUIT_LIMIT" | "REFUSAL_REASON_DESTINATION_CIRCUIT_LIMIT" | "REFUSAL_REASON_STOP_TIMEOUT";
 
 /**
  * Describes the enum stargate.v1.RefusalReason.

@@ -35,7 +35,7 @@ const (
 	RefusalReason_REFUSAL_REASON_PERMISSION_DENIED RefusalReason = 2
 	// REFUSAL_REASON_RATE_LIMITED means the peer's IP exceeded a rate limit.
 	RefusalReason_REFUSAL_REASON_RATE_LIMITED RefusalReason = 3
-	// REFUSAL_REASON_PER_PEER_LIMIT means the peer already holds its maximum.
+	// REFUSAL_REASON_PER_PEER_LIMIT means the peer already held its maximum; no longer reported, since a peer's new reservation replaces its oldest.
 	RefusalReason_REFUSAL_REASON_PER_PEER_LIMIT RefusalReason = 4
 	// REFUSAL_REASON_PER_IP_LIMIT means the IP already holds its maximum.
 	RefusalReason_REFUSAL_REASON_PER_IP_LIMIT RefusalReason = 5
@@ -45,31 +45,51 @@ const (
 	RefusalReason_REFUSAL_REASON_CONNECTION_LIMIT RefusalReason = 7
 	// REFUSAL_REASON_CONNECTION_FAILED means the relay could not reach the target.
 	RefusalReason_REFUSAL_REASON_CONNECTION_FAILED RefusalReason = 8
+	// REFUSAL_REASON_SOURCE_RATE_LIMITED means the source IP exceeded its CONNECT rate.
+	RefusalReason_REFUSAL_REASON_SOURCE_RATE_LIMITED RefusalReason = 9
+	// REFUSAL_REASON_DESTINATION_RATE_LIMITED means the destination peer exceeded its CONNECT rate.
+	RefusalReason_REFUSAL_REASON_DESTINATION_RATE_LIMITED RefusalReason = 10
+	// REFUSAL_REASON_SOURCE_CIRCUIT_LIMIT means the source peer or IP already has its most relayed connections open.
+	RefusalReason_REFUSAL_REASON_SOURCE_CIRCUIT_LIMIT RefusalReason = 11
+	// REFUSAL_REASON_DESTINATION_CIRCUIT_LIMIT means the destination peer already has its most relayed connections open.
+	RefusalReason_REFUSAL_REASON_DESTINATION_CIRCUIT_LIMIT RefusalReason = 12
+	// REFUSAL_REASON_STOP_TIMEOUT means the reservation holder did not answer the STOP handshake in time.
+	RefusalReason_REFUSAL_REASON_STOP_TIMEOUT RefusalReason = 13
 )
 
 // Enum value maps for RefusalReason.
 var (
 	RefusalReason_name = map[int32]string{
-		0: "REFUSAL_REASON_UNSPECIFIED",
-		1: "REFUSAL_REASON_RESERVATION_LIMIT",
-		2: "REFUSAL_REASON_PERMISSION_DENIED",
-		3: "REFUSAL_REASON_RATE_LIMITED",
-		4: "REFUSAL_REASON_PER_PEER_LIMIT",
-		5: "REFUSAL_REASON_PER_IP_LIMIT",
-		6: "REFUSAL_REASON_NO_RESERVATION",
-		7: "REFUSAL_REASON_CONNECTION_LIMIT",
-		8: "REFUSAL_REASON_CONNECTION_FAILED",
+		0:  "REFUSAL_REASON_UNSPECIFIED",
+		1:  "REFUSAL_REASON_RESERVATION_LIMIT",
+		2:  "REFUSAL_REASON_PERMISSION_DENIED",
+		3:  "REFUSAL_REASON_RATE_LIMITED",
+		4:  "REFUSAL_REASON_PER_PEER_LIMIT",
+		5:  "REFUSAL_REASON_PER_IP_LIMIT",
+		6:  "REFUSAL_REASON_NO_RESERVATION",
+		7:  "REFUSAL_REASON_CONNECTION_LIMIT",
+		8:  "REFUSAL_REASON_CONNECTION_FAILED",
+		9:  "REFUSAL_REASON_SOURCE_RATE_LIMITED",
+		10: "REFUSAL_REASON_DESTINATION_RATE_LIMITED",
+		11: "REFUSAL_REASON_SOURCE_CIRCUIT_LIMIT",
+		12: "REFUSAL_REASON_DESTINATION_CIRCUIT_LIMIT",
+		13: "REFUSAL_REASON_STOP_TIMEOUT",
 	}
 	RefusalReason_value = map[string]int32{
-		"REFUSAL_REASON_UNSPECIFIED":       0,
-		"REFUSAL_REASON_RESERVATION_LIMIT": 1,
-		"REFUSAL_REASON_PERMISSION_DENIED": 2,
-		"REFUSAL_REASON_RATE_LIMITED":      3,
-		"REFUSAL_REASON_PER_PEER_LIMIT":    4,
-		"REFUSAL_REASON_PER_IP_LIMIT":      5,
-		"REFUSAL_REASON_NO_RESERVATION":    6,
-		"REFUSAL_REASON_CONNECTION_LIMIT":  7,
-		"REFUSAL_REASON_CONNECTION_FAILED": 8,
+		"REFUSAL_REASON_UNSPECIFIED":               0,
+		"REFUSAL_REASON_RESERVATION_LIMIT":         1,
+		"REFUSAL_REASON_PERMISSION_DENIED":         2,
+		"REFUSAL_REASON_RATE_LIMITED":              3,
+		"REFUSAL_REASON_PER_PEER_LIMIT":            4,
+		"REFUSAL_REASON_PER_IP_LIMIT":              5,
+		"REFUSAL_REASON_NO_RESERVATION":            6,
+		"REFUSAL_REASON_CONNECTION_LIMIT":          7,
+		"REFUSAL_REASON_CONNECTION_FAILED":         8,
+		"REFUSAL_REASON_SOURCE_RATE_LIMITED":       9,
+		"REFUSAL_REASON_DESTINATION_RATE_LIMITED":  10,
+		"REFUSAL_REASON_SOURCE_CIRCUIT_LIMIT":      11,
+		"REFUSAL_REASON_DESTINATION_CIRCUIT_LIMIT": 12,
+		"REFUSAL_REASON_STOP_TIMEOUT":              13,
 	}
 )
 
@@ -160,8 +180,22 @@ type RelayLimits struct {
 	MaxReservationsPerIpPerSecond uint32 `protobuf:"varint,9,opt,name=max_reservations_per_ip_per_second,json=maxReservationsPerIpPerSecond,proto3" json:"max_reservations_per_ip_per_second,omitempty"`
 	// allowlist_enabled is true when only listed peer ids may reserve and connect.
 	AllowlistEnabled bool `protobuf:"varint,10,opt,name=allowlist_enabled,json=allowlistEnabled,proto3" json:"allowlist_enabled,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// max_circuits_per_ip_per_second limits CONNECT requests per source IP (an IPv6 /64).
+	MaxCircuitsPerIpPerSecond uint32 `protobuf:"varint,11,opt,name=max_circuits_per_ip_per_second,json=maxCircuitsPerIpPerSecond,proto3" json:"max_circuits_per_ip_per_second,omitempty"`
+	// max_circuits_to_peer_per_second limits CONNECT requests per destination peer.
+	MaxCircuitsToPeerPerSecond uint32 `protobuf:"varint,12,opt,name=max_circuits_to_peer_per_second,json=maxCircuitsToPeerPerSecond,proto3" json:"max_circuits_to_peer_per_second,omitempty"`
+	// max_circuits_per_ip is the most relayed connections open at once from one source IP.
+	MaxCircuitsPerIp uint32 `protobuf:"varint,13,opt,name=max_circuits_per_ip,json=maxCircuitsPerIp,proto3" json:"max_circuits_per_ip,omitempty"`
+	// max_circuits_per_peer is the most relayed connections open at once from one source peer.
+	MaxCircuitsPerPeer uint32 `protobuf:"varint,14,opt,name=max_circuits_per_peer,json=maxCircuitsPerPeer,proto3" json:"max_circuits_per_peer,omitempty"`
+	// max_circuits_to_peer is the most relayed connections open at once to one reservation holder.
+	MaxCircuitsToPeer uint32 `protobuf:"varint,15,opt,name=max_circuits_to_peer,json=maxCircuitsToPeer,proto3" json:"max_circuits_to_peer,omitempty"`
+	// stop_timeout bounds the STOP handshake with the reservation holder; past it a CONNECT fails.
+	StopTimeout *durationpb.Duration `protobuf:"bytes,16,opt,name=stop_timeout,json=stopTimeout,proto3" json:"stop_timeout,omitempty"`
+	// max_stop_failures is how many STOP handshakes in a row a holder may leave unanswered before its reservation is dropped.
+	MaxStopFailures uint32 `protobuf:"varint,17,opt,name=max_stop_failures,json=maxStopFailures,proto3" json:"max_stop_failures,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *RelayLimits) Reset() {
@@ -262,6 +296,55 @@ func (x *RelayLimits) GetAllowlistEnabled() bool {
 		return x.AllowlistEnabled
 	}
 	return false
+}
+
+func (x *RelayLimits) GetMaxCircuitsPerIpPerSecond() uint32 {
+	if x != nil {
+		return x.MaxCircuitsPerIpPerSecond
+	}
+	return 0
+}
+
+func (x *RelayLimits) GetMaxCircuitsToPeerPerSecond() uint32 {
+	if x != nil {
+		return x.MaxCircuitsToPeerPerSecond
+	}
+	return 0
+}
+
+func (x *RelayLimits) GetMaxCircuitsPerIp() uint32 {
+	if x != nil {
+		return x.MaxCircuitsPerIp
+	}
+	return 0
+}
+
+func (x *RelayLimits) GetMaxCircuitsPerPeer() uint32 {
+	if x != nil {
+		return x.MaxCircuitsPerPeer
+	}
+	return 0
+}
+
+func (x *RelayLimits) GetMaxCircuitsToPeer() uint32 {
+	if x != nil {
+		return x.MaxCircuitsToPeer
+	}
+	return 0
+}
+
+func (x *RelayLimits) GetStopTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.StopTimeout
+	}
+	return nil
+}
+
+func (x *RelayLimits) GetMaxStopFailures() uint32 {
+	if x != nil {
+		return x.MaxStopFailures
+	}
+	return 0
 }
 
 // GetRelayInfoResponse is the relay's identity.
@@ -459,8 +542,12 @@ type GetRelayStatsResponse struct {
 	Connections uint32 `protobuf:"varint,8,opt,name=connections,proto3" json:"connections,omitempty"`
 	// total_reservations counts reservations accepted since start (including renewals).
 	TotalReservations uint64 `protobuf:"varint,9,opt,name=total_reservations,json=totalReservations,proto3" json:"total_reservations,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// reservations_replaced counts reservations replaced by a newer one of the same peer on another connection.
+	ReservationsReplaced uint64 `protobuf:"varint,10,opt,name=reservations_replaced,json=reservationsReplaced,proto3" json:"reservations_replaced,omitempty"`
+	// reservations_dropped counts reservations dropped because their holder left STOP handshakes unanswered.
+	ReservationsDropped uint64 `protobuf:"varint,11,opt,name=reservations_dropped,json=reservationsDropped,proto3" json:"reservations_dropped,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *GetRelayStatsResponse) Reset() {
@@ -556,12 +643,26 @@ func (x *GetRelayStatsResponse) GetTotalReservations() uint64 {
 	return 0
 }
 
+func (x *GetRelayStatsResponse) GetReservationsReplaced() uint64 {
+	if x != nil {
+		return x.ReservationsReplaced
+	}
+	return 0
+}
+
+func (x *GetRelayStatsResponse) GetReservationsDropped() uint64 {
+	if x != nil {
+		return x.ReservationsDropped
+	}
+	return 0
+}
+
 var File_stargate_v1_relay_proto protoreflect.FileDescriptor
 
 const file_stargate_v1_relay_proto_rawDesc = "" +
 	"\n" +
 	"\x17stargate/v1/relay.proto\x12\vstargate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x15\n" +
-	"\x13GetRelayInfoRequest\"\xd1\x04\n" +
+	"\x13GetRelayInfoRequest\"\xd6\a\n" +
 	"\vRelayLimits\x12)\n" +
 	"\x10max_reservations\x18\x01 \x01(\rR\x0fmaxReservations\x12'\n" +
 	"\x0fmax_connections\x18\x02 \x01(\rR\x0emaxConnections\x12B\n" +
@@ -573,7 +674,14 @@ const file_stargate_v1_relay_proto_rawDesc = "" +
 	"!max_connections_per_ip_per_second\x18\b \x01(\rR\x1cmaxConnectionsPerIpPerSecond\x12I\n" +
 	"\"max_reservations_per_ip_per_second\x18\t \x01(\rR\x1dmaxReservationsPerIpPerSecond\x12+\n" +
 	"\x11allowlist_enabled\x18\n" +
-	" \x01(\bR\x10allowlistEnabled\"\xd6\x01\n" +
+	" \x01(\bR\x10allowlistEnabled\x12A\n" +
+	"\x1emax_circuits_per_ip_per_second\x18\v \x01(\rR\x19maxCircuitsPerIpPerSecond\x12C\n" +
+	"\x1fmax_circuits_to_peer_per_second\x18\f \x01(\rR\x1amaxCircuitsToPeerPerSecond\x12-\n" +
+	"\x13max_circuits_per_ip\x18\r \x01(\rR\x10maxCircuitsPerIp\x121\n" +
+	"\x15max_circuits_per_peer\x18\x0e \x01(\rR\x12maxCircuitsPerPeer\x12/\n" +
+	"\x14max_circuits_to_peer\x18\x0f \x01(\rR\x11maxCircuitsToPeer\x12<\n" +
+	"\fstop_timeout\x18\x10 \x01(\v2\x19.google.protobuf.DurationR\vstopTimeout\x12*\n" +
+	"\x11max_stop_failures\x18\x11 \x01(\rR\x0fmaxStopFailures\"\xd6\x01\n" +
 	"\x14GetRelayInfoResponse\x12\x17\n" +
 	"\apeer_id\x18\x01 \x01(\tR\x06peerId\x12\x1e\n" +
 	"\n" +
@@ -586,7 +694,7 @@ const file_stargate_v1_relay_proto_rawDesc = "" +
 	"\x14GetRelayStatsRequest\"X\n" +
 	"\fRefusalCount\x122\n" +
 	"\x06reason\x18\x01 \x01(\x0e2\x1a.stargate.v1.RefusalReasonR\x06reason\x12\x14\n" +
-	"\x05count\x18\x02 \x01(\x04R\x05count\"\xa6\x03\n" +
+	"\x05count\x18\x02 \x01(\x04R\x05count\"\x8e\x04\n" +
 	"\x15GetRelayStatsResponse\x12\"\n" +
 	"\freservations\x18\x01 \x01(\rR\freservations\x12'\n" +
 	"\x0factive_circuits\x18\x02 \x01(\rR\x0eactiveCircuits\x12%\n" +
@@ -596,7 +704,10 @@ const file_stargate_v1_relay_proto_rawDesc = "" +
 	"\brefusals\x18\x06 \x03(\v2\x19.stargate.v1.RefusalCountR\brefusals\x121\n" +
 	"\x06uptime\x18\a \x01(\v2\x19.google.protobuf.DurationR\x06uptime\x12 \n" +
 	"\vconnections\x18\b \x01(\rR\vconnections\x12-\n" +
-	"\x12total_reservations\x18\t \x01(\x04R\x11totalReservations*\xce\x02\n" +
+	"\x12total_reservations\x18\t \x01(\x04R\x11totalReservations\x123\n" +
+	"\x15reservations_replaced\x18\n" +
+	" \x01(\x04R\x14reservationsReplaced\x121\n" +
+	"\x14reservations_dropped\x18\v \x01(\x04R\x13reservationsDropped*\x9b\x04\n" +
 	"\rRefusalReason\x12\x1e\n" +
 	"\x1aREFUSAL_REASON_UNSPECIFIED\x10\x00\x12$\n" +
 	" REFUSAL_REASON_RESERVATION_LIMIT\x10\x01\x12$\n" +
@@ -606,7 +717,13 @@ const file_stargate_v1_relay_proto_rawDesc = "" +
 	"\x1bREFUSAL_REASON_PER_IP_LIMIT\x10\x05\x12!\n" +
 	"\x1dREFUSAL_REASON_NO_RESERVATION\x10\x06\x12#\n" +
 	"\x1fREFUSAL_REASON_CONNECTION_LIMIT\x10\a\x12$\n" +
-	" REFUSAL_REASON_CONNECTION_FAILED\x10\b2\xbb\x01\n" +
+	" REFUSAL_REASON_CONNECTION_FAILED\x10\b\x12&\n" +
+	"\"REFUSAL_REASON_SOURCE_RATE_LIMITED\x10\t\x12+\n" +
+	"'REFUSAL_REASON_DESTINATION_RATE_LIMITED\x10\n" +
+	"\x12'\n" +
+	"#REFUSAL_REASON_SOURCE_CIRCUIT_LIMIT\x10\v\x12,\n" +
+	"(REFUSAL_REASON_DESTINATION_CIRCUIT_LIMIT\x10\f\x12\x1f\n" +
+	"\x1bREFUSAL_REASON_STOP_TIMEOUT\x10\r2\xbb\x01\n" +
 	"\fRelayService\x12S\n" +
 	"\fGetRelayInfo\x12 .stargate.v1.GetRelayInfoRequest\x1a!.stargate.v1.GetRelayInfoResponse\x12V\n" +
 	"\rGetRelayStats\x12!.stargate.v1.GetRelayStatsRequest\x1a\".stargate.v1.GetRelayStatsResponseb\x06proto3"
@@ -637,22 +754,23 @@ var file_stargate_v1_relay_proto_goTypes = []any{
 	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
 }
 var file_stargate_v1_relay_proto_depIdxs = []int32{
-	7, // 0: stargate.v1.RelayLimits.reservation_ttl:type_name -> google.protobuf.Duration
-	7, // 1: stargate.v1.RelayLimits.max_circuit_duration:type_name -> google.protobuf.Duration
-	2, // 2: stargate.v1.GetRelayInfoResponse.limits:type_name -> stargate.v1.RelayLimits
-	8, // 3: stargate.v1.GetRelayInfoResponse.started_at:type_name -> google.protobuf.Timestamp
-	0, // 4: stargate.v1.RefusalCount.reason:type_name -> stargate.v1.RefusalReason
-	5, // 5: stargate.v1.GetRelayStatsResponse.refusals:type_name -> stargate.v1.RefusalCount
-	7, // 6: stargate.v1.GetRelayStatsResponse.uptime:type_name -> google.protobuf.Duration
-	1, // 7: stargate.v1.RelayService.GetRelayInfo:input_type -> stargate.v1.GetRelayInfoRequest
-	4, // 8: stargate.v1.RelayService.GetRelayStats:input_type -> stargate.v1.GetRelayStatsRequest
-	3, // 9: stargate.v1.RelayService.GetRelayInfo:output_type -> stargate.v1.GetRelayInfoResponse
-	6, // 10: stargate.v1.RelayService.GetRelayStats:output_type -> stargate.v1.GetRelayStatsResponse
-	9, // [9:11] is the sub-list for method output_type
-	7, // [7:9] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	7,  // 0: stargate.v1.RelayLimits.reservation_ttl:type_name -> google.protobuf.Duration
+	7,  // 1: stargate.v1.RelayLimits.max_circuit_duration:type_name -> google.protobuf.Duration
+	7,  // 2: stargate.v1.RelayLimits.stop_timeout:type_name -> google.protobuf.Duration
+	2,  // 3: stargate.v1.GetRelayInfoResponse.limits:type_name -> stargate.v1.RelayLimits
+	8,  // 4: stargate.v1.GetRelayInfoResponse.started_at:type_name -> google.protobuf.Timestamp
+	0,  // 5: stargate.v1.RefusalCount.reason:type_name -> stargate.v1.RefusalReason
+	5,  // 6: stargate.v1.GetRelayStatsResponse.refusals:type_name -> stargate.v1.RefusalCount
+	7,  // 7: stargate.v1.GetRelayStatsResponse.uptime:type_name -> google.protobuf.Duration
+	1,  // 8: stargate.v1.RelayService.GetRelayInfo:input_type -> stargate.v1.GetRelayInfoRequest
+	4,  // 9: stargate.v1.RelayService.GetRelayStats:input_type -> stargate.v1.GetRelayStatsRequest
+	3,  // 10: stargate.v1.RelayService.GetRelayInfo:output_type -> stargate.v1.GetRelayInfoResponse
+	6,  // 11: stargate.v1.RelayService.GetRelayStats:output_type -> stargate.v1.GetRelayStatsResponse
+	10, // [10:12] is the sub-list for method output_type
+	8,  // [8:10] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_stargate_v1_relay_proto_init() }

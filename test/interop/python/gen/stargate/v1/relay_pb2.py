@@ -26,27 +26,27 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17stargate/v1/relay.proto\x12\x0bstargate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x15\n\x13GetRelayInfoRequest\"\xfe\x02\n\x0bRelayLimits\x12\x18\n\x10max_reservations\x18\x01 \x01(\r\x12\x17\n\x0fmax_connections\x18\x02 \x01(\r\x12\x32\n\x0freservation_ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x19\n\x11max_circuit_bytes\x18\x04 \x01(\x04\x12\x37\n\x14max_circuit_duration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12!\n\x19max_reservations_per_peer\x18\x06 \x01(\r\x12\x1f\n\x17max_reservations_per_ip\x18\x07 \x01(\r\x12)\n!max_connections_per_ip_per_second\x18\x08 \x01(\r\x12*\n\"max_reservations_per_ip_per_second\x18\t \x01(\r\x12\x19\n\x11\x61llowlist_enabled\x18\n \x01(\x08\"\xa6\x01\n\x14GetRelayInfoResponse\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\x12\n\nmultiaddrs\x18\x02 \x03(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12(\n\x06limits\x18\x04 \x01(\x0b\x32\x18.stargate.v1.RelayLimits\x12.\n\nstarted_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x16\n\x14GetRelayStatsRequest\"I\n\x0cRefusalCount\x12*\n\x06reason\x18\x01 \x01(\x0e\x32\x1a.stargate.v1.RefusalReason\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\"\xa1\x02\n\x15GetRelayStatsResponse\x12\x14\n\x0creservations\x18\x01 \x01(\r\x12\x17\n\x0f\x61\x63tive_circuits\x18\x02 \x01(\r\x12\x16\n\x0etotal_circuits\x18\x03 \x01(\x04\x12\x1c\n\x14\x62ytes_from_initiator\x18\x04 \x01(\x04\x12\x1a\n\x12\x62ytes_to_initiator\x18\x05 \x01(\x04\x12+\n\x08refusals\x18\x06 \x03(\x0b\x32\x19.stargate.v1.RefusalCount\x12)\n\x06uptime\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0b\x63onnections\x18\x08 \x01(\r\x12\x1a\n\x12total_reservations\x18\t \x01(\x04*\xce\x02\n\rRefusalReason\x12\x1e\n\x1aREFUSAL_REASON_UNSPECIFIED\x10\x00\x12$\n REFUSAL_REASON_RESERVATION_LIMIT\x10\x01\x12$\n REFUSAL_REASON_PERMISSION_DENIED\x10\x02\x12\x1f\n\x1bREFUSAL_REASON_RATE_LIMITED\x10\x03\x12!\n\x1dREFUSAL_REASON_PER_PEER_LIMIT\x10\x04\x12\x1f\n\x1bREFUSAL_REASON_PER_IP_LIMIT\x10\x05\x12!\n\x1dREFUSAL_REASON_NO_RESERVATION\x10\x06\x12#\n\x1fREFUSAL_REASON_CONNECTION_LIMIT\x10\x07\x12$\n REFUSAL_REASON_CONNECTION_FAILED\x10\x08\x32\xbb\x01\n\x0cRelayService\x12S\n\x0cGetRelayInfo\x12 .stargate.v1.GetRelayInfoRequest\x1a!.stargate.v1.GetRelayInfoResponse\x12V\n\rGetRelayStats\x12!.stargate.v1.GetRelayStatsRequest\x1a\".stargate.v1.GetRelayStatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17stargate/v1/relay.proto\x12\x0bstargate.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x15\n\x13GetRelayInfoRequest\"\xf5\x04\n\x0bRelayLimits\x12\x18\n\x10max_reservations\x18\x01 \x01(\r\x12\x17\n\x0fmax_connections\x18\x02 \x01(\r\x12\x32\n\x0freservation_ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x19\n\x11max_circuit_bytes\x18\x04 \x01(\x04\x12\x37\n\x14max_circuit_duration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12!\n\x19max_reservations_per_peer\x18\x06 \x01(\r\x12\x1f\n\x17max_reservations_per_ip\x18\x07 \x01(\r\x12)\n!max_connections_per_ip_per_second\x18\x08 \x01(\r\x12*\n\"max_reservations_per_ip_per_second\x18\t \x01(\r\x12\x19\n\x11\x61llowlist_enabled\x18\n \x01(\x08\x12&\n\x1emax_circuits_per_ip_per_second\x18\x0b \x01(\r\x12\'\n\x1fmax_circuits_to_peer_per_second\x18\x0c \x01(\r\x12\x1b\n\x13max_circuits_per_ip\x18\r \x01(\r\x12\x1d\n\x15max_circuits_per_peer\x18\x0e \x01(\r\x12\x1c\n\x14max_circuits_to_peer\x18\x0f \x01(\r\x12/\n\x0cstop_timeout\x18\x10 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x19\n\x11max_stop_failures\x18\x11 \x01(\r\"\xa6\x01\n\x14GetRelayInfoResponse\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\x12\n\nmultiaddrs\x18\x02 \x03(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12(\n\x06limits\x18\x04 \x01(\x0b\x32\x18.stargate.v1.RelayLimits\x12.\n\nstarted_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x16\n\x14GetRelayStatsRequest\"I\n\x0cRefusalCount\x12*\n\x06reason\x18\x01 \x01(\x0e\x32\x1a.stargate.v1.RefusalReason\x12\r\n\x05\x63ount\x18\x02 \x01(\x04\"\xde\x02\n\x15GetRelayStatsResponse\x12\x14\n\x0creservations\x18\x01 \x01(\r\x12\x17\n\x0f\x61\x63tive_circuits\x18\x02 \x01(\r\x12\x16\n\x0etotal_circuits\x18\x03 \x01(\x04\x12\x1c\n\x14\x62ytes_from_initiator\x18\x04 \x01(\x04\x12\x1a\n\x12\x62ytes_to_initiator\x18\x05 \x01(\x04\x12+\n\x08refusals\x18\x06 \x03(\x0b\x32\x19.stargate.v1.RefusalCount\x12)\n\x06uptime\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0b\x63onnections\x18\x08 \x01(\r\x12\x1a\n\x12total_reservations\x18\t \x01(\x04\x12\x1d\n\x15reservations_replaced\x18\n \x01(\x04\x12\x1c\n\x14reservations_dropped\x18\x0b \x01(\x04*\x9b\x04\n\rRefusalReason\x12\x1e\n\x1aREFUSAL_REASON_UNSPECIFIED\x10\x00\x12$\n REFUSAL_REASON_RESERVATION_LIMIT\x10\x01\x12$\n REFUSAL_REASON_PERMISSION_DENIED\x10\x02\x12\x1f\n\x1bREFUSAL_REASON_RATE_LIMITED\x10\x03\x12!\n\x1dREFUSAL_REASON_PER_PEER_LIMIT\x10\x04\x12\x1f\n\x1bREFUSAL_REASON_PER_IP_LIMIT\x10\x05\x12!\n\x1dREFUSAL_REASON_NO_RESERVATION\x10\x06\x12#\n\x1fREFUSAL_REASON_CONNECTION_LIMIT\x10\x07\x12$\n REFUSAL_REASON_CONNECTION_FAILED\x10\x08\x12&\n\"REFUSAL_REASON_SOURCE_RATE_LIMITED\x10\t\x12+\n\'REFUSAL_REASON_DESTINATION_RATE_LIMITED\x10\n\x12\'\n#REFUSAL_REASON_SOURCE_CIRCUIT_LIMIT\x10\x0b\x12,\n(REFUSAL_REASON_DESTINATION_CIRCUIT_LIMIT\x10\x0c\x12\x1f\n\x1bREFUSAL_REASON_STOP_TIMEOUT\x10\r2\xbb\x01\n\x0cRelayService\x12S\n\x0cGetRelayInfo\x12 .stargate.v1.GetRelayInfoRequest\x1a!.stargate.v1.GetRelayInfoResponse\x12V\n\rGetRelayStats\x12!.stargate.v1.GetRelayStatsRequest\x1a\".stargate.v1.GetRelayStatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'stargate.v1.relay_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REFUSALREASON']._serialized_start=1074
-  _globals['_REFUSALREASON']._serialized_end=1408
+  _globals['_REFUSALREASON']._serialized_start=1382
+  _globals['_REFUSALREASON']._serialized_end=1921
   _globals['_GETRELAYINFOREQUEST']._serialized_start=105
   _globals['_GETRELAYINFOREQUEST']._serialized_end=126
   _globals['_RELAYLIMITS']._serialized_start=129
-  _globals['_RELAYLIMITS']._serialized_end=511
-  _globals['_GETRELAYINFORESPONSE']._serialized_start=514
-  _globals['_GETRELAYINFORESPONSE']._serialized_end=680
-  _globals['_GETRELAYSTATSREQUEST']._serialized_start=682
-  _globals['_GETRELAYSTATSREQUEST']._serialized_end=704
-  _globals['_REFUSALCOUNT']._serialized_start=706
-  _globals['_REFUSALCOUNT']._serialized_end=779
-  _globals['_GETRELAYSTATSRESPONSE']._serialized_start=782
-  _globals['_GETRELAYSTATSRESPONSE']._serialized_end=1071
-  _globals['_RELAYSERVICE']._serialized_start=1411
-  _globals['_RELAYSERVICE']._serialized_end=1598
+  _globals['_RELAYLIMITS']._serialized_end=758
+  _globals['_GETRELAYINFORESPONSE']._serialized_start=761
+  _globals['_GETRELAYINFORESPONSE']._serialized_end=927
+  _globals['_GETRELAYSTATSREQUEST']._serialized_start=929
+  _globals['_GETRELAYSTATSREQUEST']._serialized_end=951
+  _globals['_REFUSALCOUNT']._serialized_start=953
+  _globals['_REFUSALCOUNT']._serialized_end=1026
+  _globals['_GETRELAYSTATSRESPONSE']._serialized_start=1029
+  _globals['_GETRELAYSTATSRESPONSE']._serialized_end=1379
+  _globals['_RELAYSERVICE']._serialized_start=1924
+  _globals['_RELAYSERVICE']._serialized_end=2111
 # @@protoc_insertion_point(module_scope)

@@ -22,6 +22,11 @@ class RefusalReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REFUSAL_REASON_NO_RESERVATION: _ClassVar[RefusalReason]
     REFUSAL_REASON_CONNECTION_LIMIT: _ClassVar[RefusalReason]
     REFUSAL_REASON_CONNECTION_FAILED: _ClassVar[RefusalReason]
+    REFUSAL_REASON_SOURCE_RATE_LIMITED: _ClassVar[RefusalReason]
+    REFUSAL_REASON_DESTINATION_RATE_LIMITED: _ClassVar[RefusalReason]
+    REFUSAL_REASON_SOURCE_CIRCUIT_LIMIT: _ClassVar[RefusalReason]
+    REFUSAL_REASON_DESTINATION_CIRCUIT_LIMIT: _ClassVar[RefusalReason]
+    REFUSAL_REASON_STOP_TIMEOUT: _ClassVar[RefusalReason]
 REFUSAL_REASON_UNSPECIFIED: RefusalReason
 REFUSAL_REASON_RESERVATION_LIMIT: RefusalReason
 REFUSAL_REASON_PERMISSION_DENIED: RefusalReason
@@ -31,13 +36,18 @@ REFUSAL_REASON_PER_IP_LIMIT: RefusalReason
 REFUSAL_REASON_NO_RESERVATION: RefusalReason
 REFUSAL_REASON_CONNECTION_LIMIT: RefusalReason
 REFUSAL_REASON_CONNECTION_FAILED: RefusalReason
+REFUSAL_REASON_SOURCE_RATE_LIMITED: RefusalReason
+REFUSAL_REASON_DESTINATION_RATE_LIMITED: RefusalReason
+REFUSAL_REASON_SOURCE_CIRCUIT_LIMIT: RefusalReason
+REFUSAL_REASON_DESTINATION_CIRCUIT_LIMIT: RefusalReason
+REFUSAL_REASON_STOP_TIMEOUT: RefusalReason
 
 class GetRelayInfoRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class RelayLimits(_message.Message):
-    __slots__ = ("max_reservations", "max_connections", "reservation_ttl", "max_circuit_bytes", "max_circuit_duration", "max_reservations_per_peer", "max_reservations_per_ip", "max_connections_per_ip_per_second", "max_reservations_per_ip_per_second", "allowlist_enabled")
+    __slots__ = ("max_reservations", "max_connections", "reservation_ttl", "max_circuit_bytes", "max_circuit_duration", "max_reservations_per_peer", "max_reservations_per_ip", "max_connections_per_ip_per_second", "max_reservations_per_ip_per_second", "allowlist_enabled", "max_circuits_per_ip_per_second", "max_circuits_to_peer_per_second", "max_circuits_per_ip", "max_circuits_per_peer", "max_circuits_to_peer", "stop_timeout", "max_stop_failures")
     MAX_RESERVATIONS_FIELD_NUMBER: _ClassVar[int]
     MAX_CONNECTIONS_FIELD_NUMBER: _ClassVar[int]
     RESERVATION_TTL_FIELD_NUMBER: _ClassVar[int]
@@ -48,6 +58,13 @@ class RelayLimits(_message.Message):
     MAX_CONNECTIONS_PER_IP_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     MAX_RESERVATIONS_PER_IP_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     ALLOWLIST_ENABLED_FIELD_NUMBER: _ClassVar[int]
+    MAX_CIRCUITS_PER_IP_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    MAX_CIRCUITS_TO_PEER_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    MAX_CIRCUITS_PER_IP_FIELD_NUMBER: _ClassVar[int]
+    MAX_CIRCUITS_PER_PEER_FIELD_NUMBER: _ClassVar[int]
+    MAX_CIRCUITS_TO_PEER_FIELD_NUMBER: _ClassVar[int]
+    STOP_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    MAX_STOP_FAILURES_FIELD_NUMBER: _ClassVar[int]
     max_reservations: int
     max_connections: int
     reservation_ttl: _duration_pb2.Duration
@@ -58,7 +75,14 @@ class RelayLimits(_message.Message):
     max_connections_per_ip_per_second: int
     max_reservations_per_ip_per_second: int
     allowlist_enabled: bool
-    def __init__(self, max_reservations: _Optional[int] = ..., max_connections: _Optional[int] = ..., reservation_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_circuit_bytes: _Optional[int] = ..., max_circuit_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_reservations_per_peer: _Optional[int] = ..., max_reservations_per_ip: _Optional[int] = ..., max_connections_per_ip_per_second: _Optional[int] = ..., max_reservations_per_ip_per_second: _Optional[int] = ..., allowlist_enabled: _Optional[bool] = ...) -> None: ...
+    max_circuits_per_ip_per_second: int
+    max_circuits_to_peer_per_second: int
+    max_circuits_per_ip: int
+    max_circuits_per_peer: int
+    max_circuits_to_peer: int
+    stop_timeout: _duration_pb2.Duration
+    max_stop_failures: int
+    def __init__(self, max_reservations: _Optional[int] = ..., max_connections: _Optional[int] = ..., reservation_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_circuit_bytes: _Optional[int] = ..., max_circuit_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_reservations_per_peer: _Optional[int] = ..., max_reservations_per_ip: _Optional[int] = ..., max_connections_per_ip_per_second: _Optional[int] = ..., max_reservations_per_ip_per_second: _Optional[int] = ..., allowlist_enabled: _Optional[bool] = ..., max_circuits_per_ip_per_second: _Optional[int] = ..., max_circuits_to_peer_per_second: _Optional[int] = ..., max_circuits_per_ip: _Optional[int] = ..., max_circuits_per_peer: _Optional[int] = ..., max_circuits_to_peer: _Optional[int] = ..., stop_timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_stop_failures: _Optional[int] = ...) -> None: ...
 
 class GetRelayInfoResponse(_message.Message):
     __slots__ = ("peer_id", "multiaddrs", "version", "limits", "started_at")
@@ -87,7 +111,7 @@ class RefusalCount(_message.Message):
     def __init__(self, reason: _Optional[_Union[RefusalReason, str]] = ..., count: _Optional[int] = ...) -> None: ...
 
 class GetRelayStatsResponse(_message.Message):
-    __slots__ = ("reservations", "active_circuits", "total_circuits", "bytes_from_initiator", "bytes_to_initiator", "refusals", "uptime", "connections", "total_reservations")
+    __slots__ = ("reservations", "active_circuits", "total_circuits", "bytes_from_initiator", "bytes_to_initiator", "refusals", "uptime", "connections", "total_reservations", "reservations_replaced", "reservations_dropped")
     RESERVATIONS_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_CIRCUITS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_CIRCUITS_FIELD_NUMBER: _ClassVar[int]
@@ -97,6 +121,8 @@ class GetRelayStatsResponse(_message.Message):
     UPTIME_FIELD_NUMBER: _ClassVar[int]
     CONNECTIONS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_RESERVATIONS_FIELD_NUMBER: _ClassVar[int]
+    RESERVATIONS_REPLACED_FIELD_NUMBER: _ClassVar[int]
+    RESERVATIONS_DROPPED_FIELD_NUMBER: _ClassVar[int]
     reservations: int
     active_circuits: int
     total_circuits: int
@@ -106,4 +132,6 @@ class GetRelayStatsResponse(_message.Message):
     uptime: _duration_pb2.Duration
     connections: int
     total_reservations: int
-    def __init__(self, reservations: _Optional[int] = ..., active_circuits: _Optional[int] = ..., total_circuits: _Optional[int] = ..., bytes_from_initiator: _Optional[int] = ..., bytes_to_initiator: _Optional[int] = ..., refusals: _Optional[_Iterable[_Union[RefusalCount, _Mapping]]] = ..., uptime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., connections: _Optional[int] = ..., total_reservations: _Optional[int] = ...) -> None: ...
+    reservations_replaced: int
+    reservations_dropped: int
+    def __init__(self, reservations: _Optional[int] = ..., active_circuits: _Optional[int] = ..., total_circuits: _Optional[int] = ..., bytes_from_initiator: _Optional[int] = ..., bytes_to_initiator: _Optional[int] = ..., refusals: _Optional[_Iterable[_Union[RefusalCount, _Mapping]]] = ..., uptime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., connections: _Optional[int] = ..., total_reservations: _Optional[int] = ..., reservations_replaced: _Optional[int] = ..., reservations_dropped: _Optional[int] = ...) -> None: ...
