@@ -117,6 +117,34 @@ async function reserve(node: Libp2p, relay: string): Promise<string[]> {
   return node.getMultiaddrs().map((m) => m.toString())
 }
 
+/**
+ * Dials the relay and waits until identify ran on the connection: the relay's libp2p resets all streams of a
+ * connection that opens more than 10 before it is fully set up (MaxEarlyStreamsError), and a flood opens more.
+ */
+async function dialIdentified(n: Libp2p, relay: string): Promise<Connection> {
+  const ma = multiaddr(relay)
+  const relayId = peerIdFromString(ma.getComponents().findLast((c) => c.name === 'p2p')?.value ?? '')
+  let onIdentify: ((e: CustomEvent<{ peerId: { equals(p: unknown): boolean } }>) => void) | undefined
+  const identified = new Promise<void>((resolve) => {
+    onIdentify = (e) => {
+      if (e.detail.peerId.equals(relayId)) resolve()
+    }
+    n.addEventListener('peer:identify', onIdentify)
+  })
+  try {
+    const conn = await n.dial(ma)
+    const known = await n.peerStore.get(relayId).then(
+      (p) => p.protocols.length > 0,
+      () => false,
+    )
+    if (!known)
+      await Promise.race([identified, new Promise((_, reject) => setTimeout(() => reject(new Error('relay not identified')), 10_000))])
+    return conn
+  } finally {
+    n.removeEventListener('peer:identify', onIdentify)
+  }
+}
+
 async function pool<T>(items: T[], concurrency: number, fn: (t: T) => Promise<void>): Promise<void> {
   let i = 0
   await Promise.all(
@@ -262,13 +290,14 @@ const commands: Record<string, (req: Request) => Promise<Record<string, unknown>
    */
   async connectRaw(req) {
     const n = node(req)
-    const conn = await n.dial(multiaddr(req.relay as string))
+    const conn = await dialIdentified(n, req.relay as string)
     const target = peerIdFromString(req.target as string).toMultihash().bytes
     const results = await Promise.all(
       Array.from({ length: (req.count as number) ?? 1 }, async () => {
         const started = performance.now()
-        const stream = await conn.newStream(HOP_CODEC, { maxOutboundStreams: 10_000 })
+        let stream: Stream | undefined
         try {
+          stream = await conn.newStream(HOP_CODEC, { maxOutboundStreams: 10_000 })
           const hop = pbStream(stream, { maxDataLength: 4096 }).pb(HopMessageCodec)
           await hop.write({ type: HopType.CONNECT, peer: { id: target, addrs: [] } })
           const res = await hop.read({ signal: AbortSignal.timeout(30_000) })
@@ -282,7 +311,7 @@ const commands: Record<string, (req: Request) => Promise<Record<string, unknown>
           stream.abort(new Error('done'))
           return { status, ms }
         } catch (err: unknown) {
-          stream.abort(err as Error)
+          stream?.abort(err as Error)
           return { status: `error: ${message(err)}`, ms: Math.round(performance.now() - started) }
         }
       }),
@@ -319,11 +348,13 @@ const commands: Record<string, (req: Request) => Promise<Record<string, unknown>
             out({ event: 'stop', node: req.node, mode, n: stops })
             if (mode === 'silent') return
             await stop.write({ type: StopType.STATUS, status: Status.OK })
-            held.set(nextHandle++, stop.unwrap().unwrap() as Stream)
+            const handle = nextHandle++
+            held.set(handle, stream)
+            stream.addEventListener('close', () => held.delete(handle))
           })
           .catch(() => {})
       },
-      { force: true, runOnLimitedConnection: true },
+      { force: true, runOnLimitedConnection: true, maxInboundStreams: 10_000 },
     )
     n.addEventListener('connection:close', (e) => {
       out({ event: 'connection-closed', node: req.node, peer: e.detail.remotePeer.toString() })
