@@ -1,13 +1,14 @@
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { loadOrCreateIdentity, peerIdOf } from '@stargate/shared/identity'
-import { logBackgroundFailures, stopOnSignals } from '@stargate/shared/lifecycle'
+import { exitOnProcessFaults, stopOnSignals } from '@stargate/shared/lifecycle'
 import { createLogger } from '@stargate/shared/log'
 import { type FlagSpec, hostPort, int, list, num, type ParsedFlags, str, UsageError } from '@stargate/shared/options'
 import { startTelemetry } from '@stargate/shared/telemetry'
 import { GATEWAY_DEFAULTS as D } from './defaults.ts'
 import { Gateway } from './gateway.ts'
 import type { GatewayInit, StaticPeer } from './options.ts'
+import { resolveStatePaths } from './state.ts'
 
 /** Flags of `stargate gateway`. */
 export const GATEWAY_FLAGS: FlagSpec[] = [
@@ -110,13 +111,13 @@ export const GATEWAY_FLAGS: FlagSpec[] = [
   {
     name: 'dedupe-max-entries',
     type: 'string',
-    description: 'request ids remembered at most (the oldest are forgotten first)',
+    description: 'request ids remembered at most (all callers); when full, new requests get RESOURCE_EXHAUSTED',
     defaultText: String(D.dedupeMaxEntries),
   },
   {
     name: 'dedupe-max-bytes',
     type: 'string',
-    description: 'response bytes remembered at most; older duplicates then get ALREADY_EXISTS, never a second run',
+    description: 'id and response bytes remembered at most; older duplicates get ALREADY_EXISTS, never a second run',
     defaultText: String(D.dedupeMaxBytes),
   },
   {
@@ -142,6 +143,36 @@ export const GATEWAY_FLAGS: FlagSpec[] = [
     name: 'metrics-listen',
     type: 'string',
     description: 'HOST:PORT to serve Prometheus metrics on (/metrics); OTLP export is configured by OTEL_* variables',
+  },
+  {
+    name: 'state-dir',
+    type: 'string',
+    description: 'writable directory for all the gateway writes (the request journal); identity may be read-only',
+    defaultText: "identity file's directory",
+  },
+  {
+    name: 'request-journal',
+    type: 'string',
+    description: `directory of the request journal (a restart never runs a request twice); "${D.requestJournalOff}" turns it off`,
+    defaultText: `<state-dir>/<peer id>${D.requestJournalSuffix}`,
+  },
+  {
+    name: 'request-journal-max-bytes',
+    type: 'string',
+    description: 'disk space of the request journal at most; when full, new requests get RESOURCE_EXHAUSTED',
+    defaultText: String(D.requestJournalMaxBytes),
+  },
+  {
+    name: 'dedupe-caller-max-entries',
+    type: 'string',
+    description: 'request ids remembered at most per calling peer; when full, new ones get RESOURCE_EXHAUSTED',
+    defaultText: String(D.dedupeMaxEntriesPerCaller),
+  },
+  {
+    name: 'dedupe-caller-max-bytes',
+    type: 'string',
+    description: 'id and response bytes remembered at most per calling peer (its oldest responses go first)',
+    defaultText: String(D.dedupeMaxBytesPerCaller),
   },
 ]
 
@@ -187,6 +218,9 @@ function trueFalse(flags: ParsedFlags, name: string): boolean | undefined {
 export function gatewayConfigFromFlags(flags: ParsedFlags): {
   init: Omit<GatewayInit, 'privateKey' | 'log'>
   identityFile: string
+  /** --state-dir and --request-journal, resolved with the peer id by resolveStatePaths() at start. */
+  stateDir?: string
+  requestJournal?: string
   metricsListen?: { host: string; port: number }
 } {
   const listen = str(flags, 'listen')
@@ -196,7 +230,10 @@ export function gatewayConfigFromFlags(flags: ParsedFlags): {
     if (!r.includes('/p2p/')) throw new UsageError(`--relay "${r}" must end in /p2p/<relay peer id>`)
   }
   const identityFile = str(flags, 'identity') ?? D.identityFile
-  const journal = str(flags, 'request-journal')
+  const requestJournal = str(flags, 'request-journal')
+  if (requestJournal === '') throw new UsageError(`--request-journal must be a directory or "${D.requestJournalOff}"`)
+  const stateDir = str(flags, 'state-dir')
+  if (stateDir === '') throw new UsageError('--state-dir must be a directory')
   const nats = str(flags, 'nats')
   const metricsListen = str(flags, 'metrics-listen')
   if (nats != null && !/^(nats|tls|ws|wss):\/\/[^\s]+$/.test(nats)) {
@@ -237,7 +274,9 @@ export function gatewayConfigFromFlags(flags: ParsedFlags): {
       dedupeWindowMs: int(flags, 'dedupe-window-ms', 1),
       dedupeMaxEntries: int(flags, 'dedupe-max-entries', 1),
       dedupeMaxBytes: int(flags, 'dedupe-max-bytes', 1),
-      requestJournalFile: journal === '' ? undefined : (journal ?? `${identityFile}.requests`),
+      dedupeMaxEntriesPerCaller: int(flags, 'dedupe-caller-max-entries', 1),
+      dedupeMaxBytesPerCaller: int(flags, 'dedupe-caller-max-bytes', 1),
+      requestJournalMaxBytes: int(flags, 'request-journal-max-bytes', 1),
       authTokenFile: str(flags, 'auth-token-file'),
       authTokens: list(flags, 'auth-tokens'),
       authHealthOpen: trueFalse(flags, 'auth-health-open'),
@@ -251,6 +290,8 @@ export function gatewayConfigFromFlags(flags: ParsedFlags): {
       natDetectIntervalMs: int(flags, 'nat-detect-interval-ms', 1),
     },
     identityFile,
+    stateDir,
+    requestJournal,
     metricsListen: metricsListen != null ? hostPort(metricsListen, 'metrics-listen') : undefined,
   }
 }
@@ -258,17 +299,19 @@ export function gatewayConfigFromFlags(flags: ParsedFlags): {
 /** `stargate gateway`: runs until SIGTERM/SIGINT. */
 export async function runGateway(flags: ParsedFlags): Promise<void> {
   const log = createLogger('gateway')
-  logBackgroundFailures(log)
+  exitOnProcessFaults(log)
   const config = gatewayConfigFromFlags(flags)
   const { privateKey, created } = await loadOrCreateIdentity(config.identityFile)
   if (created) log.info('created identity', { file: config.identityFile })
+  const state = resolveStatePaths({ ...config, peerId: peerIdOf(privateKey) })
+  if (state.requestJournalDir == null) log.warn('request journal off: a restart may run an interrupted request again')
   const telemetry = await startTelemetry({
     serviceName: 'stargate-gateway',
     peerId: peerIdOf(privateKey),
     metricsListen: config.metricsListen,
     log: log.child('otel'),
   })
-  const gateway = new Gateway({ ...config.init, privateKey, log })
+  const gateway = new Gateway({ ...config.init, requestJournalDir: state.requestJournalDir, privateKey, log })
   try {
     await gateway.start()
   } catch (err: unknown) {

@@ -27,9 +27,29 @@ export const GATEWAY_DEFAULTS = {
   maxInboundCallsPerPeer: 256,
   /** How long outcomes are remembered to answer duplicate requests without running them again. */
   dedupeWindowMs: 5 * 60_000,
-  dedupeMaxEntries: 100_000,
-  /** Payload bytes of remembered responses; past it the oldest are kept only as "already ran". */
+  /**
+   * Requests remembered at once, of all callers; when full, new requests are refused (never forgotten early).
+   * Each entry costs about 300 bytes of memory besides its id and response.
+   */
+  dedupeMaxEntries: 400_000,
+  /** Requests remembered at once for one caller (so one caller cannot take every entry). */
+  dedupeMaxEntriesPerCaller: 200_000,
+  /** Bytes of request ids and responses remembered; past it the oldest responses are kept only as "already ran". */
   dedupeMaxBytes: 64 * 1024 * 1024,
+  /** The same, for one caller. */
+  dedupeMaxBytesPerCaller: 32 * 1024 * 1024,
+  /** Longest request id (idempotency key) accepted from a peer. */
+  maxRequestIdBytes: 128,
+  /** Longest method name accepted from a peer. */
+  maxMethodBytes: 256,
+  /** File name of the request journal's directory inside the state directory: `<peer id>.journal`. */
+  requestJournalSuffix: '.journal',
+  /** The --request-journal value that turns the journal off. */
+  requestJournalOff: 'off',
+  /** Bytes of the request journal on disk at most. */
+  requestJournalMaxBytes: 128 * 1024 * 1024,
+  /** Journal records are fdatasync'ed in batches at least this often. */
+  requestJournalSyncIntervalMs: 100,
   relayHealthIntervalMs: 5_000,
   relayHealthTimeoutMs: 2_000,
   relayUnhealthyAfterFailures: 2,

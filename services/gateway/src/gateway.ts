@@ -64,8 +64,9 @@ export class Gateway {
     this.telemetry = new GatewayTelemetry({
       poolConnections: () => this.pool.channelCount(),
       relays: () => this.relaysRef?.all() ?? [],
-      inboundStats: () => this.inboundRef?.stats ?? { handled: 0, replayed: 0, rejectedBusy: 0, malformed: 0, reduced: 0 },
+      inboundStats: () => this.inboundRef?.stats ?? { handled: 0, replayed: 0, rejectedBusy: 0, malformed: 0 },
       dedupeBytes: () => this.inboundRef?.rememberedPayloadBytes ?? 0,
+      journal: () => this.inboundRef?.journalUsage(),
     })
   }
 
@@ -148,8 +149,15 @@ export class Gateway {
         maxPayloadBytes: o.maxPayloadBytes,
         dedupeWindowMs: o.dedupeWindowMs,
         dedupeMaxEntries: o.dedupeMaxEntries,
+        dedupeMaxEntriesPerCaller: o.dedupeMaxEntriesPerCaller,
         dedupeMaxBytes: o.dedupeMaxBytes,
-        journalPath: o.requestJournalFile,
+        dedupeMaxBytesPerCaller: o.dedupeMaxBytesPerCaller,
+        maxRequestIdBytes: o.maxRequestIdBytes,
+        maxMethodBytes: o.maxMethodBytes,
+        journal:
+          o.requestJournalDir != null
+            ? { dir: o.requestJournalDir, maxBytes: o.requestJournalMaxBytes, syncIntervalMs: o.requestJournalSyncIntervalMs }
+            : undefined,
         log: this.log.child('inbound'),
       },
       this.registry,
@@ -283,12 +291,13 @@ export class Gateway {
     this.api?.drain()
     const idle = await this.inflight.idle(this.options.shutdownGraceMs)
     if (!idle) this.log.warn('grace period over with calls still in flight', { inflight: this.inflight.count })
+    // Journal closed first: calls the closing Serve sessions drop stay "started", never journaled as done.
+    this.inboundRef?.close()
     this.registry.closeAll()
     await this.api?.stop(Math.max(0, until - Date.now()))
     this.presence?.stop()
     // Independent parts stop together; none may keep the process from exiting.
     await Promise.allSettled([this.relaysRef?.stop(), this.pool.stop(), this.nats?.stop(), this.nat.stop()])
     await this.nodeRef?.stop()
-    this.inboundRef?.close()
   }
 }

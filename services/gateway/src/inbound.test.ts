@@ -1,21 +1,29 @@
 import assert from 'node:assert/strict'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { create } from '@bufbuild/protobuf'
 import { Code } from '@stargate/shared/errors'
 import { PeerRequestSchema } from '@stargate/shared/gen/envelope'
 import { ServeReplySchema, Tier } from '@stargate/shared/gen/gateway'
 import { createLogger } from '@stargate/shared/log'
-import { InboundDispatcher, type PeerResponseInit } from './inbound.ts'
+import { GATEWAY_DEFAULTS as D } from './defaults.ts'
+import { InboundDispatcher, type InboundOptions, type PeerResponseInit } from './inbound.ts'
 import { ServeRegistry, ServeSession } from './serve.ts'
 
 const log = createLogger('test', { level: 'silent' })
 const meta = { callerPeerId: 'caller', tier: Tier.DIRECT }
 
-/** A dispatcher with one in-memory Serve session for "echo" that answers every call with its payload. */
-function setup(limits: { dedupeMaxEntries?: number; dedupeMaxBytes?: number }) {
+/**
+ * A dispatcher with one in-memory Serve session: "echo" answers every call with its payload, "hang" never
+ * answers. Counts the runs of each request id.
+ */
+function setup(limits: Partial<InboundOptions> = {}) {
   const registry = new ServeRegistry(log)
   const session = new ServeSession()
   session.methods.add('echo')
+  session.methods.add('hang')
   registry.add(session)
   const runs = new Map<string, number>()
   const stop = new AbortController()
@@ -24,49 +32,57 @@ function setup(limits: { dedupeMaxEntries?: number; dedupeMaxBytes?: number }) {
       if (msg.kind?.case !== 'call') continue
       const call = msg.kind.value
       runs.set(call.requestId ?? '', (runs.get(call.requestId ?? '') ?? 0) + 1)
+      if (call.method === 'hang') continue
       const data = call.payload?.case === 'data' ? call.payload.value : new Uint8Array()
       session.reply(create(ServeReplySchema, { callId: call.callId, result: { case: 'data', value: data } }))
     }
   })()
-  const inbound = new InboundDispatcher(
-    {
-      peerId: 'target',
-      maxInboundCallsPerPeer: 16,
-      maxPayloadBytes: 1 << 20,
-      dedupeWindowMs: 60_000,
-      dedupeMaxEntries: limits.dedupeMaxEntries ?? 1000,
-      dedupeMaxBytes: limits.dedupeMaxBytes ?? 1 << 20,
-      log,
-    },
-    registry,
-  )
-  const call = (requestId: string, bytes: number): Promise<PeerResponseInit> =>
+  const options: InboundOptions = {
+    peerId: 'target',
+    maxInboundCallsPerPeer: 16,
+    maxPayloadBytes: 1 << 20,
+    dedupeWindowMs: 60_000,
+    dedupeMaxEntries: 1000,
+    dedupeMaxEntriesPerCaller: 1000,
+    dedupeMaxBytes: 1 << 20,
+    dedupeMaxBytesPerCaller: 1 << 20,
+    maxRequestIdBytes: D.maxRequestIdBytes,
+    maxMethodBytes: D.maxMethodBytes,
+    log,
+    ...limits,
+  }
+  const inbound = new InboundDispatcher(options, registry)
+  const call = (requestId: string, bytes: number, method = 'echo', caller = meta.callerPeerId): Promise<PeerResponseInit> =>
     inbound.handle(
-      create(PeerRequestSchema, { requestId, method: 'echo', payload: { case: 'data', value: new Uint8Array(bytes).fill(7) } }),
-      meta,
+      create(PeerRequestSchema, { requestId, method, payload: { case: 'data', value: new Uint8Array(bytes).fill(7) } }),
+      { ...meta, callerPeerId: caller },
       new AbortController().signal,
     )
   const close = async (): Promise<void> => {
     stop.abort()
     await serving
   }
-  return { inbound, runs, call, close }
+  return { inbound, runs, call, close, session, registry, options }
 }
 
 function dataBytes(res: PeerResponseInit): number | undefined {
   return res.result?.case === 'data' ? res.result.value.byteLength : undefined
 }
 
-describe('inbound duplicate-request memory', () => {
+function error(res: PeerResponseInit): { code?: Code; message?: string } | undefined {
+  return res.result?.case === 'error' ? res.result.value : undefined
+}
+
+describe('inbound dispatch', () => {
   it('dedupe - a duplicate is answered from memory with the same payload; the handler runs once', async () => {
-    const t = setup({})
+    const t = setup()
     try {
       assert.equal(dataBytes(await t.call('r1', 100)), 100)
       const again = await t.call('r1', 100)
       assert.equal(dataBytes(again), 100)
       assert.equal(again.replayed, true)
       assert.equal(t.runs.get('r1'), 1)
-      assert.equal(t.inbound.rememberedPayloadBytes, 100)
+      assert.ok(t.inbound.rememberedPayloadBytes >= 100)
     } finally {
       await t.close()
     }
@@ -77,12 +93,11 @@ describe('inbound duplicate-request memory', () => {
     try {
       for (const id of ['a', 'b', 'c', 'd']) assert.equal(dataBytes(await t.call(id, 1000)), 1000)
       // 4000 bytes answered, 2500 allowed: the two oldest lost their payload.
-      assert.equal(t.inbound.rememberedPayloadBytes, 2000)
+      assert.ok(t.inbound.rememberedPayloadBytes <= 2500)
       assert.equal(t.inbound.stats.reduced, 2)
       const old = await t.call('a', 1000)
-      assert.equal(old.result?.case, 'error')
-      assert.equal(old.result?.case === 'error' ? old.result.value.code : undefined, Code.AlreadyExists)
-      assert.match(old.result?.case === 'error' ? (old.result.value.message ?? '') : '', /already ran .*not run again/)
+      assert.equal(error(old)?.code, Code.AlreadyExists)
+      assert.match(error(old)?.message ?? '', /already ran .*--dedupe-max-bytes 2500.*not run again/)
       assert.equal(dataBytes(await t.call('d', 1000)), 1000, 'a recent duplicate still gets its payload')
       for (const id of ['a', 'b', 'c', 'd']) assert.equal(t.runs.get(id), 1, `${id} ran once`)
     } finally {
@@ -90,17 +105,102 @@ describe('inbound duplicate-request memory', () => {
     }
   })
 
-  it('dedupe - over dedupeMaxEntries the oldest ids are forgotten and their bytes released', async () => {
-    const t = setup({ dedupeMaxEntries: 3 })
+  it('dedupe - when the memory is full new requests get RESOURCE_EXHAUSTED naming the flag; remembered ones never run again', async () => {
+    const t = setup({ dedupeMaxEntries: 5, dedupeMaxEntriesPerCaller: 3 })
     try {
-      for (let i = 0; i < 10; i++) await t.call(`r${i}`, 10)
-      assert.equal(t.inbound.rememberedPayloadBytes, 30)
-      await t.call('r9', 10)
-      assert.equal(t.runs.get('r9'), 1, 'a remembered id is not run again')
-      await t.call('r0', 10)
-      assert.equal(t.runs.get('r0'), 2, 'a forgotten id runs again: the memory is bounded')
+      for (let i = 0; i < 3; i++) await t.call(`r${i}`, 10)
+      const refused = await t.call('r3', 10)
+      assert.equal(error(refused)?.code, Code.ResourceExhausted)
+      assert.match(error(refused)?.message ?? '', /--dedupe-caller-max-entries 3/)
+      for (let i = 0; i < 2; i++) await t.call(`o${i}`, 10, 'echo', `other-${i}`)
+      assert.match(error(await t.call('x', 10, 'echo', 'fresh'))?.message ?? '', /--dedupe-max-entries 5/)
+      assert.equal(t.inbound.stats.refusedFull, 2)
+      for (let i = 0; i < 3; i++) assert.equal((await t.call(`r${i}`, 10)).replayed, true)
+      assert.equal(t.runs.get('r0'), 1)
+      assert.equal(t.runs.has('r3'), false, 'a refused request did not run')
     } finally {
       await t.close()
+    }
+  })
+
+  it('dedupe - pings are not remembered: a flood of unique pings from many callers takes no entry', async () => {
+    const t = setup({ dedupeMaxEntries: 10, dedupeMaxEntriesPerCaller: 10 })
+    try {
+      for (let i = 0; i < 2000; i++) {
+        const res = await t.call(`ping-${i}`, 0, 'ping', `caller-${i % 50}`)
+        assert.equal(res.result?.case, 'json')
+      }
+      assert.equal(t.inbound.rememberedPayloadBytes, 0)
+      assert.equal(dataBytes(await t.call('real', 5)), 5, 'the memory still has room')
+    } finally {
+      await t.close()
+    }
+  })
+
+  it('inbound - request ids and methods longer than their limits are INVALID_ARGUMENT and do not run', async () => {
+    const t = setup()
+    try {
+      const longId = await t.call('i'.repeat(D.maxRequestIdBytes + 1), 1)
+      assert.equal(error(longId)?.code, Code.InvalidArgument)
+      assert.match(error(longId)?.message ?? '', /request_id is 129 bytes, longer than the limit of 128 bytes/)
+      assert.equal(dataBytes(await t.call('i'.repeat(D.maxRequestIdBytes), 1)), 1, 'at the limit is fine')
+      const longMethod = await t.call('m', 1, `echo${'x'.repeat(D.maxMethodBytes)}`)
+      assert.equal(error(longMethod)?.code, Code.InvalidArgument)
+      assert.match(error(longMethod)?.message ?? '', /method is 260 bytes, longer than the limit of 256 bytes/)
+      assert.equal(t.runs.size, 1)
+      assert.equal(t.inbound.stats.malformed, 2)
+    } finally {
+      await t.close()
+    }
+  })
+
+  it('inbound - a request that reached no handler is not remembered: once the method is served, its retry runs', async () => {
+    const t = setup()
+    try {
+      assert.equal(error(await t.call('u1', 3, 'later'))?.code, Code.Unimplemented)
+      t.session.methods.add('later')
+      const retried = await t.call('u1', 3, 'later')
+      assert.equal(dataBytes(retried), 3)
+      assert.notEqual(retried.replayed, true)
+      assert.equal(t.runs.get('u1'), 1)
+    } finally {
+      await t.close()
+    }
+  })
+
+  it('journal - after a crash, a finished request is answered from the journal and an interrupted one ABORTED; neither runs again', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'inbound-journal-'))
+    const journal = { dir, maxBytes: 1 << 20, syncIntervalMs: 10 }
+    const first = setup({ journal })
+    const second = setup()
+    const reopen = () => new InboundDispatcher({ ...second.options, journal }, second.registry)
+    const call = (d: InboundDispatcher, id: string, method: string) =>
+      d.handle(create(PeerRequestSchema, { requestId: id, method }), meta, new AbortController().signal)
+    try {
+      assert.equal(dataBytes(await first.call('done-1', 40)), 40)
+      const interrupted = first.call('inflight-1', 1, 'hang')
+      while (first.runs.get('inflight-1') !== 1) await new Promise((r) => setImmediate(r))
+      // "crash": the first dispatcher is not closed; a second one opens the same journal
+      const restarted = reopen()
+      const done = await call(restarted, 'done-1', 'echo')
+      assert.equal(dataBytes(done), 40)
+      assert.equal(done.replayed, true)
+      const aborted = await call(restarted, 'inflight-1', 'hang')
+      assert.equal(error(aborted)?.code, Code.Aborted)
+      assert.match(error(aborted)?.message ?? '', /may or may not have run/)
+      assert.equal(second.runs.size, 0, 'nothing ran on the restarted gateway')
+      restarted.close()
+      // shutdown: the journal closes before the Serve sessions, so the call they drop is not journaled as done
+      first.inbound.close()
+      first.session.close()
+      assert.equal(error(await interrupted)?.code, Code.Unavailable)
+      const again = reopen()
+      assert.equal(error(await call(again, 'inflight-1', 'hang'))?.code, Code.Aborted)
+      again.close()
+    } finally {
+      await first.close()
+      await second.close()
+      rmSync(dir, { recursive: true, force: true })
     }
   })
 })

@@ -39,7 +39,11 @@ export interface GatewayOptions {
   frameStallTimeoutMs: number
   dedupeWindowMs: number
   dedupeMaxEntries: number
+  dedupeMaxEntriesPerCaller: number
   dedupeMaxBytes: number
+  dedupeMaxBytesPerCaller: number
+  maxRequestIdBytes: number
+  maxMethodBytes: number
   relayHealthIntervalMs: number
   relayHealthTimeoutMs: number
   relayUnhealthyAfterFailures: number
@@ -50,8 +54,10 @@ export interface GatewayOptions {
   shutdownGraceMs: number
   latencyEwmaAlpha: number
   capabilities: string[]
-  /** Journal of requests handed to handlers (survives restarts; no duplicate runs). Unset = memory only. */
-  requestJournalFile?: string
+  /** Directory of the journal of requests handed to handlers (survives restarts; no duplicate runs). Unset = memory only. */
+  requestJournalDir?: string
+  requestJournalMaxBytes: number
+  requestJournalSyncIntervalMs: number
   /** API bearer tokens, one per line (auth is on when this or authTokens gives a token). */
   authTokenFile?: string
   /** API bearer tokens (STARGATE_AUTH_TOKENS). */
@@ -118,7 +124,13 @@ export function resolveGatewayOptions(init: GatewayInit): GatewayOptions {
     'frameStallTimeoutMs',
     'dedupeWindowMs',
     'dedupeMaxEntries',
+    'dedupeMaxEntriesPerCaller',
     'dedupeMaxBytes',
+    'dedupeMaxBytesPerCaller',
+    'maxRequestIdBytes',
+    'maxMethodBytes',
+    'requestJournalMaxBytes',
+    'requestJournalSyncIntervalMs',
     'relayHealthIntervalMs',
     'relayHealthTimeoutMs',
     'relayUnhealthyAfterFailures',

@@ -3,7 +3,7 @@ import { stargateDescriptorSets } from '@stargate/shared/descriptors'
 import { RelayService } from '@stargate/shared/gen/relay'
 import { ApiServer } from '@stargate/shared/grpc/server'
 import { loadOrCreateIdentity, peerIdOf } from '@stargate/shared/identity'
-import { logBackgroundFailures, stopOnSignals } from '@stargate/shared/lifecycle'
+import { exitOnProcessFaults, stopOnSignals } from '@stargate/shared/lifecycle'
 import { createLogger } from '@stargate/shared/log'
 import { bool, type FlagSpec, hostPort, int, list, type ParsedFlags, str, UsageError } from '@stargate/shared/options'
 import { startTelemetry } from '@stargate/shared/telemetry'
@@ -186,7 +186,7 @@ export function relayConfigFromFlags(flags: ParsedFlags): {
 /** `stargate relay`: runs until SIGTERM/SIGINT. */
 export async function runRelay(flags: ParsedFlags): Promise<void> {
   const log = createLogger('relay')
-  logBackgroundFailures(log)
+  exitOnProcessFaults(log)
   const config = relayConfigFromFlags(flags)
   const { privateKey, created } = await loadOrCreateIdentity(config.identityFile)
   if (created) log.info('created identity', { file: config.identityFile })

@@ -70,6 +70,10 @@ const ERROR_TABLE: Record<string, Mapping> = {
   EPIPE: { code: Code.Unavailable, reason: 'broken pipe' },
   EADDRINUSE: { code: Code.FailedPrecondition, reason: 'address already in use' },
   EACCES: { code: Code.PermissionDenied, reason: 'permission denied' },
+  // files (the request journal)
+  ENOSPC: { code: Code.ResourceExhausted, reason: 'no space left on device' },
+  EDQUOT: { code: Code.ResourceExhausted, reason: 'disk quota exceeded' },
+  EROFS: { code: Code.FailedPrecondition, reason: 'read-only file system' },
 }
 
 /** Looks an error up in the table by name, code or errno. */

@@ -60,6 +60,28 @@ describe('framing', () => {
     expectCode(() => new FrameDecoder({ maxFrameBytes: 100 }).push(huge), Code.ResourceExhausted)
   })
 
+  it('framing - a frame announced large costs buffer only for the bytes that arrived', () => {
+    const length = 4 * 1024 * 1024
+    const wire = encodeFrame(new Uint8Array(length).map((_, i) => i % 251))
+    const header = wire.length - length
+    const d = new FrameDecoder({ maxFrameBytes: length })
+    assert.deepEqual(d.push(wire.subarray(0, header)), [])
+    assert.ok(d.midFrame)
+    assert.ok(d.bufferedBytes <= 4096, `header only: ${d.bufferedBytes} bytes buffered`)
+    let at = header
+    for (const step of [1, 10, 1000, 100_000, 1_000_000]) {
+      assert.deepEqual(d.push(wire.subarray(at, at + step)), [])
+      at += step
+      const received = at - header
+      assert.ok(d.bufferedBytes <= Math.max(4096, 2 * received), `${received} received, ${d.bufferedBytes} buffered`)
+    }
+    const [frame] = d.push(wire.subarray(at))
+    assert.equal(frame?.byteLength, length)
+    assert.ok(Buffer.from(frame!).equals(Buffer.from(wire.subarray(header))))
+    assert.equal(d.bufferedBytes, 0)
+    d.end()
+  })
+
   it('framing - a malformed varint is INVALID_ARGUMENT', () => {
     expectCode(() => new FrameDecoder({ maxFrameBytes: 100 }).push(new Uint8Array(11).fill(0x80)), Code.InvalidArgument, /longer than 10/)
     const overflow = new Uint8Array([0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x02])

@@ -8,6 +8,9 @@ import { Code, StargateError } from './errors.ts'
 /** Longest legal varint: 10 bytes encode 64 bits. */
 const MAX_VARINT_BYTES = 10
 
+/** Smallest buffer started for a frame that did not arrive whole. */
+const MIN_BUFFER_BYTES = 4096
+
 /** Prefixes bytes with their varint length. */
 export function encodeFrame(bytes: Uint8Array): Uint8Array {
   let n = bytes.length
@@ -39,7 +42,10 @@ export class FrameDecoder {
   private length = 0
   private multiplier = 1
   private headerBytes = 0
-  // Body state: allocated once the header is complete.
+  // Body state of a frame that did not arrive whole: its declared length, and a buffer that grows with the
+  // bytes actually received (doubling, capped at the length), so a peer announcing a large frame and
+  // sending little of it costs little.
+  private bodyLength = 0
   private body?: Uint8Array
   private filled = 0
 
@@ -53,6 +59,11 @@ export class FrameDecoder {
   /** True when a frame (or its header) has been started but not completed. */
   get midFrame(): boolean {
     return this.headerBytes > 0 || this.body != null
+  }
+
+  /** Bytes of buffer held for the frame in progress: at most 4 KiB or twice what arrived of it, whichever is more. */
+  get bufferedBytes(): number {
+    return this.body?.byteLength ?? 0
   }
 
   /** Feeds a chunk; returns the frames it completed, in order. */
@@ -92,14 +103,20 @@ export class FrameDecoder {
           at += length
           continue
         }
-        this.body = new Uint8Array(length)
+        this.bodyLength = length
+        this.body = new Uint8Array(Math.min(length, Math.max(MIN_BUFFER_BYTES, 2 * (chunk.length - at))))
         this.filled = 0
       }
-      const take = Math.min(this.body.length - this.filled, chunk.length - at)
+      const take = Math.min(this.bodyLength - this.filled, chunk.length - at)
+      if (this.filled + take > this.body.length) {
+        const grown = new Uint8Array(Math.min(this.bodyLength, Math.max(2 * this.body.length, this.filled + take)))
+        grown.set(this.body.subarray(0, this.filled))
+        this.body = grown
+      }
       this.body.set(chunk.subarray(at, at + take), this.filled)
       this.filled += take
       at += take
-      if (this.filled === this.body.length) {
+      if (this.filled === this.bodyLength) {
         frames.push(this.body)
         this.body = undefined
         this.filled = 0
@@ -111,7 +128,7 @@ export class FrameDecoder {
   /** Call at end of stream: throws INVALID_ARGUMENT when it ended inside a frame. */
   end(): void {
     if (this.midFrame) {
-      const what = this.body != null ? `after ${this.filled} of ${this.body.length} bytes` : 'inside a frame header'
+      const what = this.body != null ? `after ${this.filled} of ${this.bodyLength} bytes` : 'inside a frame header'
       throw new StargateError(Code.InvalidArgument, `stream ended ${what}`)
     }
   }

@@ -68,8 +68,10 @@ export interface GatewayTelemetrySources {
   poolConnections(): number
   /** Inbound traffic counters (handled, replayed from memory, refused as busy, malformed and dropped). */
   inboundStats?(): { handled: number; replayed: number; rejectedBusy: number; malformed: number }
-  /** Payload bytes held by the duplicate-request memory. */
+  /** Bytes of ids and responses held by the duplicate-request memory. */
   dedupeBytes?(): number
+  /** Size and bound of the request journal (undefined when it is off). */
+  journal?(): { bytes: number; maxBytes: number } | undefined
   /** The configured relays and their health. */
   relays(): RelayState[]
 }
@@ -130,10 +132,23 @@ export class GatewayTelemetry implements RouterObserver, RelayHealthObserver, In
       })
     meter
       .createObservableGauge('stargate.inbound.dedupe.bytes', {
-        description: 'Response payload bytes held to answer duplicate requests (bounded by --dedupe-max-bytes)',
+        description: 'Bytes of request ids and responses held to answer duplicate requests (bounded by --dedupe-max-bytes)',
         unit: 'By',
       })
       .addCallback((r) => r.observe(sources.dedupeBytes?.() ?? 0))
+    const journal = (pick: 'bytes' | 'maxBytes') => (r: { observe(v: number): void }) => {
+      const j = sources.journal?.()
+      if (j != null) r.observe(j[pick])
+    }
+    meter
+      .createObservableGauge('stargate.journal.bytes', { description: 'Disk bytes of the request journal', unit: 'By' })
+      .addCallback(journal('bytes'))
+    meter
+      .createObservableGauge('stargate.journal.max_bytes', {
+        description: 'Bound of the request journal (--request-journal-max-bytes)',
+        unit: 'By',
+      })
+      .addCallback(journal('maxBytes'))
   }
 
   /**
