@@ -8,4 +8,7 @@ if (major < 22 || (major === 22 && minor < 18)) {
   process.exit(2)
 }
 const { main } = await import('../src/main.ts')
-process.exitCode = await main(process.argv.slice(2))
+const code = await main(process.argv.slice(2))
+// A command that failed exits now: a gateway or relay that failed half-way through starting may hold
+// sockets and timers that would keep the process alive.
+if (code !== 0) process.exit(code)

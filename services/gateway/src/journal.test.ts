@@ -10,6 +10,9 @@ import { RequestJournal, type RequestJournalOptions } from './journal.ts'
 const log = createLogger('test', { level: 'silent' })
 const WINDOW = 60_000
 
+/** A journal key with the longest request id a gateway accepts. */
+const key = (i: number): string => `12D3KooWcaller/${String(i).padStart(128, 'x')}`
+
 function setup(o: Partial<RequestJournalOptions> = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'journal-'))
   let t = 1_000_000
@@ -80,7 +83,6 @@ describe('request journal', () => {
     const s = setup({ maxBytes })
     try {
       const { journal: j } = s.open()
-      const key = (i: number) => `12D3KooWcaller/${String(i).padStart(128, 'x')}`
       let refused: { code: Code; message: string } | undefined
       let accepted = 0
       for (let i = 0; i < 10_000 && refused == null; i++) {
@@ -108,6 +110,39 @@ describe('request journal', () => {
       j.started(key(99_999), s.clock.now() + WINDOW)
       for (const f of s.files()) if (sizes.has(f)) assert.equal(statSync(join(s.dir, f)).size, sizes.get(f), `${f} unchanged`)
       assert.ok(s.diskBytes() < maxBytes / 4, `expired segments deleted: ${s.diskBytes()} bytes left`)
+      j.close()
+    } finally {
+      s.cleanup()
+    }
+  })
+
+  it('journal - requests started together and finished later cannot take it past its bound', () => {
+    const maxBytes = 64 * 1024
+    const s = setup({ maxBytes })
+    try {
+      const { journal: j } = s.open()
+      const t = s.clock.now() + WINDOW
+      let next = 0
+      for (let batch = 0; batch < 20; batch++) {
+        const running: number[] = []
+        for (let n = 0; n < 50; n++) {
+          try {
+            j.started(key(next), t)
+            running.push(next++)
+          } catch (err: unknown) {
+            assert.equal((err as StargateError).code, Code.ResourceExhausted)
+            break
+          }
+        }
+        for (const i of running) j.done(key(i), t, new Uint8Array(i % 2 === 0 ? 2_000 : 10))
+        assert.ok(s.diskBytes() <= maxBytes, `${s.diskBytes()} bytes on disk after batch ${batch}`)
+      }
+      const { recovered } = s.open()
+      assert.equal(recovered.size, next)
+      assert.ok(
+        [...recovered.values()].every((e) => e.state === 'done'),
+        'every started request has its done record',
+      )
       j.close()
     } finally {
       s.cleanup()

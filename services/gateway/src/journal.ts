@@ -63,8 +63,8 @@ interface Segment {
   retired: boolean
 }
 
-/** A finished request's record: "done" plus, while the journal is under half full, its response. */
-const DONE_RESERVE_BYTES = 24
+/** What a "done" record without its response adds to its "started" record (`,"d":N` with N < 10^10). */
+const DONE_EXTRA_BYTES = 16
 const SEGMENT_FILE = /^(\d{12})\.log$/
 /** Segments per journal: a segment is deleted whole, so at most about 1/SEGMENTS of the bound is dead weight. */
 const SEGMENTS = 8
@@ -97,8 +97,8 @@ export class RequestJournal {
   private nextSeq: number
   private totalBytes = 0
   private startedCount = 0
-  /** Requests started and not yet finished: their "done" records are reserved room. */
-  private pendingDone = 0
+  /** Room reserved for the "done" records of requests started and not yet finished. */
+  private reservedBytes = 0
   private syncTimer?: NodeJS.Timeout
   private closed = false
   private lastWarnAtMs = 0
@@ -173,8 +173,8 @@ export class RequestJournal {
         `request journal full: ${this.startedCount} requests journaled within --dedupe-window-ms ${this.o.windowMs} ms (limit --dedupe-max-entries ${this.o.maxEntries}); the request was not run, retry later`,
       )
     }
-    const reserved = (this.pendingDone + 1) * DONE_RESERVE_BYTES
-    if (this.totalBytes + line.byteLength + reserved > this.o.maxBytes) {
+    const reserve = line.byteLength + DONE_EXTRA_BYTES
+    if (this.totalBytes + line.byteLength + this.reservedBytes + reserve > this.o.maxBytes) {
       throw new StargateError(
         Code.ResourceExhausted,
         `request journal full: ${this.totalBytes} bytes of requests journaled within --dedupe-window-ms ${this.o.windowMs} ms (limit --request-journal-max-bytes ${this.o.maxBytes}); the request was not run, retry later`,
@@ -182,7 +182,7 @@ export class RequestJournal {
     }
     this.append(line, expiresAtMs).started++
     this.startedCount++
-    this.pendingDone++
+    this.reservedBytes += reserve
   }
 
   /**
@@ -191,10 +191,12 @@ export class RequestJournal {
    * retry is answered ABORTED, never run again).
    */
   done(key: string, expiresAtMs: number, response: Uint8Array): void {
-    this.pendingDone = Math.max(0, this.pendingDone - 1)
+    // The room reserved when it started, always enough for the record without its response.
+    const reserve = Buffer.byteLength(JSON.stringify({ k: key, t: expiresAtMs } satisfies Line)) + 1 + DONE_EXTRA_BYTES
+    this.reservedBytes = Math.max(0, this.reservedBytes - reserve)
     if (this.closed) return
     let text = JSON.stringify({ k: key, t: expiresAtMs, r: Buffer.from(response).toString('base64') } satisfies Line)
-    if (this.totalBytes + text.length + 1 > this.o.maxBytes / 2) {
+    if (this.totalBytes + this.reservedBytes + text.length + 1 > this.o.maxBytes / 2) {
       text = JSON.stringify({ k: key, t: expiresAtMs, d: response.byteLength } satisfies Line)
     }
     try {
