@@ -1,0 +1,241 @@
+import { type ClientHttp2Stream, constants as h2, type IncomingHttpHeaders, type IncomingHttpStatusHeader } from 'node:http2'
+import { Code, StargateError } from '@stargate/shared/errors'
+import type { StreamOpen } from '@stargate/shared/gen/envelope'
+import type { Logger } from '@stargate/shared/log'
+import type { BackendPool } from './backends.ts'
+import type { TunnelStatus } from './endpoint.ts'
+import { type BackendTarget, EVERY_SERVICE, type ExposeTable } from './expose.ts'
+import { msOfDuration } from './frames.ts'
+import type { ServerStreamEvents, TunnelHandler, TunnelServerStream } from './server.ts'
+import {
+  appendRawHeaders,
+  decodeGrpcMessage,
+  formatGrpcTimeout,
+  grpcCodeOfHttpStatus,
+  grpcCodeOfRstCode,
+  metadataFromRawHeaders,
+  parseGrpcStatus,
+} from './wire.ts'
+
+/**
+ * The callee gateway's HTTP/2 side of a tunnelled call: a StreamOpen becomes a request to the backend that
+ * exposes its service (`--expose`), on a pooled HTTP/2 session. Request data is written as it arrives
+ * (tunnel delivery pauses until the backend stream drains); the response (headers, data, trailers or a
+ * trailers-only status) goes back on the tunnel stream, the backend stream paused while the caller has
+ * given no credit. A caller reset, deadline or link failure cancels the backend stream (RST_STREAM CANCEL).
+ */
+
+export interface TunnelEgressOptions {
+  expose: ExposeTable
+  backends: BackendPool
+  log: Logger
+}
+
+/** Trace headers replaced by the StreamOpen's trace context when it has one. */
+const TRACE_HEADERS: ReadonlySet<string> = new Set(['traceparent', 'tracestate'])
+
+/** A consumer for a stream answered at once (nothing more comes for it). */
+const ANSWERED: ServerStreamEvents = {
+  onData: () => true,
+  onEnd: () => {},
+  onClose: () => {},
+  onWritable: () => {},
+}
+
+/** Forwards tunnelled calls to the exposed backends; `handle` is the TunnelServer's handler. */
+export class TunnelEgress {
+  private readonly expose: ExposeTable
+  private readonly backends: BackendPool
+  private readonly log: Logger
+
+  constructor(options: TunnelEgressOptions) {
+    this.expose = options.expose
+    this.backends = options.backends
+    this.log = options.log
+  }
+
+  readonly handle: TunnelHandler = (stream, open) => {
+    const service = open.method.slice(1, open.method.indexOf('/', 1))
+    const target = this.expose.lookup(service)
+    if (target == null) {
+      stream.close(
+        Code.Unimplemented,
+        `service ${service} is not exposed by this gateway: start it with --expose ${service}=HOST:PORT (or --expose '${EVERY_SERVICE}=HOST:PORT' for every service)`,
+        [],
+      )
+      return ANSWERED
+    }
+    if (open.timeout != null && msOfDuration(open.timeout) <= 0) {
+      stream.close(Code.DeadlineExceeded, 'deadline exceeded before the call reached the backend', [])
+      return ANSWERED
+    }
+    let request: ClientHttp2Stream
+    try {
+      request = this.backends.session(target).request(requestHeaders(target, open), { endStream: false })
+    } catch (err: unknown) {
+      stream.close(Code.Unavailable, unreachable(target, service, err), [])
+      return ANSWERED
+    }
+    return new EgressCall(stream, request, target, service, this.log)
+  }
+}
+
+function requestHeaders(target: BackendTarget, open: StreamOpen): string[] {
+  const raw = [
+    ':method',
+    'POST',
+    ':scheme',
+    target.tls ? 'https' : 'http',
+    ':path',
+    open.method,
+    ':authority',
+    target.address,
+    'te',
+    'trailers',
+  ]
+  const trace = open.traceContext
+  const replaceTrace = trace.traceparent != null
+  appendRawHeaders(raw, open.metadata, replaceTrace ? TRACE_HEADERS : undefined)
+  if (!open.metadata.some((m) => m.key === 'content-type')) raw.push('content-type', 'application/grpc')
+  if (open.timeout != null) raw.push('grpc-timeout', formatGrpcTimeout(msOfDuration(open.timeout)))
+  if (replaceTrace) {
+    raw.push('traceparent', trace.traceparent!)
+    if (trace.tracestate != null && trace.tracestate !== '') raw.push('tracestate', trace.tracestate)
+  }
+  return raw
+}
+
+function unreachable(target: BackendTarget, service: string, err: unknown): string {
+  // node:http2 reports a failed connect as ERR_HTTP2_STREAM_CANCEL caused by the socket error.
+  const cause = (err as { cause?: unknown })?.cause ?? err
+  return `backend ${target.address} (exposing ${service}) is unreachable: ${StargateError.from(cause, Code.Unavailable).rawMessage}`
+}
+
+/** One call to a backend (the consumer of its tunnel stream). */
+class EgressCall implements ServerStreamEvents {
+  private readonly stream: TunnelServerStream
+  private readonly request: ClientHttp2Stream
+  private readonly target: BackendTarget
+  private readonly service: string
+  private readonly log: Logger
+  private trailers?: readonly string[]
+  private failure?: unknown
+  private done = false
+
+  constructor(stream: TunnelServerStream, request: ClientHttp2Stream, target: BackendTarget, service: string, log: Logger) {
+    this.stream = stream
+    this.request = request
+    this.target = target
+    this.service = service
+    this.log = log
+    request.on('response', this.onResponse)
+    request.on('data', this.onResponseData)
+    request.on('trailers', this.onTrailers)
+    request.once('end', this.onResponseEnd)
+    request.on('drain', this.onRequestDrain)
+    request.on('error', this.onError)
+    request.once('close', this.onRequestClose)
+  }
+
+  // Tunnel → backend.
+
+  onData(data: Uint8Array): boolean {
+    if (this.done) return true
+    return this.request.write(data)
+  }
+
+  onEnd(): void {
+    if (!this.done) this.request.end()
+  }
+
+  onWritable(): void {
+    this.request.resume()
+  }
+
+  private readonly onRequestDrain = (): void => {
+    this.stream.resume()
+  }
+
+  /** The tunnel stream ended without the backend's status (caller reset, deadline, link failure): cancel. */
+  onClose(status: TunnelStatus): void {
+    if (this.done) return
+    this.done = true
+    this.log.debug('tunnelled call ended before the backend answered; cancelling it', { backend: this.target.address, code: status.code })
+    this.cancelBackend()
+  }
+
+  // Backend → tunnel.
+
+  private readonly onResponse = (headers: IncomingHttpHeaders & IncomingHttpStatusHeader, _flags: number, raw: string[]): void => {
+    if (this.done) return
+    const status = headers[':status'] ?? 0
+    if (status !== 200) {
+      this.fail(grpcCodeOfHttpStatus(status), `backend ${this.target.address} answered HTTP status ${status}, not a gRPC response`)
+      return
+    }
+    const contentType = headers['content-type'] ?? ''
+    if (!contentType.startsWith('application/grpc')) {
+      this.fail(Code.Unknown, `backend ${this.target.address} answered content-type ${JSON.stringify(contentType)}, not gRPC`)
+      return
+    }
+    // A status in the headers is a trailers-only response: it goes out as the close, after 'end'.
+    if (headers['grpc-status'] != null) this.trailers = raw
+    else this.stream.sendHeaders(metadataFromRawHeaders(raw))
+  }
+
+  private readonly onResponseData = (chunk: Buffer): void => {
+    if (!this.done && !this.stream.write(chunk)) this.request.pause()
+  }
+
+  private readonly onTrailers = (_headers: IncomingHttpHeaders, _flags: number, raw: string[]): void => {
+    this.trailers = raw
+  }
+
+  /** Every response byte was forwarded: now the status. */
+  private readonly onResponseEnd = (): void => {
+    if (this.done) return
+    const raw = this.trailers
+    if (raw == null) {
+      this.fail(Code.Internal, `backend ${this.target.address} ended its response without a grpc-status`)
+      return
+    }
+    let code = Code.Unknown as number
+    let message = ''
+    for (let i = 0; i + 1 < raw.length; i += 2) {
+      if (raw[i] === 'grpc-status') code = parseGrpcStatus(raw[i + 1])
+      else if (raw[i] === 'grpc-message') message = decodeGrpcMessage(raw[i + 1]!)
+    }
+    this.done = true
+    // A trailers-only response's content-type stays with its status: the caller's gateway answers with it.
+    this.stream.close(code, message, metadataFromRawHeaders(raw))
+  }
+
+  private readonly onError = (err: unknown): void => {
+    this.failure ??= err
+  }
+
+  private readonly onRequestClose = (): void => {
+    if (this.done) return
+    if (this.failure != null) {
+      this.fail(Code.Unavailable, unreachable(this.target, this.service, this.failure))
+      return
+    }
+    const rst = this.request.rstCode ?? h2.NGHTTP2_NO_ERROR
+    this.fail(
+      rst === h2.NGHTTP2_NO_ERROR ? Code.Internal : grpcCodeOfRstCode(rst),
+      `backend ${this.target.address} closed the stream without a status (HTTP/2 code ${rst})`,
+    )
+  }
+
+  /** Ends the tunnel stream with a gateway-made status and cancels the backend stream. */
+  private fail(code: number, message: string): void {
+    if (this.done) return
+    this.done = true
+    this.stream.close(code, message, [])
+    this.cancelBackend()
+  }
+
+  private cancelBackend(): void {
+    if (!this.request.closed && !this.request.destroyed) this.request.close(h2.NGHTTP2_CANCEL)
+  }
+}

@@ -1,0 +1,306 @@
+import { randomUUID } from 'node:crypto'
+import type { IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2'
+import { Code, StargateError } from '@stargate/shared/errors'
+import type { MetadataEntry } from '@stargate/shared/gen/envelope'
+import type { Logger } from '@stargate/shared/log'
+import type { ClientStreamEvents, OpenInit, TunnelClientStream } from './client.ts'
+import { systemClock, type TimerHandle, type TunnelClock } from './clock.ts'
+import type { TunnelStatus } from './endpoint.ts'
+import { appendRawHeaders, encodeGrpcMessage, headersObject, metadataFromRawHeaders, parseGrpcTimeout } from './wire.ts'
+
+/**
+ * The caller gateway's HTTP/2 side of a tunnelled call: an ordinary gRPC request on the API port, for a
+ * service this gateway does not serve, bridged to a TunnelClient stream.
+ *
+ * Request body → data frames; the HTTP/2 stream is paused while the tunnel has no credit, so HTTP/2 flow
+ * control pushes back on the client. Response headers, data and status → respond / write (paused tunnel
+ * delivery until 'drain') / trailers, or one trailers-only response when the backend sent only a status.
+ * grpc-timeout is enforced here and forwarded as the time left; a client RST_STREAM resets the tunnel
+ * stream at once. Messages are never decoded: compressed ones pass as they are.
+ */
+
+/** What a tunnelled call is opened on: a TunnelClient (or anything that opens its streams). */
+export interface TunnelOpener {
+  open(init: OpenInit, events: ClientStreamEvents): TunnelClientStream
+}
+
+/** A gRPC request to tunnel, as the routing sees it. */
+export interface IngressRequest {
+  /** Full method path, "/package.Service/Method". */
+  method: string
+  /** The service part, "package.Service". */
+  service: string
+  /** The request's headers as received (stargate-* included: routing reads stargate-peer). */
+  headers: IncomingHttpHeaders
+  /** When the call's deadline passes (from grpc-timeout; none: no deadline). */
+  deadlineAtMs?: number
+}
+
+/**
+ * Finds the peer and establishes the link (stargate-peer > --route > discovery, then router.establish).
+ * Rejects with a StargateError the client sees as its status; stops when the signal aborts (client gone
+ * or deadline).
+ */
+export type TunnelConnector = (request: IngressRequest, signal: AbortSignal) => Promise<TunnelOpener>
+
+export interface TunnelIngressOptions {
+  connect: TunnelConnector
+  log: Logger
+  clock?: TunnelClock
+  /** Headers this gateway consumed itself (e.g. authorization when API auth is on): never forwarded. */
+  consumedHeaders?: readonly string[]
+}
+
+/** Per-call values from the gateway (telemetry, idempotency). */
+export interface IngressCallOptions {
+  /** Identifies the call across attempts; a random UUID when unset. */
+  requestId?: string
+  /** W3C trace context of the gateway's span for the call, continued into the backend request. */
+  traceContext?: Record<string, string>
+}
+
+const METHOD_PATH = /^\/([^/]+)\/[^/]+$/
+
+/** Bridges tunnelled gRPC requests arriving on the API port to tunnel streams. */
+export class TunnelIngress {
+  /** @internal */ readonly connect: TunnelConnector
+  /** @internal */ readonly log: Logger
+  /** @internal */ readonly clock: TunnelClock
+  /** @internal */ readonly consumed: ReadonlySet<string>
+
+  constructor(options: TunnelIngressOptions) {
+    this.connect = options.connect
+    this.log = options.log
+    this.clock = options.clock ?? systemClock
+    this.consumed = new Set((options.consumedHeaders ?? []).map((h) => h.toLowerCase()))
+  }
+
+  /**
+   * Serves one HTTP/2 gRPC stream (headers and rawHeaders as node:http2's 'stream' event gives them).
+   * Resolves with the status the client was sent (or CANCELLED when the client went away).
+   */
+  handle(
+    stream: ServerHttp2Stream,
+    headers: IncomingHttpHeaders,
+    rawHeaders: readonly string[],
+    call: IngressCallOptions = {},
+  ): Promise<TunnelStatus> {
+    return new IngressCall(this, stream, headers, rawHeaders, call).start()
+  }
+}
+
+/** The shared 'error' listener of client streams: errors end in 'close', handled there. */
+function ignoreStreamError(): void {}
+
+/** The shared connect-deadline timer function. */
+function onConnectDeadline(call: IngressCall): void {
+  call.connectDeadline()
+}
+
+/** One tunnelled call on the API port (the consumer of its tunnel stream). */
+class IngressCall implements ClientStreamEvents {
+  private readonly ingress: TunnelIngress
+  private readonly stream: ServerHttp2Stream
+  private readonly headers: IncomingHttpHeaders
+  private readonly rawHeaders: readonly string[]
+  private readonly call: IngressCallOptions
+  private tunnel?: TunnelClientStream
+  private readonly connecting = new AbortController()
+  private timer?: TimerHandle
+  private deadlineAtMs?: number
+  private responded = false
+  private done = false
+  private trailers?: Record<string, string | string[]>
+  private resolve: (status: TunnelStatus) => void = () => {}
+
+  constructor(
+    ingress: TunnelIngress,
+    stream: ServerHttp2Stream,
+    headers: IncomingHttpHeaders,
+    rawHeaders: readonly string[],
+    call: IngressCallOptions,
+  ) {
+    this.ingress = ingress
+    this.stream = stream
+    this.headers = headers
+    this.rawHeaders = rawHeaders
+    this.call = call
+  }
+
+  start(): Promise<TunnelStatus> {
+    const result = new Promise<TunnelStatus>((resolve) => {
+      this.resolve = resolve
+    })
+    const stream = this.stream
+    stream.on('error', ignoreStreamError)
+    stream.once('close', this.onStreamClose)
+    const path = this.headers[':path'] ?? ''
+    const m = METHOD_PATH.exec(path)
+    if (this.headers[':method'] !== 'POST' || m == null) {
+      this.finish(
+        error(
+          this.headers[':method'] !== 'POST' ? Code.InvalidArgument : Code.Unimplemented,
+          this.headers[':method'] !== 'POST'
+            ? `gRPC requests use POST, not ${this.headers[':method']}`
+            : `${JSON.stringify(path)} is not a gRPC method path "/package.Service/Method"`,
+        ),
+      )
+      return result
+    }
+    const timeout = this.headers['grpc-timeout']
+    if (timeout != null) {
+      let ms: number
+      try {
+        ms = parseGrpcTimeout(Array.isArray(timeout) ? timeout.join(',') : timeout)
+      } catch (err: unknown) {
+        this.finish(statusOf(err, Code.InvalidArgument))
+        return result
+      }
+      this.deadlineAtMs = this.ingress.clock.now() + ms
+      this.timer = this.ingress.clock.setTimer(onConnectDeadline, ms, this)
+    }
+    const request: IngressRequest = { method: path, service: m[1]!, headers: this.headers }
+    if (this.deadlineAtMs != null) request.deadlineAtMs = this.deadlineAtMs
+    this.ingress.connect(request, this.connecting.signal).then(
+      (opener) => this.opened(opener, path),
+      (err: unknown) => this.finish(statusOf(err, Code.Unavailable)),
+    )
+    return result
+  }
+
+  private opened(opener: TunnelOpener, method: string): void {
+    if (this.timer != null) this.ingress.clock.clearTimer(this.timer)
+    this.timer = undefined
+    if (this.done) return
+    const init: OpenInit = {
+      method,
+      requestId: this.call.requestId ?? randomUUID(),
+      metadata: metadataFromRawHeaders(this.rawHeaders, this.ingress.consumed),
+    }
+    if (this.deadlineAtMs != null) init.deadlineAtMs = this.deadlineAtMs
+    if (this.call.traceContext != null) init.traceContext = this.call.traceContext
+    try {
+      this.tunnel = opener.open(init, this)
+    } catch (err: unknown) {
+      this.finish(statusOf(err, Code.Unavailable))
+      return
+    }
+    this.stream.on('data', this.onRequestData)
+    this.stream.once('end', this.onRequestEnd)
+  }
+
+  /** @internal The deadline passed before the call reached the peer. */
+  connectDeadline(): void {
+    this.timer = undefined
+    this.finish(error(Code.DeadlineExceeded, 'deadline exceeded before the call reached the peer'))
+  }
+
+  private readonly onRequestData = (chunk: Buffer): void => {
+    if (!this.tunnel!.write(chunk)) this.stream.pause()
+  }
+
+  private readonly onRequestEnd = (): void => {
+    this.tunnel?.end()
+  }
+
+  onWritable(): void {
+    this.stream.resume()
+  }
+
+  onHeaders(metadata: MetadataEntry[]): void {
+    if (this.done || this.stream.destroyed) return
+    const raw = appendRawHeaders([':status', '200'], metadata)
+    if (!hasKey(metadata, 'content-type')) raw.push('content-type', 'application/grpc')
+    try {
+      this.stream.respond(raw, { waitForTrailers: true })
+    } catch (err: unknown) {
+      this.ingress.log.debug('could not send tunnelled response headers', { err })
+      this.tunnel?.reset(Code.Internal, 'the caller gateway could not relay the response headers')
+      this.finish(error(Code.Internal, `the caller gateway could not relay the response headers: ${statusOf(err, Code.Internal).message}`))
+      return
+    }
+    this.responded = true
+    this.stream.on('wantTrailers', this.onWantTrailers)
+    this.stream.on('drain', this.onDrain)
+  }
+
+  onData(data: Uint8Array): boolean {
+    if (this.done || this.stream.destroyed) return true
+    if (!this.responded) this.onHeaders([])
+    return this.stream.write(data)
+  }
+
+  private readonly onDrain = (): void => {
+    this.tunnel?.resume()
+  }
+
+  onClose(status: TunnelStatus): void {
+    this.finish(status)
+  }
+
+  private readonly onWantTrailers = (): void => {
+    this.stream.sendTrailers(this.trailers ?? { 'grpc-status': String(Code.Internal), 'grpc-message': 'the call ended without a status' })
+  }
+
+  /** The client's HTTP/2 stream closed: before the call ended, that is a cancel (RST_STREAM or a lost connection). */
+  private readonly onStreamClose = (): void => {
+    if (this.done) return
+    this.done = true
+    this.connecting.abort()
+    if (this.timer != null) this.ingress.clock.clearTimer(this.timer)
+    const status = error(Code.Canceled, 'the client cancelled the call')
+    this.tunnel?.reset(status.code, status.message)
+    this.resolve(status)
+  }
+
+  /** Sends the status to the client: trailers after the response, or a trailers-only response. */
+  private finish(status: TunnelStatus): void {
+    if (this.done) return
+    this.done = true
+    this.connecting.abort()
+    if (this.timer != null) this.ingress.clock.clearTimer(this.timer)
+    this.timer = undefined
+    // Unread request data is discarded from now on (flow control keeps going, nothing is held).
+    this.stream.off('data', this.onRequestData)
+    this.stream.resume()
+    this.resolve(status)
+    const stream = this.stream
+    if (stream.destroyed || stream.closed) return
+    const message = status.message === '' ? [] : ['grpc-message', encodeGrpcMessage(status.message)]
+    try {
+      if (this.responded) {
+        this.trailers = {
+          ...headersObject(status.trailers, TRAILER_SKIP),
+          'grpc-status': String(status.code),
+          ...(message.length > 0 ? { 'grpc-message': message[1]! } : {}),
+        }
+        stream.end()
+      } else {
+        const raw = [':status', '200']
+        if (!hasKey(status.trailers, 'content-type')) raw.push('content-type', 'application/grpc')
+        raw.push('grpc-status', String(status.code), ...message)
+        stream.respond(appendRawHeaders(raw, status.trailers), { endStream: true })
+      }
+    } catch (err: unknown) {
+      this.ingress.log.debug('could not send the status of a tunnelled call', { err })
+      stream.close()
+    }
+  }
+}
+
+/** Trailers after a response never repeat its content-type. */
+const TRAILER_SKIP: ReadonlySet<string> = new Set(['content-type'])
+
+function hasKey(metadata: readonly MetadataEntry[], key: string): boolean {
+  for (const m of metadata) if (m.key === key) return true
+  return false
+}
+
+function error(code: number, message: string): TunnelStatus {
+  return { code, message, trailers: [] }
+}
+
+function statusOf(err: unknown, fallback: Code): TunnelStatus {
+  const e = StargateError.from(err, fallback)
+  return error(e.code, e.rawMessage)
+}
