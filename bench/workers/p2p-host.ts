@@ -7,7 +7,7 @@
 import type { Stream } from '@libp2p/interface'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { Libp2p } from 'libp2p'
-import { CALL_PROTOCOL, onFrames, writeFrame } from '../../services/gateway/src/peer/channel.ts'
+import { CALL_PROTOCOL, onFrames, writeFrame } from '../../services/gateway/src/peer/frames.ts'
 import { createBenchNode, ECHO_PROTOCOL, handleEcho, MuxEchoClient } from '../lib/p2p.ts'
 
 export type HostRequest =
@@ -53,7 +53,7 @@ function handleCall(node: Libp2p): Promise<void> {
     (stream) => {
       onFrames(
         stream,
-        8 * 1024 * 1024,
+        { maxFrameBytes: 8 * 1024 * 1024 },
         (frame) => {
           if (frame.kind.case !== 'request') return
           const req = frame.kind.value

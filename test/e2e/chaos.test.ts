@@ -200,7 +200,8 @@ describe('chaos', () => {
         hangs,
         duplicateExecutions: duplicates,
         slowestCallMs: slowest,
-        callerBackgroundFailuresLogged: caller.proc.stderr.filter((l) => /(uncaught exception|unhandled rejection): exiting/.test(l)).length,
+        callerBackgroundFailuresLogged: caller.proc.stderr.filter((l) => /(uncaught exception|unhandled rejection): exiting/.test(l))
+          .length,
         callerFds: { baseline: baseline.fds, after: after.fds },
         callerRssMiB: { baseline: Math.round(baseline.rssMiB), after: Math.round(after.rssMiB) },
         callerLiveHeapMB: { beforeLoad: Number(heapBaselineMB.toFixed(1)), after: Number(after.heapMB.toFixed(1)) },

@@ -6,7 +6,7 @@ import { createLogger } from '@stargate/shared/log'
 import { type FlagSpec, hostPort, int, list, num, type ParsedFlags, str, UsageError } from '@stargate/shared/options'
 import { startTelemetry } from '@stargate/shared/telemetry'
 import { GATEWAY_DEFAULTS as D } from './defaults.ts'
-import { Gateway } from './gateway.ts'
+import { createGateway, type Gateway, type GatewayAddresses } from './gateway.ts'
 import type { GatewayInit, StaticPeer } from './options.ts'
 import { resolveStatePaths } from './state.ts'
 
@@ -311,9 +311,12 @@ export async function runGateway(flags: ParsedFlags): Promise<void> {
     metricsListen: config.metricsListen,
     log: log.child('otel'),
   })
-  const gateway = new Gateway({ ...config.init, requestJournalDir: state.requestJournalDir, privateKey, log })
+  let gateway: Gateway
+  let addresses: GatewayAddresses
   try {
-    await gateway.start()
+    gateway = await createGateway({ ...config.init, requestJournalDir: state.requestJournalDir, privateKey, log })
+    // A start that fails half way has already stopped what it started (Gateway.start rolls back).
+    addresses = await gateway.start()
   } catch (err: unknown) {
     await telemetry.shutdown()
     throw err
@@ -323,8 +326,8 @@ export async function runGateway(flags: ParsedFlags): Promise<void> {
     await gateway.stop()
     await telemetry.shutdown()
   }, log)
-  const api = gateway.apiAddress
+  const { api, multiaddrs } = addresses
   process.stdout.write(`Gateway started: ${gateway.peerId}\n`)
   process.stdout.write(`API: ${api.host}:${api.port}\n`)
-  process.stdout.write(`Multiaddrs: ${JSON.stringify(gateway.node.getMultiaddrs().map(String))}\n`)
+  process.stdout.write(`Multiaddrs: ${JSON.stringify(multiaddrs)}\n`)
 }

@@ -1,4 +1,8 @@
-/** Every default of the gateway, in one place (the README's configuration table and a test refer to it). */
+/**
+ * Every default of the gateway, in one place. The README's flag tables are generated from the CLI flags,
+ * which take their defaults from here, and test/unit/readme.test.ts checks the numbers the README and the
+ * proto comments quote against this object, so documents and code cannot drift.
+ */
 export const GATEWAY_DEFAULTS = {
   apiHost: '127.0.0.1',
   apiPort: 50051,
@@ -10,7 +14,7 @@ export const GATEWAY_DEFAULTS = {
   /** Retries of the whole tier chain after every tier failed (transport failures only). */
   maxRetries: 3,
   backoffFactor: 2.0,
-  // Retries wait 2 s, 4 s, 8 s (the reference schedule) plus jitter.
+  /** Delay before the first retry: retries wait 2 s, 4 s, 8 s (the reference schedule) plus jitter. */
   backoffBaseMs: 2_000,
   /** Jitter added to each backoff delay, as a fraction of it (0.2 = up to +20 %). */
   backoffJitter: 0.2,
@@ -20,6 +24,8 @@ export const GATEWAY_DEFAULTS = {
   tierCooldownMs: 60_000,
   poolMaxPeers: 50,
   poolTtlMs: 300_000,
+  /** The pool looks for idle channels every ttl/4, at most this far apart. */
+  poolSweepMaxIntervalMs: 30_000,
   maxPayloadBytes: 4 * 1024 * 1024,
   /** An inbound stream whose frame stays incomplete this long is closed. */
   frameStallTimeoutMs: 10_000,
@@ -55,9 +61,23 @@ export const GATEWAY_DEFAULTS = {
   relayUnhealthyAfterFailures: 2,
   /** Relays to hold reservations on at once. */
   maxReservedRelays: 2,
+  /** Reconnecting to a relay that went away backs off from this delay, doubling per attempt... */
+  relayReconnectBaseMs: 500,
+  /** ...up to this delay. */
+  relayReconnectMaxMs: 30_000,
+  /** A reservation request that gets no answer within this long counts as refused. */
+  relayReservationTimeoutMs: 10_000,
   presenceIntervalMs: 30_000,
   presenceTtlMs: 120_000,
+  /** Presence queries are answered at most this often, however many arrive. */
+  presenceQueryDebounceMs: 250,
   natsSubjectPrefix: 'stargate',
+  /** Start-up waits this long for the first NATS connection; afterwards it keeps trying in the background. */
+  natsFirstConnectWaitMs: 3_000,
+  natsReconnectWaitMs: 500,
+  /** NATS client pings this often and declares the connection stale after natsMaxPingsOut unanswered pings. */
+  natsPingIntervalMs: 5_000,
+  natsMaxPingsOut: 2,
   shutdownGraceMs: 5_000,
   /** EWMA smoothing of per-peer latency. */
   latencyEwmaAlpha: 0.2,
@@ -73,6 +93,24 @@ export const GATEWAY_DEFAULTS = {
   stunTimeoutMs: 3_000,
   /** NAT detection: first STUN retransmission interval, doubled each time (RFC 5389). */
   stunRetransmitMs: 250,
+  /** Peer channels: bytes added to the largest payload to size the largest acceptable frame. */
+  frameOverheadBytes: 64 * 1024,
+  /** Peer channels: frames up to this size written in one event-loop turn leave in one stream send. */
+  batchFrameMaxBytes: 16 * 1024,
+  /** Peer channels: when calls wait and nothing arrived for this long, the connection is pinged. */
+  livenessProbeMs: 1_000,
+  /** Peer channels: a liveness ping unanswered for this long fails the connection's calls. */
+  livenessProbeTimeoutMs: 2_000,
+  /** libp2p: streams per protocol and connection, each way (calls are multiplexed; this is headroom). */
+  maxStreamsPerConnection: 4_096,
+  /** libp2p: connections kept beyond the pool's two per peer and the relays. */
+  extraConnections: 64,
+  /** libp2p: inbound connections accepted per second before new ones are refused. */
+  inboundConnectionsPerSecond: 100,
+  /** libp2p: a dial that has not completed after this long fails. */
+  dialTimeoutMs: 10_000,
+  /** libp2p: largest yamux frame sent. */
+  yamuxMaxMessageBytes: 256 * 1024,
   /** Tunnelled gRPC: flow-control window of each stream and direction (what a receiver buffers at most). */
   tunnelWindowBytes: 256 * 1024,
   /** Tunnelled gRPC: streams open at once on one peer link (each side refuses more). */
@@ -83,4 +121,10 @@ export const GATEWAY_DEFAULTS = {
   exposeConnectTimeoutMs: 5_000,
   /** --expose backends: an HTTP/2 session idle this long is closed (reopened on the next call). */
   exposeSessionIdleMs: 300_000,
+} as const
+
+/** Bounds of per-call options, enforced for CallOptions and for the flags alike. */
+export const GATEWAY_LIMITS = {
+  maxRetries: { min: 0, max: 100 },
+  backoffFactor: { min: 1, max: 100 },
 } as const

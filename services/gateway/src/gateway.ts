@@ -1,16 +1,14 @@
-import { create, toBinary } from '@bufbuild/protobuf'
-import { loadApiSecurity } from '@stargate/shared/auth'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { type ApiSecurity, loadApiSecurity } from '@stargate/shared/auth'
 import { stargateDescriptorSets } from '@stargate/shared/descriptors'
-import { decodePeerFrame } from '@stargate/shared/envelope'
-import { messageOf } from '@stargate/shared/errors'
-import { type PeerFrame, PeerFrameSchema } from '@stargate/shared/gen/envelope'
-import { GatewayService, NatType, PeerSource, Tier } from '@stargate/shared/gen/gateway'
+import { Code, messageOf, StargateError } from '@stargate/shared/errors'
+import { GatewayService, NatsState, NatType, PeerSource } from '@stargate/shared/gen/gateway'
 import { ApiServer } from '@stargate/shared/grpc/server'
 import type { Logger } from '@stargate/shared/log'
 import { sealedCodec } from '@stargate/shared/seal'
-import { deadline } from '@stargate/shared/signals'
 import { rpcServerSpans } from '@stargate/shared/telemetry-rpc'
-import { gatewayServiceImpl } from './api/service.ts'
+import { type GatewayApi, gatewayServiceImpl, type RelayView, type StatusView } from './api/service.ts'
+import { GATEWAY_DEFAULTS as D } from './defaults.ts'
 import { InboundDispatcher } from './inbound.ts'
 import { InFlight } from './inflight.ts'
 import { PeerMetricsTable } from './metrics.ts'
@@ -18,8 +16,8 @@ import { createNatDetector, type NatDetector } from './nat/detector.ts'
 import { NatsBus } from './nats.ts'
 import { createGatewayNode, type GatewayNode } from './node.ts'
 import { type GatewayInit, type GatewayOptions, resolveGatewayOptions } from './options.ts'
-import { CALL_PROTOCOL, FRAME_OVERHEAD_BYTES } from './peer/channel.ts'
-import { serveCallStream } from './peer/server.ts'
+import { Outbound } from './outbound.ts'
+import { CALL_PROTOCOL } from './peer/frames.ts'
 import { PeerBook } from './peers.ts'
 import { ChannelPool } from './pool.ts'
 import { Presence } from './presence.ts'
@@ -27,124 +25,141 @@ import { RelayManager } from './relays.ts'
 import { Router } from './router.ts'
 import { ServeRegistry } from './serve.ts'
 import { GATEWAY_SCOPE, GatewayTelemetry } from './telemetry/gateway-telemetry.ts'
-import { DirectTier, RelayTier } from './tiers/libp2p.ts'
-import { type NatsCodec, NatsTier } from './tiers/nats.ts'
+import { createTiers } from './tiers/index.ts'
+import { LoopbackTier } from './tiers/loopback.ts'
+import type { TierModule } from './tiers/tier.ts'
 
-/** A running Stargate gateway: the libp2p node, the tiers and the local gRPC API. */
+/** Where a started gateway can be reached. */
+export interface GatewayAddresses {
+  /** The bound API address. */
+  api: { host: string; port: number }
+  /** The libp2p multiaddrs (listen and circuit addresses). */
+  multiaddrs: string[]
+}
+
+/**
+ * Builds a gateway: resolves the options, reads its token and PEM files (a bad file stops here, before
+ * anything listens) and creates the libp2p node, not yet started. `start()` brings it up.
+ */
+export async function createGateway(init: GatewayInit): Promise<Gateway> {
+  const options = resolveGatewayOptions(init)
+  const security = await loadApiSecurity(options)
+  const node = await createGatewayNode({
+    privateKey: options.privateKey,
+    listen: options.p2pListen,
+    announce: options.p2pAnnounce,
+    maxConnections: options.poolMaxPeers * 2 + options.relays.length + D.extraConnections,
+    reservationTimeoutMs: D.relayReservationTimeoutMs,
+    inboundConnectionsPerSecond: D.inboundConnectionsPerSecond,
+    dialTimeoutMs: D.dialTimeoutMs,
+    yamuxMaxMessageBytes: D.yamuxMaxMessageBytes,
+  })
+  return new Gateway(options, node, security)
+}
+
+/**
+ * A Stargate gateway: the libp2p node, the tiers, the router and the local gRPC API, wired in one place
+ * (this constructor). Every part gets the narrow interface it needs; nothing reaches back through the gateway.
+ * `start()` starts the parts in order and stops what it started when a later part fails; `stop()` is graceful.
+ */
 export class Gateway {
-  readonly options: GatewayOptions
-  readonly log: Logger
-  readonly startedAt = new Date()
-  readonly peers = new PeerBook()
-  readonly metrics: PeerMetricsTable
-  readonly pool: ChannelPool
-  readonly registry: ServeRegistry
-  /** Outbound Calls and inbound peer calls in flight (graceful shutdown waits for them). */
-  readonly inflight = new InFlight()
-  /** NAT detection (GetStatus.nat_status). */
-  readonly nat: NatDetector
-  /** Spans and metrics (no-ops unless the process started the OpenTelemetry SDK). */
-  readonly telemetry: GatewayTelemetry
-  private nodeRef?: GatewayNode
-  private api?: ApiServer
-  private apiAddr?: { host: string; port: number }
-  private routerRef?: Router
-  private relaysRef?: RelayManager
-  private inboundRef?: InboundDispatcher
-  nats?: NatsBus
-  presence?: Presence
+  readonly peerId: string
+  private readonly o: GatewayOptions
+  private readonly log: Logger
+  private readonly startedAt = new Date()
+  private readonly node: GatewayNode
+  private readonly peers = new PeerBook()
+  private readonly metrics: PeerMetricsTable
+  private readonly pool: ChannelPool
+  private readonly registry: ServeRegistry
+  private readonly inflight = new InFlight()
+  private readonly nat: NatDetector
+  private readonly telemetry: GatewayTelemetry
+  private readonly relays: RelayManager
+  private readonly nats?: NatsBus
+  private readonly presence?: Presence
+  private readonly inbound: InboundDispatcher
+  private readonly tiers: TierModule[]
+  private readonly router: Router
+  private readonly outbound: Outbound
+  private readonly api: ApiServer
+  /** Undoes what start() did so far, most recent first. */
+  private readonly started: Array<() => Promise<void>> = []
+  /** Until when a stopping API server lets calls finish (0: at once, as when start() rolls back). */
+  private graceEndsAtMs = 0
 
-  constructor(init: GatewayInit) {
-    this.options = resolveGatewayOptions(init)
-    this.log = this.options.log
-    this.metrics = new PeerMetricsTable(this.options.latencyEwmaAlpha)
-    this.pool = new ChannelPool({ maxPeers: this.options.poolMaxPeers, ttlMs: this.options.poolTtlMs, log: this.log.child('pool') })
-    this.registry = new ServeRegistry(this.log.child('serve'), () => void this.presence?.announce())
-    this.nat = createNatDetector(this.options, this.log.child('nat'))
+  constructor(options: GatewayOptions, node: GatewayNode, security: ApiSecurity) {
+    const o = options
+    this.o = o
+    this.log = o.log
+    this.node = node
+    this.peerId = node.peerId.toString()
+    const maxFrameBytes = o.maxPayloadBytes + D.frameOverheadBytes
+    const announce = (): void => void this.presence?.announce()
+
+    this.metrics = new PeerMetricsTable(o.latencyEwmaAlpha)
+    this.pool = new ChannelPool({
+      maxPeers: o.poolMaxPeers,
+      ttlMs: o.poolTtlMs,
+      sweepMaxIntervalMs: D.poolSweepMaxIntervalMs,
+      log: this.log.child('pool'),
+    })
+    this.registry = new ServeRegistry(this.log.child('serve'), announce)
+    this.nat = createNatDetector(o, this.log.child('nat'))
     this.telemetry = new GatewayTelemetry({
       poolConnections: () => this.pool.channelCount(),
-      relays: () => this.relaysRef?.all() ?? [],
-      inboundStats: () => this.inboundRef?.stats ?? { handled: 0, replayed: 0, rejectedBusy: 0, malformed: 0 },
-      dedupeBytes: () => this.inboundRef?.rememberedPayloadBytes ?? 0,
-      journal: () => this.inboundRef?.journalUsage(),
+      relays: () => this.relays.all(),
+      inboundStats: () => this.inbound.stats,
+      dedupeBytes: () => this.inbound.rememberedPayloadBytes,
+      journal: () => this.inbound.journalUsage(),
     })
-  }
-
-  get node(): GatewayNode {
-    if (this.nodeRef == null) throw new Error('gateway not started')
-    return this.nodeRef
-  }
-
-  get router(): Router {
-    if (this.routerRef == null) throw new Error('gateway not started')
-    return this.routerRef
-  }
-
-  get relays(): RelayManager {
-    if (this.relaysRef == null) throw new Error('gateway not started')
-    return this.relaysRef
-  }
-
-  get inbound(): InboundDispatcher {
-    if (this.inboundRef == null) throw new Error('gateway not started')
-    return this.inboundRef
-  }
-
-  get peerId(): string {
-    return this.node.peerId.toString()
-  }
-
-  /** The bound API address (after start). */
-  get apiAddress(): { host: string; port: number } {
-    if (this.apiAddr == null) throw new Error('gateway not started')
-    return this.apiAddr
-  }
-
-  /** Direct (non-circuit) multiaddrs this gateway can be dialled on. */
-  directAddrs(): string[] {
-    return this.node
-      .getMultiaddrs()
-      .map(String)
-      .filter((a) => !a.includes('/p2p-circuit'))
-  }
-
-  circuitAddrs(): string[] {
-    return this.node
-      .getMultiaddrs()
-      .map(String)
-      .filter((a) => a.includes('/p2p-circuit'))
-  }
-
-  async start(): Promise<void> {
-    const o = this.options
-    // Read token and PEM files before anything starts: a bad file stops start-up cleanly.
-    const apiSecurity = await loadApiSecurity(o)
-    const maxFrameBytes = o.maxPayloadBytes + FRAME_OVERHEAD_BYTES
-    // NATS payloads are sealed end to end: encrypted to the recipient, signed by the sender.
-    const codec = sealedCodec(o.privateKey)
-    const node = await createGatewayNode({
-      privateKey: o.privateKey,
-      listen: o.p2pListen,
-      announce: o.p2pAnnounce,
-      maxConnections: o.poolMaxPeers * 2 + o.relays.length + 64,
-    })
-    this.nodeRef = node
-    const peerId = node.peerId.toString()
-    for (const p of o.staticPeers) {
-      this.peers.upsert(p.peerId, { source: PeerSource.STATIC, directAddrs: p.addr.includes('/p2p-circuit') ? [] : [p.addr] })
-      if (p.addr.includes('/p2p-circuit')) this.peers.upsert(p.peerId, { source: PeerSource.STATIC, circuitAddrs: [p.addr] })
-    }
-    node.addEventListener('peer:identify', (evt) => {
-      const id = evt.detail.peerId.toString()
-      if (o.relays.some((r) => r.endsWith(`/p2p/${id}`))) return
-      if (evt.detail.protocols.includes(CALL_PROTOCOL) && this.peers.get(id) == null) {
-        this.peers.upsert(id, { source: PeerSource.CONNECTION })
-      }
-    })
-
-    this.inboundRef = new InboundDispatcher(
+    this.relays = new RelayManager(
+      node,
       {
-        peerId,
+        relays: o.relays,
+        healthIntervalMs: o.relayHealthIntervalMs,
+        healthTimeoutMs: o.relayHealthTimeoutMs,
+        unhealthyAfterFailures: o.relayUnhealthyAfterFailures,
+        maxReservedRelays: o.maxReservedRelays,
+        reconnectBaseMs: D.relayReconnectBaseMs,
+        reconnectMaxMs: D.relayReconnectMaxMs,
+        reservationTimeoutMs: D.relayReservationTimeoutMs,
+        log: this.log.child('relays'),
+      },
+      this.telemetry,
+      announce,
+    )
+    if (o.natsUrl != null) {
+      this.nats = new NatsBus({
+        url: o.natsUrl,
+        peerId: this.peerId,
+        subjectPrefix: o.natsSubjectPrefix,
+        firstConnectWaitMs: D.natsFirstConnectWaitMs,
+        reconnectWaitMs: D.natsReconnectWaitMs,
+        pingIntervalMs: D.natsPingIntervalMs,
+        maxPingsOut: D.natsMaxPingsOut,
+        log: this.log.child('nats'),
+      })
+      this.presence = new Presence({
+        bus: this.nats,
+        peers: this.peers,
+        key: o.privateKey,
+        peerId: this.peerId,
+        intervalMs: o.presenceIntervalMs,
+        ttlMs: o.presenceTtlMs,
+        queryDebounceMs: D.presenceQueryDebounceMs,
+        log: this.log.child('presence'),
+        current: () => ({
+          directAddrs: this.directAddrs(),
+          circuitAddrs: this.circuitAddrs(),
+          capabilities: [...new Set([...o.capabilities, ...this.registry.capabilities()])].sort(),
+          natType: this.nat.status().natType ?? NatType.UNSPECIFIED,
+        }),
+      })
+    }
+    this.inbound = new InboundDispatcher(
+      {
+        peerId: this.peerId,
         maxInboundCallsPerPeer: o.maxInboundCallsPerPeer,
         maxPayloadBytes: o.maxPayloadBytes,
         dedupeWindowMs: o.dedupeWindowMs,
@@ -158,58 +173,31 @@ export class Gateway {
           o.requestJournalDir != null
             ? { dir: o.requestJournalDir, maxBytes: o.requestJournalMaxBytes, syncIntervalMs: o.requestJournalSyncIntervalMs }
             : undefined,
+        defaultTimeoutMs: o.callDeadlineMs,
         log: this.log.child('inbound'),
       },
       this.registry,
+      this.inflight,
       this.telemetry,
     )
-    const inbound = this.inboundRef
-    await node.handle(
-      CALL_PROTOCOL,
-      (stream, connection) =>
-        serveCallStream(stream, connection, inbound, this.inflight, maxFrameBytes, this.log.child('peer'), o.frameStallTimeoutMs),
-      { runOnLimitedConnection: true, maxInboundStreams: 4096, maxOutboundStreams: 4096 },
-    )
-
-    this.relaysRef = new RelayManager(
-      node,
-      {
-        relays: o.relays,
-        healthIntervalMs: o.relayHealthIntervalMs,
-        healthTimeoutMs: o.relayHealthTimeoutMs,
-        unhealthyAfterFailures: o.relayUnhealthyAfterFailures,
-        maxReservedRelays: o.maxReservedRelays,
-        log: this.log.child('relays'),
-      },
-      this.telemetry,
-      () => void this.presence?.announce(),
-    )
-
-    if (o.natsUrl != null) {
-      this.nats = new NatsBus({ url: o.natsUrl, peerId, subjectPrefix: o.natsSubjectPrefix, log: this.log.child('nats') })
-      this.subscribeNatsCalls(this.nats, inbound, codec)
-      this.presence = new Presence({
-        bus: this.nats,
+    this.tiers = createTiers({
+      libp2p: {
+        node,
+        pool: this.pool,
         peers: this.peers,
-        key: o.privateKey,
-        peerId,
-        intervalMs: o.presenceIntervalMs,
-        ttlMs: o.presenceTtlMs,
-        log: this.log.child('presence'),
-        current: () => ({
-          directAddrs: this.directAddrs(),
-          circuitAddrs: this.circuitAddrs(),
-          capabilities: [...new Set([...o.capabilities, ...this.registry.capabilities()])].sort(),
-          natType: this.nat.status().natType ?? NatType.UNSPECIFIED,
-        }),
-      })
-      this.presence.start()
-    }
-
-    const tierDeps = { node, pool: this.pool, peers: this.peers, maxFrameBytes, log: this.log.child('tiers') }
-    this.routerRef = new Router(
+        channel: { maxFrameBytes, livenessProbeMs: D.livenessProbeMs, livenessProbeTimeoutMs: D.livenessProbeTimeoutMs },
+        log: this.log.child('tiers'),
+      },
+      relays: this.relays,
+      // NATS payloads are sealed end to end: encrypted to the recipient, authenticated as the sender.
+      nats: { bus: this.nats, codec: sealedCodec(o.privateKey), attemptTimeoutMs: o.attemptTimeoutMs },
+      selfPeerId: this.peerId,
+      inbound: this.inbound,
+      reader: { maxFrameBytes, frameDeadlineMs: o.frameStallTimeoutMs },
+    })
+    this.router = new Router(
       {
-        selfPeerId: peerId,
+        selfPeerId: this.peerId,
         attemptTimeoutMs: o.attemptTimeoutMs,
         maxRetries: o.maxRetries,
         backoffFactor: o.backoffFactor,
@@ -219,85 +207,161 @@ export class Gateway {
         tierCooldownMs: o.tierCooldownMs,
         log: this.log.child('router'),
       },
-      [new DirectTier(tierDeps), new RelayTier(tierDeps, this.relaysRef), new NatsTier(this.nats, codec, () => o.attemptTimeoutMs)],
-      this.metrics,
-      this.telemetry,
+      {
+        tiers: this.tiers.map((t) => t.transport),
+        loopback: new LoopbackTier(this.peerId, this.inbound),
+        metrics: this.metrics,
+        observer: this.telemetry,
+      },
     )
-    this.pool.start()
-
-    // Connect NATS and the relays in parallel; neither being down stops the gateway from starting.
-    await Promise.all([this.nats?.start(), this.relaysRef.start()])
-    node.addEventListener('self:peer:update', () => void this.presence?.announce())
-    await this.presence?.announce(true)
-
+    this.outbound = new Outbound(this.router, this.telemetry, this.inflight)
     this.api = new ApiServer({
-      ...apiSecurity,
-      services: [{ service: GatewayService, impl: gatewayServiceImpl(this) }],
+      ...security,
+      services: [{ service: GatewayService, impl: gatewayServiceImpl(this.apiView()) }],
       descriptorSets: stargateDescriptorSets(),
       log: this.log.child('api'),
-      middleware: [rpcServerSpans(GATEWAY_SCOPE), ...(apiSecurity.middleware ?? [])],
+      middleware: [rpcServerSpans(GATEWAY_SCOPE), ...(security.middleware ?? [])],
       maxReceiveMessageBytes: maxFrameBytes,
     })
-    this.apiAddr = await this.api.listen(o.apiHost, o.apiPort)
-    // NAT detection runs in the background; a change is re-announced in the presence record.
-    this.nat.onChange(() => void this.presence?.announce())
-    this.nat.start()
-    this.log.info('gateway started', {
-      peerId,
-      api: `${this.apiAddr.host}:${this.apiAddr.port}`,
-      p2p: node.getMultiaddrs().map(String),
+
+    for (const p of o.staticPeers) {
+      const circuit = p.addr.includes('/p2p-circuit')
+      this.peers.upsert(p.peerId, { source: PeerSource.STATIC, ...(circuit ? { circuitAddrs: [p.addr] } : { directAddrs: [p.addr] }) })
+    }
+    node.addEventListener('peer:identify', (evt) => {
+      const id = evt.detail.peerId.toString()
+      if (o.relays.some((r) => r.endsWith(`/p2p/${id}`))) return
+      if (evt.detail.protocols.includes(CALL_PROTOCOL) && this.peers.get(id) == null) {
+        this.peers.upsert(id, { source: PeerSource.CONNECTION })
+      }
     })
+    node.addEventListener('self:peer:update', announce)
+    this.nat.onChange(announce)
   }
 
-  private subscribeNatsCalls(bus: NatsBus, inbound: InboundDispatcher, codec: NatsCodec): void {
-    bus.subscribe(bus.callSubject(this.peerId), (data, reply) => {
-      let frame: PeerFrame
-      let sender: string | undefined
-      try {
-        const opened = codec.open(data)
-        sender = opened.senderPeerId
-        frame = decodePeerFrame(opened.frame)
-      } catch (err: unknown) {
-        inbound.stats.malformed++
-        this.log.warn('dropped malformed NATS message', { err: messageOf(err) })
-        return
+  /**
+   * Starts every part in order: libp2p, the tiers' inbound sides, the pool, NATS and the relays (neither being
+   * down stops the gateway), presence, the API listener, NAT detection. If a part fails to start, the parts
+   * already started are stopped again, most recent first, and the error is rethrown.
+   */
+  async start(): Promise<GatewayAddresses> {
+    const step = async (start: () => Promise<void> | void, stop: () => Promise<void> | void): Promise<void> => {
+      await start()
+      this.started.push(async () => stop())
+    }
+    try {
+      await step(
+        () => this.node.start(),
+        () => this.node.stop(),
+      )
+      for (const t of this.tiers) {
+        const inbound = t.inbound
+        if (inbound != null) await step(inbound.start, inbound.stop)
       }
-      if (frame.kind.case !== 'request') {
-        inbound.stats.malformed++
-        this.log.warn('dropped NATS message that is not a request')
-        return
-      }
-      const req = frame.kind.value
-      if (sender != null && req.callerPeerId !== '' && req.callerPeerId !== sender) {
-        inbound.stats.malformed++
-        this.log.warn('dropped NATS request whose caller_peer_id differs from its verified sender', { sender })
-        return
-      }
-      const caller = sender ?? req.callerPeerId
-      const callDeadline = deadline(this.options.callDeadlineMs)
-      this.inflight
-        .track(() => inbound.handle(req, { callerPeerId: caller, tier: Tier.NATS }, callDeadline.signal).finally(callDeadline.dispose))
-        .then((res) => {
-          const bytes = toBinary(PeerFrameSchema, create(PeerFrameSchema, { kind: { case: 'response', value: res } }))
-          reply(codec.seal(bytes, caller))
-        })
-        .catch((err: unknown) => this.log.warn('NATS reply failed', { err: messageOf(err) }))
-    })
+      await step(
+        () => this.pool.start(),
+        () => this.pool.stop(),
+      )
+      await step(
+        async () => {
+          await Promise.all([this.nats?.start(), this.relays.start()])
+        },
+        async () => {
+          await Promise.allSettled([this.relays.stop(), this.nats?.stop()])
+        },
+      )
+      await step(
+        async () => {
+          this.presence?.start()
+          await this.presence?.announce(true)
+        },
+        () => this.presence?.stop(),
+      )
+      const api = await this.api.listen(this.o.apiHost, this.o.apiPort).catch((err: unknown) => {
+        throw new StargateError(
+          Code.FailedPrecondition,
+          `cannot listen on ${this.o.apiHost}:${this.o.apiPort} (--listen): ${messageOf(err)}`,
+          {
+            cause: err,
+          },
+        )
+      })
+      this.started.push(() => this.api.stop(Math.max(0, this.graceEndsAtMs - Date.now())))
+      await step(
+        () => this.nat.start(),
+        () => this.nat.stop(),
+      )
+      this.log.info('gateway started', { peerId: this.peerId, api: `${api.host}:${api.port}`, p2p: this.multiaddrs() })
+      return { api, multiaddrs: this.multiaddrs() }
+    } catch (err: unknown) {
+      this.log.error('gateway failed to start; stopping what was started', { err: messageOf(err) })
+      await this.unwind()
+      throw err
+    }
   }
 
-  /** Graceful: stop accepting, let in-flight calls finish within shutdownGraceMs, close everything. */
+  /** Graceful: stop accepting, let in-flight calls finish within shutdownGraceMs, then stop every part. */
   async stop(): Promise<void> {
-    const until = Date.now() + this.options.shutdownGraceMs
-    this.api?.drain()
-    const idle = await this.inflight.idle(this.options.shutdownGraceMs)
-    if (!idle) this.log.warn('grace period over with calls still in flight', { inflight: this.inflight.count })
+    this.graceEndsAtMs = Date.now() + this.o.shutdownGraceMs
+    this.api.drain()
+    if (!(await this.inflight.idle(this.o.shutdownGraceMs))) {
+      this.log.warn('grace period over with calls still in flight', { inflight: this.inflight.count })
+    }
     // Journal closed first: calls the closing Serve sessions drop stay "started", never journaled as done.
-    this.inboundRef?.close()
+    this.inbound.close()
     this.registry.closeAll()
-    await this.api?.stop(Math.max(0, until - Date.now()))
-    this.presence?.stop()
-    // Independent parts stop together; none may keep the process from exiting.
-    await Promise.allSettled([this.relaysRef?.stop(), this.pool.stop(), this.nats?.stop(), this.nat.stop()])
-    await this.nodeRef?.stop()
+    await this.unwind()
+  }
+
+  /** The libp2p multiaddrs this gateway can be reached on (listen and circuit addresses). */
+  multiaddrs(): string[] {
+    return this.node.getMultiaddrs().map(String)
+  }
+
+  private async unwind(): Promise<void> {
+    for (let undo = this.started.pop(); undo != null; undo = this.started.pop()) {
+      await undo().catch((err: unknown) => this.log.warn('stopping a part failed', { err: messageOf(err) }))
+    }
+  }
+
+  /** Direct (non-circuit) multiaddrs this gateway can be dialled on. */
+  private directAddrs(): string[] {
+    return this.multiaddrs().filter((a) => !a.includes('/p2p-circuit'))
+  }
+
+  private circuitAddrs(): string[] {
+    return this.multiaddrs().filter((a) => a.includes('/p2p-circuit'))
+  }
+
+  /** The narrow view the API handlers get. */
+  private apiView(): GatewayApi {
+    return {
+      peerId: this.peerId,
+      startedAt: this.startedAt,
+      maxPayloadBytes: this.o.maxPayloadBytes,
+      callDeadlineMs: this.o.callDeadlineMs,
+      call: (req, timeoutMs, signal) => this.outbound.call(req, timeoutMs, signal),
+      serve: this.registry,
+      status: (): StatusView => ({
+        listenAddrs: this.directAddrs(),
+        announcedAddrs: this.multiaddrs(),
+        natStatus: this.nat.status(),
+        nats: {
+          state: this.nats?.state ?? NatsState.DISABLED,
+          url: this.nats?.url ?? '',
+          subject: this.nats?.callSubject(this.peerId) ?? '',
+        },
+      }),
+      relays: (): RelayView[] =>
+        this.relays.all().map((r) => ({
+          ...r,
+          connected: this.node.getConnections(peerIdFromString(r.peerId)).some((c) => c.status === 'open'),
+          reserved: this.relays.reserved(r.peerId),
+          circuitAddrs: this.relays.circuitAddrs(r.peerId),
+        })),
+      peerMetrics: () => this.metrics,
+      poolStats: () => this.pool.stats(),
+      peers: () => this.peers,
+    }
   }
 }

@@ -10,6 +10,7 @@ import { ServeReplySchema, Tier } from '@stargate/shared/gen/gateway'
 import { createLogger } from '@stargate/shared/log'
 import { GATEWAY_DEFAULTS as D } from './defaults.ts'
 import { InboundDispatcher, type InboundOptions, type PeerResponseInit } from './inbound.ts'
+import { InFlight } from './inflight.ts'
 import { ServeRegistry, ServeSession } from './serve.ts'
 
 const log = createLogger('test', { level: 'silent' })
@@ -48,10 +49,11 @@ function setup(limits: Partial<InboundOptions> = {}) {
     dedupeMaxBytesPerCaller: 1 << 20,
     maxRequestIdBytes: D.maxRequestIdBytes,
     maxMethodBytes: D.maxMethodBytes,
+    defaultTimeoutMs: 10_000,
     log,
     ...limits,
   }
-  const inbound = new InboundDispatcher(options, registry)
+  const inbound = new InboundDispatcher(options, registry, new InFlight())
   const call = (requestId: string, bytes: number, method = 'echo', caller = meta.callerPeerId): Promise<PeerResponseInit> =>
     inbound.handle(
       create(PeerRequestSchema, { requestId, method, payload: { case: 'data', value: new Uint8Array(bytes).fill(7) } }),
@@ -173,7 +175,7 @@ describe('inbound dispatch', () => {
     const journal = { dir, maxBytes: 1 << 20, syncIntervalMs: 10 }
     const first = setup({ journal })
     const second = setup()
-    const reopen = () => new InboundDispatcher({ ...second.options, journal }, second.registry)
+    const reopen = () => new InboundDispatcher({ ...second.options, journal }, second.registry, new InFlight())
     const call = (d: InboundDispatcher, id: string, method: string) =>
       d.handle(create(PeerRequestSchema, { requestId: id, method }), meta, new AbortController().signal)
     try {

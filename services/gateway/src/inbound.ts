@@ -1,10 +1,13 @@
 import { create, fromBinary, fromJson, type MessageInitShape, toBinary, toJson } from '@bufbuild/protobuf'
 import { ValueSchema } from '@bufbuild/protobuf/wkt'
+import { durationToMs } from '@stargate/shared/clock'
 import { Code, StargateError } from '@stargate/shared/errors'
 import { type PeerRequest, PeerResponseSchema } from '@stargate/shared/gen/envelope'
 import type { Tier } from '@stargate/shared/gen/gateway'
 import type { Logger } from '@stargate/shared/log'
+import { deadline } from '@stargate/shared/signals'
 import { DuplicateMemory, type Recalled, type Ticket } from './dedupe.ts'
+import type { InFlight } from './inflight.ts'
 import { RequestJournal } from './journal.ts'
 import type { HandlerResult, ServeRegistry } from './serve.ts'
 
@@ -28,6 +31,8 @@ export interface InboundOptions {
   maxMethodBytes: number
   /** Journal of requests handed to handlers, so a restart never runs one twice (optional). */
   journal?: { dir: string; maxBytes: number; syncIntervalMs: number }
+  /** How long a request without a timeout may run. */
+  defaultTimeoutMs: number
   log: Logger
 }
 
@@ -77,9 +82,11 @@ function packed(bytes: Uint8Array): string {
 }
 
 /**
- * Runs calls arriving from other gateways on any tier: request validation, the duplicate-request memory
- * (dedupe.ts), the per-peer concurrency cap, the request journal (journal.ts), the built-in ping and the
- * Serve handlers.
+ * Runs calls arriving on any tier — libp2p (peer/server.ts), NATS (tiers/nats.ts) and this gateway's own
+ * loopback — through one path: validation, the request's deadline, in-flight tracking for graceful shutdown,
+ * the duplicate-request memory (dedupe.ts), the per-peer concurrency cap, the request journal (journal.ts),
+ * the built-in ping and the Serve handlers. Transports only decode, verify the caller and hand requests here;
+ * what they drop they report through `dropped()`, so every inbound counter lives here.
  */
 export class InboundDispatcher {
   readonly stats: InboundStats
@@ -88,13 +95,15 @@ export class InboundDispatcher {
   private readonly memory: DuplicateMemory<string>
   private readonly inflightByPeer = new Map<string, number>()
   private readonly observer: InboundObserver
+  private readonly inflight: InFlight
   private readonly journal?: RequestJournal
   private journalFull = 0
   private lastFullWarnAtMs = 0
 
-  constructor(options: InboundOptions, registry: ServeRegistry, observer: InboundObserver = {}) {
+  constructor(options: InboundOptions, registry: ServeRegistry, inflight: InFlight, observer: InboundObserver = {}) {
     this.o = options
     this.registry = registry
+    this.inflight = inflight
     this.observer = observer
     const memory = new DuplicateMemory<string>({
       windowMs: options.dedupeWindowMs,
@@ -167,12 +176,23 @@ export class InboundDispatcher {
   }
 
   /**
-   * Answers one request. Never throws: every failure becomes an error status in the response.
-   * A request id seen before (from the same caller, on any tier) is answered from memory.
+   * Answers one request within its timeout (counted in flight until answered). Never throws: every failure
+   * becomes an error status in the response. A request id seen before (from the same caller, on any tier)
+   * is answered from memory. `signal` is the transport's cancellation (the caller gave up).
    */
   handle(req: PeerRequest, meta: InboundMeta, signal: AbortSignal): Promise<PeerResponseInit> {
-    const run = (): Promise<PeerResponseInit> => this.answer(req, meta, signal)
-    return this.observer.handle != null ? this.observer.handle(req, meta, run) : run()
+    const timeoutMs = req.timeout != null ? durationToMs(req.timeout) : this.o.defaultTimeoutMs
+    const requestDeadline = deadline(timeoutMs, signal)
+    const run = (): Promise<PeerResponseInit> => this.answer(req, meta, requestDeadline.signal)
+    return this.inflight
+      .track(() => (this.observer.handle != null ? this.observer.handle(req, meta, run) : run()))
+      .finally(requestDeadline.dispose)
+  }
+
+  /** A transport dropped something a peer sent (malformed, forged, replayed): counted and logged here. */
+  dropped(reason: string, fields: Record<string, unknown> = {}): void {
+    this.stats.malformed++
+    this.o.log.warn(`dropped ${reason}`, fields)
   }
 
   private async answer(req: PeerRequest, meta: InboundMeta, signal: AbortSignal): Promise<PeerResponseInit> {
@@ -263,10 +283,10 @@ export class InboundDispatcher {
     onHandedOver: () => void,
   ): Promise<PeerResponseInit> {
     this.stats.handled++
-    const timeoutMs = req.timeout != null ? Number(req.timeout.seconds) * 1000 + Math.floor(req.timeout.nanos / 1e6) : 30_000
-    const deadlineMs = Date.now() + timeoutMs
+    const timeoutMs = req.timeout != null ? durationToMs(req.timeout) : this.o.defaultTimeoutMs
+    const deadlineAtMs = Date.now() + timeoutMs
     try {
-      const out = await this.execute(req, { ...meta, deadlineMs }, signal, onHandedOver)
+      const out = await this.execute(req, { ...meta, deadlineAtMs }, signal, onHandedOver)
       return { result: out }
     } catch (err: unknown) {
       const e = StargateError.from(err, Code.Internal)
@@ -276,7 +296,7 @@ export class InboundDispatcher {
 
   private async execute(
     req: PeerRequest,
-    meta: { callerPeerId: string; tier: Tier; deadlineMs: number },
+    meta: { callerPeerId: string; tier: Tier; deadlineAtMs: number },
     signal: AbortSignal,
     onHandedOver: () => void,
   ): Promise<HandlerResult> {

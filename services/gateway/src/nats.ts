@@ -9,7 +9,11 @@ export interface NatsBusOptions {
   subjectPrefix: string
   log: Logger
   /** How long start() waits for the first connection before going on (it keeps trying after). */
-  firstConnectWaitMs?: number
+  firstConnectWaitMs: number
+  reconnectWaitMs: number
+  /** The client pings this often and drops a connection after maxPingsOut unanswered pings. */
+  pingIntervalMs: number
+  maxPingsOut: number
 }
 
 type Handler = (data: Uint8Array, reply: (bytes: Uint8Array) => void) => void
@@ -60,7 +64,7 @@ export class NatsBus {
 
   async start(): Promise<void> {
     this.connecting = this.connectLoop()
-    const wait = this.o.firstConnectWaitMs ?? 3000
+    const wait = this.o.firstConnectWaitMs
     await Promise.race([this.connecting, new Promise<void>((r) => setTimeout(r, wait).unref())])
   }
 
@@ -71,9 +75,9 @@ export class NatsBus {
         name: `stargate-gateway-${this.o.peerId}`,
         waitOnFirstConnect: true,
         maxReconnectAttempts: -1,
-        reconnectTimeWait: 500,
-        pingInterval: 5_000,
-        maxPingOut: 2,
+        reconnectTimeWait: this.o.reconnectWaitMs,
+        pingInterval: this.o.pingIntervalMs,
+        maxPingOut: this.o.maxPingsOut,
         noEcho: true,
       })
       if (this.stopped) {

@@ -23,22 +23,28 @@ export interface GatewayNodeOptions {
   listen: string[]
   announce: string[]
   maxConnections: number
+  /** A reservation request that gets no answer within this long fails. */
+  reservationTimeoutMs: number
+  inboundConnectionsPerSecond: number
+  dialTimeoutMs: number
+  yamuxMaxMessageBytes: number
 }
 
-/** A libp2p node with tcp, noise, yamux, identify, ping and the circuit relay transport. */
+/** A libp2p node (not started) with tcp, noise, yamux, identify, ping and the circuit relay transport. */
 export async function createGatewayNode(o: GatewayNodeOptions): Promise<GatewayNode> {
   return createLibp2p({
+    start: false,
     privateKey: o.privateKey,
     addresses: { listen: o.listen, announce: o.announce },
     // Reservations on relays are made after start by relay health (relays.ts); a failing listen is not fatal.
     transportManager: { faultTolerance: FaultTolerance.NO_FATAL },
-    transports: [tcp(), circuitRelayTransport({ reservationCompletionTimeout: 10_000 })],
+    transports: [tcp(), circuitRelayTransport({ reservationCompletionTimeout: o.reservationTimeoutMs })],
     connectionEncrypters: [noise()],
-    streamMuxers: [yamux({ maxMessageSize: 256 * 1024 })],
+    streamMuxers: [yamux({ maxMessageSize: o.yamuxMaxMessageBytes })],
     connectionManager: {
-      maxConnections: Math.max(o.maxConnections, 64),
-      inboundConnectionThreshold: 100,
-      dialTimeout: 10_000,
+      maxConnections: o.maxConnections,
+      inboundConnectionThreshold: o.inboundConnectionsPerSecond,
+      dialTimeout: o.dialTimeoutMs,
     },
     services: {
       identify: identify(),

@@ -1,25 +1,41 @@
+import { type Clock, systemClock, type Timer } from '@stargate/shared/clock'
 import type { Tier } from '@stargate/shared/gen/gateway'
 import type { Logger } from '@stargate/shared/log'
 import type { PeerChannel } from './peer/channel.ts'
 
+/** What the pool needs of a channel (PeerChannel implements it). */
+export interface PoolableChannel {
+  /** True while calls can be sent. */
+  readonly open: boolean
+  /** Calls in flight (a channel with calls is never idle). */
+  readonly inflight: number
+  /** When a call last used it. */
+  readonly lastUsedAtMs: number
+  /** Closes the channel, and its connection unless something else uses it. */
+  retire(): Promise<void>
+}
+
 /** A pooled channel and how it reaches the peer. */
-export interface PooledChannel {
-  channel: PeerChannel
+export interface PooledChannel<C extends PoolableChannel = PeerChannel> {
+  channel: C
   /** The address dialled (a relay circuit address for the relay tier). */
   via: string
   /** The relay's peer id when the channel goes through a relay. */
   relayPeerId?: string
 }
 
-interface Entry {
-  channels: Map<Tier, PooledChannel>
+interface Entry<C extends PoolableChannel> {
+  channels: Map<Tier, PooledChannel<C>>
   lastUsedMs: number
 }
 
 export interface PoolOptions {
   maxPeers: number
   ttlMs: number
+  /** Idle channels are looked for every ttl/4, at most this far apart. */
+  sweepMaxIntervalMs: number
   log: Logger
+  clock?: Clock
 }
 
 /** Counters and limits of the pool, as GetPoolStats reports them. */
@@ -35,33 +51,59 @@ export interface PoolStats {
 
 /**
  * Channels to peers reused across calls: at most maxPeers peers (least recently used evicted),
- * idle channels closed after ttlMs, with their connections.
+ * idle channels closed after ttlMs, with their connections. A `get` that finds a channel counts a hit;
+ * a `put` (a new channel was opened) counts a miss.
  */
-export class ChannelPool {
+export class ChannelPool<C extends PoolableChannel = PeerChannel> {
   private readonly o: PoolOptions
-  private readonly entries = new Map<string, Entry>()
-  private timer?: NodeJS.Timeout
+  private readonly clock: Clock
+  private readonly entries = new Map<string, Entry<C>>()
+  private timer?: Timer
+  private running = false
   private counters = { hits: 0, misses: 0, evictions: 0, expirations: 0 }
 
   constructor(options: PoolOptions) {
     this.o = options
+    this.clock = options.clock ?? systemClock
   }
 
   start(): void {
-    const every = Math.max(50, Math.min(this.o.ttlMs / 4, 30_000))
-    this.timer = setInterval(() => this.expire(), every)
-    this.timer.unref()
+    this.running = true
+    this.schedule()
+  }
+
+  private schedule(): void {
+    if (!this.running) return
+    const everyMs = Math.min(this.o.ttlMs / 4, this.o.sweepMaxIntervalMs)
+    this.timer = this.clock.setTimeout(() => {
+      this.expire()
+      this.schedule()
+    }, everyMs)
   }
 
   async stop(): Promise<void> {
-    clearInterval(this.timer)
+    this.running = false
+    this.timer?.clear()
     const all = [...this.entries.values()].flatMap((e) => [...e.channels.values()])
     this.entries.clear()
     await Promise.allSettled(all.map((p) => closeChannel(p)))
   }
 
-  /** An open pooled channel to peerId on tier, counting a hit; undefined (a miss) otherwise. */
-  get(peerId: string, tier: Tier): PooledChannel | undefined {
+  /** An open pooled channel to peerId on tier (counted as a hit), or undefined. */
+  get(peerId: string, tier: Tier): PooledChannel<C> | undefined {
+    const p = this.open(peerId, tier)
+    if (p == null) return undefined
+    this.counters.hits++
+    this.touch(peerId, this.entries.get(peerId)!)
+    return p
+  }
+
+  /** Whether an open channel to peerId on tier is pooled (not counted, no LRU touch). */
+  has(peerId: string, tier: Tier): boolean {
+    return this.open(peerId, tier) != null
+  }
+
+  private open(peerId: string, tier: Tier): PooledChannel<C> | undefined {
     const e = this.entries.get(peerId)
     const p = e?.channels.get(tier)
     if (e == null || p == null) return undefined
@@ -70,23 +112,15 @@ export class ChannelPool {
       if (e.channels.size === 0) this.entries.delete(peerId)
       return undefined
     }
-    this.touch(peerId, e)
     return p
   }
 
-  hit(): void {
-    this.counters.hits++
-  }
-
-  miss(): void {
+  /** Adds a newly opened channel (counted as a miss); evicts the least recently used peer beyond maxPeers. */
+  put(peerId: string, tier: Tier, pooled: PooledChannel<C>): void {
     this.counters.misses++
-  }
-
-  /** Adds a channel; evicts the least recently used peer beyond maxPeers. */
-  put(peerId: string, tier: Tier, pooled: PooledChannel): void {
     let e = this.entries.get(peerId)
     if (e == null) {
-      e = { channels: new Map(), lastUsedMs: Date.now() }
+      e = { channels: new Map(), lastUsedMs: this.clock.nowMs() }
       this.entries.set(peerId, e)
     }
     const prev = e.channels.get(tier)
@@ -94,7 +128,7 @@ export class ChannelPool {
     if (prev != null && prev.channel !== pooled.channel) void closeChannel(prev)
     this.touch(peerId, e)
     while (this.entries.size > this.o.maxPeers) {
-      const [oldestId, oldest] = this.entries.entries().next().value as [string, Entry]
+      const [oldestId, oldest] = this.entries.entries().next().value as [string, Entry<C>]
       this.entries.delete(oldestId)
       this.counters.evictions++
       this.o.log.debug('pool evicted peer', { peerId: oldestId })
@@ -123,17 +157,17 @@ export class ChannelPool {
     return n
   }
 
-  private touch(peerId: string, e: Entry): void {
-    e.lastUsedMs = Date.now()
+  private touch(peerId: string, e: Entry<C>): void {
+    e.lastUsedMs = this.clock.nowMs()
     // Map iteration order is insertion order: re-inserting keeps the LRU peer first.
     this.entries.delete(peerId)
     this.entries.set(peerId, e)
   }
 
-  private expire(nowMs = Date.now()): void {
+  private expire(nowMs = this.clock.nowMs()): void {
     for (const [peerId, e] of this.entries) {
       for (const [tier, p] of e.channels) {
-        const idleFor = nowMs - Math.max(e.lastUsedMs, p.channel.lastUsedAt)
+        const idleFor = nowMs - Math.max(e.lastUsedMs, p.channel.lastUsedAtMs)
         if (!p.channel.open || (idleFor >= this.o.ttlMs && p.channel.inflight === 0)) {
           e.channels.delete(tier)
           if (p.channel.open) {
@@ -148,12 +182,6 @@ export class ChannelPool {
   }
 }
 
-async function closeChannel(p: PooledChannel): Promise<void> {
-  await p.channel.close()
-  // Close the connection too unless something else still uses it.
-  const conn = p.channel.connection
-  const others = conn.streams.filter((s) => s !== p.channel.stream && s.protocol !== '/ipfs/id/1.0.0')
-  if (others.length === 0 && conn.status === 'open') {
-    await conn.close().catch(() => {})
-  }
+function closeChannel(p: PooledChannel<PoolableChannel>): Promise<void> {
+  return p.channel.retire()
 }

@@ -22,6 +22,8 @@ export interface PresenceOptions {
   peerId: string
   intervalMs: number
   ttlMs: number
+  /** Queries are answered at most this often, however many arrive. */
+  queryDebounceMs: number
   log: Logger
   /** The current record content (addresses, capabilities, NAT type). */
   current: () => PresenceInit
@@ -47,12 +49,12 @@ export class Presence {
     const { bus } = this.o
     bus.subscribe(bus.presenceSubject, (data) => void this.receive(data))
     bus.subscribe(bus.presenceQuerySubject, () => {
-      // Answer queries, but at most once per 250 ms however many arrive.
+      // Answer queries, but at most once per queryDebounceMs however many arrive.
       if (this.queryDebounce != null) return
       this.queryDebounce = setTimeout(() => {
         this.queryDebounce = undefined
         void this.announce(true)
-      }, 250)
+      }, this.o.queryDebounceMs)
       this.queryDebounce.unref()
     })
     bus.onConnected(() => {

@@ -4,7 +4,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { messageOf } from '@stargate/shared/errors'
 import type { Logger } from '@stargate/shared/log'
 import { type GatewayNode, transportManagerOf } from './node.ts'
-import type { RelaySelector } from './tiers/libp2p.ts'
+import type { RelaySelector } from './tiers/relay.ts'
 
 export interface RelayManagerOptions {
   relays: string[]
@@ -12,6 +12,11 @@ export interface RelayManagerOptions {
   healthTimeoutMs: number
   unhealthyAfterFailures: number
   maxReservedRelays: number
+  /** Reconnecting to a relay that went away backs off from this delay, doubling per attempt, up to reconnectMaxMs. */
+  reconnectBaseMs: number
+  reconnectMaxMs: number
+  /** A reservation request without an answer after this long counts as refused. */
+  reservationTimeoutMs: number
   log: Logger
 }
 
@@ -168,7 +173,7 @@ export class RelayManager implements RelaySelector {
       if (!connected) {
         if (now < s.nextReconnectMs) throw new Error(s.lastError || 'not connected; waiting to reconnect')
         s.reconnectAttempts++
-        s.nextReconnectMs = now + Math.min(30_000, 500 * 2 ** Math.min(s.reconnectAttempts, 6))
+        s.nextReconnectMs = now + Math.min(this.o.reconnectMaxMs, this.o.reconnectBaseMs * 2 ** (s.reconnectAttempts - 1))
         await this.node.dial(multiaddr(s.addr), { signal: AbortSignal.timeout(this.o.healthTimeoutMs) })
       }
       const rtt = await this.node.services.ping.ping(peer, { signal: AbortSignal.timeout(this.o.healthTimeoutMs) })
@@ -230,7 +235,7 @@ export class RelayManager implements RelaySelector {
       if (s.consecutiveFailures > 0) continue
       try {
         // Bounded: a relay that accepts the connection but never answers must not block the others.
-        await withTimeout(transportManagerOf(this.node).listen([multiaddr(`${s.addr}/p2p-circuit`)]), this.o.healthTimeoutMs * 5)
+        await withTimeout(transportManagerOf(this.node).listen([multiaddr(`${s.addr}/p2p-circuit`)]), this.o.reservationTimeoutMs)
         // The transport manager is fault tolerant (node.ts): a listen that failed resolves all the same.
         if (!this.reserved(s.peerId)) throw new Error('no reservation was made (relay unreachable?)')
         held++

@@ -1,13 +1,14 @@
 import { randomUUID } from 'node:crypto'
 import type { MessageInitShape } from '@bufbuild/protobuf'
-import { durationFromMs, durationMs } from '@bufbuild/protobuf/wkt'
+import { durationFromMs } from '@bufbuild/protobuf/wkt'
+import { type Clock, durationToMs, systemClock, type Timer } from '@stargate/shared/clock'
 import { Code, isTransportFailure, StargateError } from '@stargate/shared/errors'
 import type { PeerResponse } from '@stargate/shared/gen/envelope'
 import { AttemptOutcome, type AttemptSchema, type CallRequest, type CallResponseSchema, Tier } from '@stargate/shared/gen/gateway'
 import type { Logger } from '@stargate/shared/log'
-import { deadline } from '@stargate/shared/signals'
-import type { PeerMetricsTable } from './metrics.ts'
-import type { PeerRequestInit, TierLink, TierTransport } from './tiers/tier.ts'
+import { deadline, sleep } from '@stargate/shared/signals'
+import { GATEWAY_LIMITS } from './defaults.ts'
+import { type TierLink, type TierTransport, tierName } from './tiers/tier.ts'
 
 export type AttemptInit = MessageInitShape<typeof AttemptSchema>
 export type CallResponseInit = MessageInitShape<typeof CallResponseSchema>
@@ -23,75 +24,141 @@ export interface RouterOptions {
   tierStaggerMs: number
   tierCooldownMs: number
   log: Logger
+  clock?: Clock
+  /** Source of jitter in [0, 1); Math.random by default. */
+  random?: () => number
 }
 
-/** Observes calls and attempts (telemetry hooks in here); `plan` identifies the call an attempt belongs to. */
+/** What the router reports outcomes to (per-peer metrics). */
+export interface RouterMetrics {
+  record(peerId: string, outcome: { ok: boolean; tier: Tier; latencyMs: number }): void
+}
+
+/** What an observer sees of a plan: enough to name the exchange (the object identifies it). */
+export type RouteObserverPlan = Pick<RoutePlan, 'peerId' | 'method' | 'requestId'>
+
+/** Observes routed exchanges and their attempts (telemetry hooks in here); `plan` identifies the exchange. */
 export interface RouterObserver {
-  attempt?(peerId: string, attempt: AttemptInit, plan: CallPlan): void
-  call?(peerId: string, ok: boolean, tier: Tier, durationMs: number, code: Code | undefined, plan: CallPlan): void
+  attempt?(peerId: string, attempt: AttemptInit, plan: RouteObserverPlan): void
+  call?(peerId: string, ok: boolean, tier: Tier, durationMs: number, code: Code | undefined, plan: RouteObserverPlan): void
 }
 
-/** The per-call parts of a Call request, resolved. */
-export interface CallPlan {
+/** How one exchange with a peer is routed: target, retry policy, tiers, deadline. */
+export interface RoutePlan {
   peerId: string
+  /** What is called (a Call method or a tunnelled /service/method), for telemetry and logs. */
   method: string
-  payload: CallRequest['payload']
+  /** The idempotency key the exchange travels under. */
   requestId: string
   maxRetries: number
   backoffFactor: number
   backoffBaseMs: number
   attemptTimeoutMs: number
+  /** Tiers that may be tried; empty means all. */
   allowedTiers: Tier[]
-  deadlineMs: number
-  traceContext: Record<string, string>
+  /** The instant the exchange must be over by. */
+  deadlineAtMs: number
 }
 
-const TIER_NAMES: Record<number, string> = { [Tier.DIRECT]: 'direct', [Tier.RELAY]: 'relay', [Tier.NATS]: 'nats' }
+/** A resolved Call request: its route plus what is sent. */
+export interface CallPlan extends RoutePlan {
+  payload: CallRequest['payload']
+}
 
-export function tierName(t: Tier): string {
-  return TIER_NAMES[t] ?? 'unspecified'
+/** One exchange over an established link; the router picks the link, retries and records attempts. */
+export interface Exchange<T> {
+  /**
+   * Runs the exchange on a link. A transport failure (StargateError with a transport code) means nothing
+   * took effect and the router may try another tier or round; mark it with `final()` when it must not be
+   * tried again (something may have reached the peer). Any other error ends the exchange as is.
+   */
+  run(link: TierLink, ctx: ExchangeContext): Promise<T>
+  /** The remote error status a result carries (recorded as REMOTE_ERROR, never retried), if any. */
+  remoteError?(result: T): { code: Code; message: string } | undefined
+}
+
+/** What an exchange knows about the attempt it runs in. */
+export interface ExchangeContext {
+  tier: Tier
+  /** Ends with the exchange (deadline or caller cancellation). */
+  signal: AbortSignal
+  deadlineAtMs: number
+}
+
+/** The outcome of a routed exchange. */
+export interface Routed<T> {
+  result: T
+  tier: Tier
+  attempts: AttemptInit[]
+}
+
+const FINAL = Symbol('stargate.final')
+
+/** Marks a transport failure as not retryable: the exchange may have reached the peer. */
+export function final(err: StargateError): StargateError {
+  ;(err as unknown as Record<symbol, boolean>)[FINAL] = true
+  return err
+}
+
+function isFinal(err: StargateError): boolean {
+  return (err as unknown as Record<symbol, boolean>)[FINAL] === true
 }
 
 interface Won {
   transport: TierTransport
   link: TierLink
-  startedMs: number
+  startedAtMs: number
 }
 
 /**
- * Routes one call through the tiers: direct → relay → NATS, racing each next tier when the current one
- * has not connected after a stagger, remembering per peer which tier failed (cool-down with background
- * probes), and retrying the whole chain with exponential backoff on transport failures only.
+ * Routes exchanges with a peer through the tiers: direct → relay → NATS, racing each next tier when the
+ * current one has not connected after a stagger, remembering per peer which tier failed (cool-down with
+ * background probes), and retrying the whole chain with exponential backoff on transport failures only.
+ * A call to this gateway itself goes through the loopback tier, with the same timeouts, records and hooks.
  */
 export class Router {
   private readonly o: RouterOptions
+  private readonly clock: Clock
+  private readonly random: () => number
   private readonly tiers: TierTransport[]
-  private readonly metrics: PeerMetricsTable
+  private readonly loopback: TierTransport
+  private readonly metrics: RouterMetrics
   private readonly observer: RouterObserver
-  /** peerId → tier → time of the last transport failure. */
+  /** peerId → tier → instant of the last transport failure. */
   private readonly failedAt = new Map<string, Map<Tier, number>>()
   private readonly probing = new Set<string>()
 
-  constructor(options: RouterOptions, tiers: TierTransport[], metrics: PeerMetricsTable, observer: RouterObserver = {}) {
+  constructor(
+    options: RouterOptions,
+    parts: { tiers: TierTransport[]; loopback: TierTransport; metrics: RouterMetrics; observer?: RouterObserver },
+  ) {
     this.o = options
-    this.tiers = tiers
-    this.metrics = metrics
-    this.observer = observer
+    this.clock = options.clock ?? systemClock
+    this.random = options.random ?? Math.random
+    this.tiers = parts.tiers
+    this.loopback = parts.loopback
+    this.metrics = parts.metrics
+    this.observer = parts.observer ?? {}
   }
 
   /** Resolves a Call request against the defaults. Throws INVALID_ARGUMENT on bad options. */
-  plan(req: CallRequest, timeoutMs: number, traceContext: Record<string, string> = {}): CallPlan {
+  plan(req: CallRequest, timeoutMs: number): CallPlan {
     const opts = req.options
-    const backoffFactor = opts?.backoffFactor ?? 0
-    if (opts?.backoffFactor != null && !(backoffFactor >= 1 && backoffFactor <= 100)) {
-      throw new StargateError(Code.InvalidArgument, `options.backoff_factor must be between 1 and 100, got ${backoffFactor}`)
+    const { maxRetries, backoffFactor } = GATEWAY_LIMITS
+    if (opts?.backoffFactor != null && !(opts.backoffFactor >= backoffFactor.min && opts.backoffFactor <= backoffFactor.max)) {
+      throw new StargateError(
+        Code.InvalidArgument,
+        `options.backoff_factor must be between ${backoffFactor.min} and ${backoffFactor.max}, got ${opts.backoffFactor}`,
+      )
     }
-    if (opts?.maxRetries != null && opts.maxRetries > 100) {
-      throw new StargateError(Code.InvalidArgument, `options.max_retries must be at most 100, got ${opts.maxRetries}`)
+    if (opts?.maxRetries != null && opts.maxRetries > maxRetries.max) {
+      throw new StargateError(Code.InvalidArgument, `options.max_retries must be at most ${maxRetries.max}, got ${opts.maxRetries}`)
     }
     const allowed = (opts?.allowedTiers ?? []).filter((t) => t !== Tier.UNSPECIFIED)
     for (const t of allowed) {
-      if (TIER_NAMES[t] == null) throw new StargateError(Code.InvalidArgument, `options.allowed_tiers has unknown tier ${t}`)
+      if (t !== Tier.DIRECT && t !== Tier.RELAY && t !== Tier.NATS) {
+        throw new StargateError(Code.InvalidArgument, `options.allowed_tiers has unknown tier ${t}`)
+      }
     }
     return {
       peerId: req.peerId,
@@ -100,76 +167,123 @@ export class Router {
       requestId: req.idempotencyKey !== '' ? req.idempotencyKey : randomUUID(),
       maxRetries: opts?.maxRetries ?? this.o.maxRetries,
       backoffFactor: opts?.backoffFactor ?? this.o.backoffFactor,
-      backoffBaseMs: opts?.backoffBase != null ? durationMs(opts.backoffBase) : this.o.backoffBaseMs,
-      attemptTimeoutMs: opts?.attemptTimeout != null ? Math.max(1, durationMs(opts.attemptTimeout)) : this.o.attemptTimeoutMs,
+      backoffBaseMs: opts?.backoffBase != null ? durationToMs(opts.backoffBase) : this.o.backoffBaseMs,
+      attemptTimeoutMs: opts?.attemptTimeout != null ? Math.max(1, durationToMs(opts.attemptTimeout)) : this.o.attemptTimeoutMs,
       allowedTiers: allowed,
-      deadlineMs: Date.now() + timeoutMs,
-      traceContext,
+      deadlineAtMs: this.clock.nowMs() + timeoutMs,
     }
   }
 
-  /** Runs a call to completion; rejects with a StargateError (remote status, UNAVAILABLE or DEADLINE_EXCEEDED). */
-  async call(plan: CallPlan, signal: AbortSignal): Promise<CallResponseInit> {
-    const started = Date.now()
+  /** A route plan with the gateway's defaults, for exchanges that are not Call requests (tunnelled streams). */
+  defaultPlan(peerId: string, method: string, requestId: string, timeoutMs: number): RoutePlan {
+    return {
+      peerId,
+      method,
+      requestId,
+      maxRetries: this.o.maxRetries,
+      backoffFactor: this.o.backoffFactor,
+      backoffBaseMs: this.o.backoffBaseMs,
+      attemptTimeoutMs: this.o.attemptTimeoutMs,
+      allowedTiers: [],
+      deadlineAtMs: this.clock.nowMs() + timeoutMs,
+    }
+  }
+
+  /**
+   * Runs a unary Call: the request travels in the envelope; the remote answer (or its error status, never
+   * retried) comes back. Rejects with a StargateError (remote status, UNAVAILABLE or DEADLINE_EXCEEDED).
+   */
+  async call(plan: CallPlan, signal: AbortSignal, traceContext: Record<string, string> = {}): Promise<CallResponseInit> {
+    const routed = await this.run<PeerResponse>(
+      plan,
+      {
+        run: (link, ctx) =>
+          link.send(
+            {
+              requestId: plan.requestId,
+              method: plan.method,
+              payload: plan.payload,
+              timeout: durationFromMs(Math.max(1, ctx.deadlineAtMs - this.clock.nowMs())),
+              traceContext,
+              callerPeerId: this.o.selfPeerId,
+              tier: ctx.tier,
+            },
+            ctx.signal,
+          ),
+        remoteError: (res) =>
+          res.result.case === 'error' ? { code: res.result.value.code as Code, message: res.result.value.message } : undefined,
+      },
+      signal,
+    )
+    const res = routed.result
+    if (res.result.case === 'error') throw new StargateError(res.result.value.code as Code, res.result.value.message, { cause: 'remote' })
+    return {
+      payload: res.result.case === 'data' || res.result.case === 'json' ? res.result : { case: undefined },
+      tier: routed.tier,
+      attempts: routed.attempts,
+      requestId: plan.requestId,
+    }
+  }
+
+  /** Runs an exchange over the first tier that connects, with the plan's retries, within its deadline. */
+  async run<T>(plan: RoutePlan, exchange: Exchange<T>, signal: AbortSignal): Promise<Routed<T>> {
+    const startedAtMs = this.clock.nowMs()
     const attempts: AttemptInit[] = []
     const lastReason = new Map<Tier, string>()
-    const callDeadline = deadline(plan.deadlineMs - started, signal)
-    const callSignal = callDeadline.signal
+    const exchangeDeadline = deadline(plan.deadlineAtMs - startedAtMs, signal, this.clock)
+    const exchangeSignal = exchangeDeadline.signal
     let finalTier = Tier.UNSPECIFIED
-    try {
-      for (let round = 0; ; round++) {
-        const outcome = await this.round(plan, round, attempts, lastReason, callSignal)
-        if (outcome.response != null) {
-          finalTier = outcome.tier
-          const res = outcome.response
-          if (res.result.case === 'error') {
-            const status = res.result.value
-            throw new StargateError(status.code as Code, status.message, { cause: 'remote' })
-          }
-          this.metrics.record(plan.peerId, { ok: true, tier: outcome.tier, latencyMs: Date.now() - started })
-          this.observer.call?.(plan.peerId, true, outcome.tier, Date.now() - started, undefined, plan)
-          return {
-            payload: res.result.case === 'data' || res.result.case === 'json' ? res.result : { case: undefined },
-            tier: outcome.tier,
-            attempts,
-            requestId: plan.requestId,
-          }
-        }
-        if (callSignal.aborted) break
-        if (round >= plan.maxRetries) break
-        const delay = plan.backoffBaseMs * plan.backoffFactor ** round * (1 + this.jitter())
-        if (Date.now() + delay >= plan.deadlineMs) break
-        this.o.log.info('retrying call', { peerId: plan.peerId, round: round + 1, delayMs: Math.round(delay) })
-        await sleep(delay, callSignal)
-      }
-      throw this.exhausted(plan, lastReason, signal, callSignal)
-    } catch (err: unknown) {
-      const e = StargateError.from(err)
-      this.metrics.record(plan.peerId, { ok: false, tier: finalTier, latencyMs: Date.now() - started })
-      this.observer.call?.(plan.peerId, false, finalTier, Date.now() - started, e.code, plan)
-      throw e
-    } finally {
-      callDeadline.dispose()
-    }
-  }
-
-  /** One pass through the tiers. Resolves with a response (success or remote error) or none (all failed). */
-  private async round(
-    plan: CallPlan,
-    round: number,
-    attempts: AttemptInit[],
-    lastReason: Map<Tier, string>,
-    signal: AbortSignal,
-  ): Promise<{ response?: PeerResponse; tier: Tier }> {
     const record = (a: AttemptInit): void => {
       attempts.push(a)
       this.observer.attempt?.(plan.peerId, a, plan)
       if (a.outcome === AttemptOutcome.FAILED || a.outcome === AttemptOutcome.SKIPPED) lastReason.set(a.tier!, a.reason ?? '')
     }
+    try {
+      for (let round = 0; ; round++) {
+        const won = await this.round(plan, round, exchange, record, exchangeSignal)
+        if (won != null) {
+          finalTier = won.tier
+          const remote = exchange.remoteError?.(won.result)
+          const latencyMs = this.clock.nowMs() - startedAtMs
+          this.metrics.record(plan.peerId, { ok: remote == null, tier: won.tier, latencyMs })
+          this.observer.call?.(plan.peerId, remote == null, won.tier, latencyMs, remote?.code, plan)
+          return { result: won.result, tier: won.tier, attempts }
+        }
+        if (exchangeSignal.aborted || round >= plan.maxRetries) break
+        const delayMs = plan.backoffBaseMs * plan.backoffFactor ** round * (1 + this.random() * this.o.backoffJitter)
+        if (this.clock.nowMs() + delayMs >= plan.deadlineAtMs) break
+        this.o.log.info('retrying', { peerId: plan.peerId, method: plan.method, round: round + 1, delayMs: Math.round(delayMs) })
+        await sleep(delayMs, exchangeSignal, this.clock)
+      }
+      throw this.exhausted(plan, lastReason, signal, exchangeSignal)
+    } catch (err: unknown) {
+      const e = StargateError.from(err)
+      const latencyMs = this.clock.nowMs() - startedAtMs
+      this.metrics.record(plan.peerId, { ok: false, tier: finalTier, latencyMs })
+      this.observer.call?.(plan.peerId, false, finalTier, latencyMs, e.code, plan)
+      throw e
+    } finally {
+      exchangeDeadline.dispose()
+    }
+  }
+
+  /** The tiers an exchange with peerId may use, in order. */
+  private tiersFor(plan: RoutePlan): TierTransport[] {
+    if (plan.peerId === this.o.selfPeerId) return [this.loopback]
+    return this.tiers.filter((t) => plan.allowedTiers.length === 0 || plan.allowedTiers.includes(t.tier))
+  }
+
+  /** One pass through the tiers. Resolves with the exchange's result, or undefined when every tier failed. */
+  private async round<T>(
+    plan: RoutePlan,
+    round: number,
+    exchange: Exchange<T>,
+    record: (a: AttemptInit) => void,
+    signal: AbortSignal,
+  ): Promise<{ result: T; tier: Tier } | undefined> {
     const candidates: TierTransport[] = []
     const cooled: TierTransport[] = []
-    for (const t of this.tiers) {
-      if (plan.allowedTiers.length > 0 && !plan.allowedTiers.includes(t.tier)) continue
+    for (const t of this.tiersFor(plan)) {
       const reason = await t.unavailableReason(plan.peerId)
       if (reason != null) {
         record({ tier: t.tier, round, outcome: AttemptOutcome.SKIPPED, reason, duration: durationFromMs(0) })
@@ -182,95 +296,88 @@ export class Router {
     if (candidates.length === 0) candidates.push(...cooled)
     else {
       for (const t of cooled) {
-        const since = Date.now() - (this.failedAt.get(plan.peerId)?.get(t.tier) ?? 0)
+        const sinceMs = this.clock.nowMs() - (this.failedAt.get(plan.peerId)?.get(t.tier) ?? 0)
         record({
           tier: t.tier,
           round,
           outcome: AttemptOutcome.SKIPPED,
-          reason: `${tierName(t.tier)} failed toward this peer ${Math.round(since / 1000)} s ago; cooling down (probing in the background)`,
+          reason: `${tierName(t.tier)} failed toward this peer ${Math.round(sinceMs / 1000)} s ago; cooling down (probing in the background)`,
           duration: durationFromMs(0),
         })
         this.probe(plan, t)
       }
     }
-    candidates.sort((a, b) => this.tiers.indexOf(a) - this.tiers.indexOf(b))
     let remaining = candidates
     while (remaining.length > 0 && !signal.aborted) {
       const won = await this.race(plan, round, remaining, record, signal)
-      if (won == null) return { tier: Tier.UNSPECIFIED }
+      if (won == null) return undefined
       remaining = remaining.filter((t) => t !== won.transport && !won.failed.includes(t))
-      const req: PeerRequestInit = {
-        requestId: plan.requestId,
-        method: plan.method,
-        payload: plan.payload,
-        timeout: durationFromMs(Math.max(1, plan.deadlineMs - Date.now())),
-        traceContext: plan.traceContext,
-        callerPeerId: this.o.selfPeerId,
-        tier: won.transport.tier,
-      }
+      const tier = won.transport.tier
+      const duration = (): ReturnType<typeof durationFromMs> => durationFromMs(this.clock.nowMs() - won.startedAtMs)
       try {
-        const response = await won.link.send(req, signal)
-        const outcome = response.result.case === 'error' ? AttemptOutcome.REMOTE_ERROR : AttemptOutcome.SUCCESS
+        const result = await exchange.run(won.link, { tier, signal, deadlineAtMs: plan.deadlineAtMs })
+        const remote = exchange.remoteError?.(result)
         record({
-          tier: won.transport.tier,
+          tier,
           round,
-          outcome,
-          reason: response.result.case === 'error' ? response.result.value.message : '',
-          duration: durationFromMs(Date.now() - won.startedMs),
+          outcome: remote != null ? AttemptOutcome.REMOTE_ERROR : AttemptOutcome.SUCCESS,
+          reason: remote?.message ?? '',
+          duration: duration(),
           via: won.link.via,
         })
-        this.failedAt.get(plan.peerId)?.delete(won.transport.tier)
-        return { response, tier: won.transport.tier }
+        this.failedAt.get(plan.peerId)?.delete(tier)
+        return { result, tier }
       } catch (err: unknown) {
         const e = StargateError.from(err, Code.Unavailable)
         record({
-          tier: won.transport.tier,
+          tier,
           round,
           outcome: signal.aborted ? AttemptOutcome.CANCELLED : AttemptOutcome.FAILED,
           reason: e.rawMessage,
-          duration: durationFromMs(Date.now() - won.startedMs),
+          duration: duration(),
           via: won.link.via,
         })
-        if (!isTransportFailure(e) && !signal.aborted) throw e
-        this.markFailed(plan.peerId, won.transport.tier)
+        if (signal.aborted) return undefined
+        if (!isTransportFailure(e) || isFinal(e)) throw e
+        this.markFailed(plan.peerId, tier)
       }
     }
-    return { tier: Tier.UNSPECIFIED }
+    return undefined
   }
 
   /**
    * Connects on the candidates in order, starting the next one when the current one fails or has not
-   * connected after the stagger. The first to connect wins; the others are cancelled.
+   * connected after the stagger. The first to connect wins; the others are cancelled for this exchange.
    */
   private race(
-    plan: CallPlan,
+    plan: RoutePlan,
     round: number,
     candidates: TierTransport[],
     record: (a: AttemptInit) => void,
     signal: AbortSignal,
   ): Promise<(Won & { failed: TierTransport[] }) | undefined> {
     return new Promise((resolve) => {
-      const controllers = new Map<TierTransport, { ctl: AbortController; startedMs: number }>()
+      const launched = new Map<TierTransport, { ctl: AbortController; startedAtMs: number }>()
       const failed: TierTransport[] = []
       let next = 0
       let settled = false
-      let stagger: NodeJS.Timeout | undefined
+      let stagger: Timer | undefined
       const finish = (won: Won | undefined): void => {
         if (settled) return
         settled = true
-        clearTimeout(stagger)
+        stagger?.clear()
         signal.removeEventListener('abort', onAbort)
-        for (const [t, { ctl, startedMs }] of controllers) {
+        for (const [t, { ctl, startedAtMs }] of launched) {
           if (t === won?.transport || failed.includes(t)) continue
           // A loser still connecting is left to finish (within its attempt timeout) so its connection is
-          // pooled and the next call can use the better tier; it is only abandoned for this call.
+          // pooled and the next exchange can use the better tier; it is only abandoned for this one.
           if (won == null) ctl.abort(new StargateError(Code.Canceled, 'call ended'))
           record({
             tier: t.tier,
             round,
             outcome: AttemptOutcome.CANCELLED,
             reason: won != null ? `cancelled: ${tierName(won.transport.tier)} connected first` : 'cancelled: call ended',
-            duration: durationFromMs(Date.now() - startedMs),
+            duration: durationFromMs(this.clock.nowMs() - startedAtMs),
           })
         }
         resolve(won == null ? undefined : { ...won, failed })
@@ -281,22 +388,18 @@ export class Router {
         if (settled || next >= candidates.length) return
         const t = candidates[next++]!
         const ctl = new AbortController()
-        const startedMs = Date.now()
-        controllers.set(t, { ctl, startedMs })
-        const timeoutMs = Math.max(1, Math.min(plan.attemptTimeoutMs, plan.deadlineMs - startedMs))
-        // Not linked to the call signal: a call that ends before a winner aborts every attempt through ctl
-        // (finish), while a loser still connecting after a winner keeps going so its connection is pooled.
-        const attempt = deadline(timeoutMs, ctl.signal)
-        clearTimeout(stagger)
-        if (next < candidates.length) {
-          stagger = setTimeout(launch, this.o.tierStaggerMs)
-          stagger.unref()
-        }
+        const startedAtMs = this.clock.nowMs()
+        launched.set(t, { ctl, startedAtMs })
+        const timeoutMs = Math.max(1, Math.min(plan.attemptTimeoutMs, plan.deadlineAtMs - startedAtMs))
+        // Not linked to the exchange signal: an exchange that ends before a winner aborts every attempt through
+        // ctl (finish), while a loser still connecting after a winner goes on so its connection is pooled.
+        const attempt = deadline(timeoutMs, ctl.signal, this.clock)
+        stagger?.clear()
+        if (next < candidates.length) stagger = this.clock.setTimeout(launch, this.o.tierStaggerMs)
         t.connect(plan.peerId, attempt.signal).then(
           (link) => {
             attempt.dispose()
-            if (settled) return
-            finish({ transport: t, link, startedMs })
+            if (!settled) finish({ transport: t, link, startedAtMs })
           },
           (err: unknown) => {
             attempt.dispose()
@@ -310,11 +413,11 @@ export class Router {
               round,
               outcome: AttemptOutcome.FAILED,
               reason: e.rawMessage,
-              duration: durationFromMs(Date.now() - startedMs),
+              duration: durationFromMs(this.clock.nowMs() - startedAtMs),
             })
             this.markFailed(plan.peerId, t.tier)
             if (failed.length === candidates.length) finish(undefined)
-            else if (controllers.size === failed.length) launch()
+            else if (launched.size === failed.length) launch()
           },
         )
       }
@@ -324,7 +427,7 @@ export class Router {
 
   private coolingDown(peerId: string, tier: Tier): boolean {
     const at = this.failedAt.get(peerId)?.get(tier)
-    return at != null && Date.now() - at < this.o.tierCooldownMs
+    return at != null && this.clock.nowMs() - at < this.o.tierCooldownMs
   }
 
   private markFailed(peerId: string, tier: Tier): void {
@@ -333,15 +436,16 @@ export class Router {
       m = new Map()
       this.failedAt.set(peerId, m)
     }
-    m.set(tier, Date.now())
+    m.set(tier, this.clock.nowMs())
   }
 
-  /** Tries to connect on a cooled-down tier in the background; success ends the cool-down. */
-  private probe(plan: CallPlan, t: TierTransport): void {
+  /** Connects on a cooled-down tier in the background; success ends the cool-down. */
+  private probe(plan: RoutePlan, t: TierTransport): void {
     const key = `${plan.peerId}/${t.tier}`
     if (this.probing.has(key)) return
     this.probing.add(key)
-    t.connect(plan.peerId, AbortSignal.timeout(plan.attemptTimeoutMs))
+    const attempt = deadline(plan.attemptTimeoutMs, undefined, this.clock)
+    t.connect(plan.peerId, attempt.signal)
       .then(
         () => {
           this.failedAt.get(plan.peerId)?.delete(t.tier)
@@ -349,34 +453,21 @@ export class Router {
         },
         () => {},
       )
-      .finally(() => this.probing.delete(key))
+      .finally(() => {
+        attempt.dispose()
+        this.probing.delete(key)
+      })
   }
 
-  private jitter(): number {
-    return Math.random() * this.o.backoffJitter
-  }
-
-  private exhausted(plan: CallPlan, reasons: Map<Tier, string>, caller: AbortSignal, call: AbortSignal): StargateError {
+  private exhausted(plan: RoutePlan, reasons: Map<Tier, string>, caller: AbortSignal, exchange: AbortSignal): StargateError {
     const detail = [...reasons.entries()]
       .sort(([a], [b]) => a - b)
       .map(([t, r]) => `${tierName(t)}: ${r}`)
       .join('; ')
     if (caller.aborted) return new StargateError(Code.Canceled, `call to ${plan.peerId} was cancelled`)
-    if (call.aborted) {
+    if (exchange.aborted) {
       return new StargateError(Code.DeadlineExceeded, `deadline exceeded calling ${plan.peerId} (${detail || 'no tier answered'})`)
     }
     return new StargateError(Code.Unavailable, `peer ${plan.peerId} is unreachable on every tier: ${detail || 'no tier applies'}`)
   }
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms)
-    function done(): void {
-      clearTimeout(timer)
-      signal.removeEventListener('abort', done)
-      resolve()
-    }
-    signal.addEventListener('abort', done, { once: true })
-  })
 }

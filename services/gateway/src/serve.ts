@@ -62,13 +62,13 @@ export class ServeSession {
   }
 
   /** Delivers a call and waits for the client's reply (or the deadline / cancellation). */
-  deliver(req: PeerRequest, meta: { callerPeerId: string; tier: Tier; deadlineMs: number }, signal: AbortSignal): Promise<HandlerResult> {
+  deliver(req: PeerRequest, meta: { callerPeerId: string; tier: Tier; deadlineAtMs: number }, signal: AbortSignal): Promise<HandlerResult> {
     if (this.closed) return Promise.reject(new StargateError(Code.Unavailable, 'serving client went away'))
     const callId = randomUUID()
     return new Promise<HandlerResult>((resolve, reject) => {
       const timer = setTimeout(
         () => finish(new StargateError(Code.DeadlineExceeded, `serving client did not answer ${req.method} before the deadline`)),
-        Math.max(0, meta.deadlineMs - Date.now()),
+        Math.max(0, meta.deadlineAtMs - Date.now()),
       )
       timer.unref()
       const onAbort = (): void => finish(StargateError.from(signal.reason, Code.Canceled))
@@ -89,7 +89,7 @@ export class ServeSession {
             method: req.method,
             callerPeerId: meta.callerPeerId,
             payload: req.payload,
-            deadline: timestampFromMs(meta.deadlineMs),
+            deadline: timestampFromMs(meta.deadlineAtMs),
             tier: meta.tier,
             requestId: req.requestId,
           },

@@ -158,13 +158,16 @@ export interface ApiSecurityConfig {
   tlsClientCaFile?: string
 }
 
+/** The API server options that come from the security configuration. */
+export type ApiSecurity = Pick<ApiServerOptions, 'middleware' | 'interceptors' | 'tls'>
+
 /**
  * Reads the token and PEM files and returns the ApiServer options for auth and TLS, to spread into
  * `new ApiServer({ ... })`. Empty when neither is configured. Unreadable files stop start-up
  * (FAILED_PRECONDITION naming the flag).
  */
-export async function loadApiSecurity(config: ApiSecurityConfig): Promise<Pick<ApiServerOptions, 'middleware' | 'interceptors' | 'tls'>> {
-  const out: Pick<ApiServerOptions, 'middleware' | 'interceptors' | 'tls'> = {}
+export async function loadApiSecurity(config: ApiSecurityConfig): Promise<ApiSecurity> {
+  const out: ApiSecurity = {}
   const tokens = await loadAuthTokens({ tokenFile: config.authTokenFile, tokens: config.authTokens })
   if (tokens.length > 0) Object.assign(out, apiAuthOptions(new TokenAuthenticator(tokens), { healthOpen: config.authHealthOpen }))
   if ((config.tlsCertFile == null) !== (config.tlsKeyFile == null)) {

@@ -1,3 +1,5 @@
+import { type Clock, systemClock } from './clock.ts'
+
 /**
  * An abort signal with a deadline that can be released early.
  *
@@ -15,7 +17,7 @@ export interface Deadline {
 }
 
 /** A signal aborted when `parent` aborts (with its reason) or after `ms` (with a TimeoutError). */
-export function deadline(ms: number, parent?: AbortSignal): Deadline {
+export function deadline(ms: number, parent?: AbortSignal, clock: Clock = systemClock): Deadline {
   const ctl = new AbortController()
   let timedOut = false
   let disposed = false
@@ -23,19 +25,15 @@ export function deadline(ms: number, parent?: AbortSignal): Deadline {
     dispose()
     ctl.abort(parent?.reason)
   }
-  const timer = setTimeout(
-    () => {
-      timedOut = true
-      dispose()
-      ctl.abort(new DOMException(`The operation timed out after ${ms} ms`, 'TimeoutError'))
-    },
-    Math.max(0, ms),
-  )
-  timer.unref()
+  const timer = clock.setTimeout(() => {
+    timedOut = true
+    dispose()
+    ctl.abort(new DOMException(`The operation timed out after ${ms} ms`, 'TimeoutError'))
+  }, ms)
   function dispose(): void {
     if (disposed) return
     disposed = true
-    clearTimeout(timer)
+    timer.clear()
     parent?.removeEventListener('abort', onParentAbort)
   }
   if (parent?.aborted === true) onParentAbort()
@@ -47,4 +45,18 @@ export function deadline(ms: number, parent?: AbortSignal): Deadline {
     },
     dispose,
   }
+}
+
+/** Resolves after ms, or as soon as signal aborts (never rejects). */
+export function sleep(ms: number, signal: AbortSignal, clock: Clock = systemClock): Promise<void> {
+  if (signal.aborted) return Promise.resolve()
+  return new Promise((resolve) => {
+    const done = (): void => {
+      timer.clear()
+      signal.removeEventListener('abort', done)
+      resolve()
+    }
+    const timer = clock.setTimeout(done, ms)
+    signal.addEventListener('abort', done, { once: true })
+  })
 }

@@ -20,17 +20,54 @@ import {
   GetStatusResponseSchema,
   type ListPeersResponse,
   ListPeersResponseSchema,
-  NatsState,
+  type NatsState,
   type PeerInfoSchema,
   type ServeRequest,
   type ServeResponseSchema,
-  Tier,
 } from '@stargate/shared/gen/gateway'
 import { STARGATE_VERSION } from '@stargate/shared/version'
-import type { Gateway } from '../gateway.ts'
-import { PeerMetricsTable } from '../metrics.ts'
+import { type PeerMetricsRecord, PeerMetricsTable } from '../metrics.ts'
+import type { NatStatusInit } from '../nat/detector.ts'
 import type { KnownPeer } from '../peers.ts'
-import { ServeSession } from '../serve.ts'
+import type { PoolStats } from '../pool.ts'
+import type { RelayState } from '../relays.ts'
+import type { CallResponseInit } from '../router.ts'
+import { type ServeRegistry, ServeSession } from '../serve.ts'
+
+/** One configured relay as GetStatus and GetRelayHealth show it. */
+export interface RelayView extends RelayState {
+  connected: boolean
+  reserved: boolean
+  circuitAddrs: string[]
+}
+
+/** What GetStatus reports, read from the gateway's parts. */
+export interface StatusView {
+  listenAddrs: string[]
+  announcedAddrs: string[]
+  natStatus: NatStatusInit
+  nats: { state: NatsState; url: string; subject: string }
+}
+
+/**
+ * What the API handlers need of the gateway, and nothing more (wired in gateway.ts). The handlers validate
+ * requests and shape answers; calls go to `call`, the gateway's one outbound call path.
+ */
+export interface GatewayApi {
+  readonly peerId: string
+  readonly startedAt: Date
+  readonly maxPayloadBytes: number
+  /** Deadline of a Call without a client deadline. */
+  readonly callDeadlineMs: number
+  /** Plans, routes, tracks and traces one Call; rejects with a StargateError. */
+  call(req: CallRequest, timeoutMs: number, signal: AbortSignal): Promise<CallResponseInit>
+  readonly serve: Pick<ServeRegistry, 'add' | 'remove' | 'changed' | 'methods'>
+  status(): StatusView
+  relays(): RelayView[]
+  peerMetrics(): { all(): PeerMetricsRecord[]; get(peerId: string): PeerMetricsRecord | undefined }
+  poolStats(): PoolStats
+  peers(): { all(): KnownPeer[]; withCapability(capability: string): KnownPeer[] }
+}
 
 /** The payload's size on the wire (the JSON form is sent as a google.protobuf.Value). */
 function payloadBytes(p: CallRequest['payload']): number {
@@ -52,9 +89,7 @@ function peerInfo(p: KnownPeer): MessageInitShape<typeof PeerInfoSchema> {
 }
 
 /** The GatewayService API over a gateway. */
-export function gatewayServiceImpl(gw: Gateway): ServiceImpl<typeof GatewayService> {
-  const o = gw.options
-
+export function gatewayServiceImpl(gw: GatewayApi): ServiceImpl<typeof GatewayService> {
   async function call(req: CallRequest, ctx: HandlerContext): Promise<CallResponse> {
     if (req.peerId === '') throw new StargateError(Code.InvalidArgument, 'peer_id is required (the target gateway peer id, 12D3KooW...)')
     try {
@@ -65,34 +100,10 @@ export function gatewayServiceImpl(gw: Gateway): ServiceImpl<typeof GatewayServi
     if (req.method === '')
       throw new StargateError(Code.InvalidArgument, 'method is required (e.g. "ping" or a method a Serve client registered)')
     const size = payloadBytes(req.payload)
-    if (size > o.maxPayloadBytes) {
-      throw new StargateError(Code.ResourceExhausted, `payload of ${size} bytes exceeds the maximum of ${o.maxPayloadBytes} bytes`)
+    if (size > gw.maxPayloadBytes) {
+      throw new StargateError(Code.ResourceExhausted, `payload of ${size} bytes exceeds the maximum of ${gw.maxPayloadBytes} bytes`)
     }
-    const timeoutMs = ctx.timeoutMs() ?? o.callDeadlineMs
-    const plan = gw.router.plan(req, timeoutMs)
-    if (req.peerId === gw.peerId) {
-      // A call to this gateway itself goes straight to its own handlers.
-      const res = await gw.inbound.handle(
-        {
-          ...plan,
-          $typeName: 'stargate.v1.PeerRequest',
-          exchangeId: 0n,
-          callerPeerId: gw.peerId,
-          tier: Tier.UNSPECIFIED,
-          traceContext: gw.telemetry.currentTraceContext(),
-        },
-        { callerPeerId: gw.peerId, tier: Tier.UNSPECIFIED },
-        ctx.signal,
-      )
-      if (res.result?.case === 'error') throw new StargateError(res.result.value.code as Code, res.result.value.message ?? '')
-      return create(CallResponseSchema, {
-        payload: res.result?.case === 'data' || res.result?.case === 'json' ? res.result : undefined,
-        tier: Tier.UNSPECIFIED,
-        requestId: plan.requestId,
-      })
-    }
-    const res = await gw.inflight.track(() => gw.telemetry.traceCall(plan, () => gw.router.call(plan, ctx.signal)))
-    return create(CallResponseSchema, res)
+    return create(CallResponseSchema, await gw.call(req, ctx.timeoutMs() ?? gw.callDeadlineMs, ctx.signal))
   }
 
   async function* serve(
@@ -100,7 +111,7 @@ export function gatewayServiceImpl(gw: Gateway): ServiceImpl<typeof GatewayServi
     ctx: HandlerContext,
   ): AsyncGenerator<MessageInitShape<typeof ServeResponseSchema>> {
     const session = new ServeSession()
-    gw.registry.add(session)
+    gw.serve.add(session)
     const pump = (async () => {
       for await (const r of requests) {
         if (r.kind.case === 'register') {
@@ -110,7 +121,7 @@ export function gatewayServiceImpl(gw: Gateway): ServiceImpl<typeof GatewayServi
           }
           for (const m of r.kind.value.methods) session.methods.add(m)
           for (const c of r.kind.value.capabilities) session.capabilities.add(c)
-          gw.registry.changed()
+          gw.serve.changed()
           session.push({ kind: { case: 'registered', value: { methods: [...session.methods], peerId: gw.peerId } } })
         } else if (r.kind.case === 'reply') {
           session.reply(r.kind.value)
@@ -130,7 +141,7 @@ export function gatewayServiceImpl(gw: Gateway): ServiceImpl<typeof GatewayServi
       if (failure != null) throw failure
     } finally {
       session.close()
-      gw.registry.remove(session)
+      gw.serve.remove(session)
     }
   }
 
@@ -138,32 +149,28 @@ export function gatewayServiceImpl(gw: Gateway): ServiceImpl<typeof GatewayServi
     call,
     serve,
     getStatus(): GetStatusResponse {
-      const node = gw.node
-      const addrs = node.getMultiaddrs().map(String)
+      const st = gw.status()
       return create(GetStatusResponseSchema, {
         peerId: gw.peerId,
-        listenAddrs: node.getMultiaddrs().length > 0 ? gw.directAddrs() : [],
-        announcedAddrs: addrs,
-        natStatus: gw.nat.status(),
-        relays: gw.relays.all().map((r) => ({
+        listenAddrs: st.listenAddrs,
+        announcedAddrs: st.announcedAddrs,
+        natStatus: st.natStatus,
+        relays: gw.relays().map((r) => ({
           addr: r.addr,
           peerId: r.peerId,
-          connected: node.getConnections(peerIdFromString(r.peerId)).some((c) => c.status === 'open'),
-          reserved: gw.relays.reserved(r.peerId),
-          circuitAddrs: gw.relays.circuitAddrs(r.peerId),
+          connected: r.connected,
+          reserved: r.reserved,
+          circuitAddrs: r.circuitAddrs,
         })),
-        nats: {
-          state: gw.nats?.state ?? NatsState.DISABLED,
-          url: gw.nats?.url ?? '',
-          subject: gw.nats?.callSubject(gw.peerId) ?? '',
-        },
+        nats: st.nats,
         version: STARGATE_VERSION,
         startedAt: timestampFromDate(gw.startedAt),
-        methods: ['ping', ...gw.registry.methods()],
+        methods: ['ping', ...gw.serve.methods()],
       })
     },
     getPeerMetrics(req): GetPeerMetricsResponse {
-      const rows = req.peerId === '' ? gw.metrics.all() : [gw.metrics.get(req.peerId)].filter((m) => m != null)
+      const metrics = gw.peerMetrics()
+      const rows = req.peerId === '' ? metrics.all() : [metrics.get(req.peerId)].filter((m) => m != null)
       if (req.peerId !== '' && rows.length === 0) {
         throw new StargateError(Code.NotFound, `no calls were made to peer ${req.peerId} yet`)
       }
@@ -180,7 +187,7 @@ export function gatewayServiceImpl(gw: Gateway): ServiceImpl<typeof GatewayServi
       })
     },
     getRelayHealth(req): GetRelayHealthResponse {
-      const all = gw.relays.all()
+      const all = gw.relays()
       const rows = req.relay === '' ? all : all.filter((r) => r.addr === req.relay || r.peerId === req.relay)
       if (req.relay !== '' && rows.length === 0) {
         throw new StargateError(Code.NotFound, `relay "${req.relay}" is not configured (give its multiaddr or peer id)`)
@@ -194,13 +201,13 @@ export function gatewayServiceImpl(gw: Gateway): ServiceImpl<typeof GatewayServi
           lastSuccess: r.lastSuccessMs != null ? timestampFromMs(r.lastSuccessMs) : undefined,
           lastCheck: r.lastCheckMs != null ? timestampFromMs(r.lastCheckMs) : undefined,
           rttMs: r.rttMs,
-          reserved: gw.relays.reserved(r.peerId),
+          reserved: r.reserved,
           lastError: r.lastError,
         })),
       })
     },
     getPoolStats(): GetPoolStatsResponse {
-      const s = gw.pool.stats()
+      const s = gw.poolStats()
       return create(GetPoolStatsResponseSchema, {
         size: s.size,
         maxSize: s.maxSize,
@@ -212,10 +219,10 @@ export function gatewayServiceImpl(gw: Gateway): ServiceImpl<typeof GatewayServi
       })
     },
     listPeers(): ListPeersResponse {
-      return create(ListPeersResponseSchema, { peers: gw.peers.all().map(peerInfo) })
+      return create(ListPeersResponseSchema, { peers: gw.peers().all().map(peerInfo) })
     },
     discover(req): DiscoverResponse {
-      return create(DiscoverResponseSchema, { peers: gw.peers.withCapability(req.capability).map(peerInfo) })
+      return create(DiscoverResponseSchema, { peers: gw.peers().withCapability(req.capability).map(peerInfo) })
     },
   }
 }

@@ -5,22 +5,25 @@ import { streamPair } from '@libp2p/utils'
 import { Code, StargateError } from '@stargate/shared/errors'
 import type { PeerFrame } from '@stargate/shared/gen/envelope'
 import { createLogger } from '@stargate/shared/log'
-import { onFrames, PeerChannel, writeFrame } from './channel.ts'
+import { PeerChannel } from './channel.ts'
+import { onFrames, writeFrame } from './frames.ts'
 
 const log = createLogger('test', { level: 'silent' })
 const connection = { remotePeer: { toString: () => 'peer' }, status: 'open' } as unknown as Connection
+const channelOptions = { maxFrameBytes: 1024 * 1024, livenessProbeMs: 0, livenessProbeTimeoutMs: 1_000 }
 
 describe('peer channel', () => {
   it('channel - a request stuck behind a stream that never drains ends with the call signal', async () => {
-    const [outbound, inbound] = await streamPair()
-    const channel = new PeerChannel(outbound, connection, 1024 * 1024, log)
+    // A link that delivers nothing for 3 s and applies backpressure after one message: once the first
+    // frame is sent, the stream cannot send more until long after the call's 200 ms deadline.
+    const [outbound, inbound] = await streamPair({ delay: 3_000, capacity: 1 })
+    const channel = new PeerChannel(outbound, connection, channelOptions, log)
     try {
-      // The muxer reports a full send window that never drains again (the remote stopped reading).
-      ;(outbound as unknown as { onMuxerNeedsDrain(): void }).onMuxerNeedsDrain()
+      await writeFrame(outbound, { kind: { case: 'cancel', value: { exchangeId: 99n } } })
       const t0 = Date.now()
       const call = channel.call({ requestId: 'r1', method: 'echo', callerPeerId: 'me' }, AbortSignal.timeout(200))
       await assert.rejects(call, (err: unknown) => err instanceof StargateError && err.code !== Code.Unavailable)
-      assert.ok(Date.now() - t0 < 5_000, `the blocked send ended after ${Date.now() - t0} ms`)
+      assert.ok(Date.now() - t0 < 2_000, `the blocked send ended after ${Date.now() - t0} ms, not with its 200 ms deadline`)
       assert.equal(channel.inflight, 0)
       assert.ok(channel.open, 'the channel itself stays usable')
     } finally {
@@ -42,7 +45,7 @@ describe('peer channel', () => {
       const all = new Promise<void>((resolve) =>
         onFrames(
           inbound,
-          1 << 20,
+          { maxFrameBytes: 1 << 20 },
           (f) => {
             got.push(f)
             if (got.length === 6) resolve()

@@ -1,129 +1,22 @@
-import { create, type MessageInitShape, toBinary } from '@bufbuild/protobuf'
+import type { MessageInitShape } from '@bufbuild/protobuf'
 import type { Connection, Stream } from '@libp2p/interface'
-import { decodePeerFrame } from '@stargate/shared/envelope'
 import { Code, StargateError } from '@stargate/shared/errors'
-import { encodeFrame, FrameDecoder } from '@stargate/shared/framing'
-import { type PeerFrame, PeerFrameSchema, type PeerRequestSchema, type PeerResponse } from '@stargate/shared/gen/envelope'
+import type { PeerFrame, PeerRequestSchema, PeerResponse } from '@stargate/shared/gen/envelope'
 import type { Logger } from '@stargate/shared/log'
+import { deadline } from '@stargate/shared/signals'
+import { chunkBytes, onFrames, writeFrame } from './frames.ts'
 
-/** The libp2p protocol gateways speak to each other. */
-export const CALL_PROTOCOL = '/stargate/call/1.0.0'
-
-/** Bytes added to the largest payload to size the largest acceptable frame. */
-export const FRAME_OVERHEAD_BYTES = 64 * 1024
-
-function toBytes(data: Uint8Array | { subarray(): Uint8Array }): Uint8Array {
-  return data instanceof Uint8Array ? data : data.subarray()
-}
-
-/** Frames up to this size are batched with others written in the same event-loop turn. */
-const BATCH_FRAME_MAX_BYTES = 16 * 1024
-
-interface Batch {
-  chunks: Uint8Array[]
-  bytes: number
-  /** Settles once the batch went to stream.send: true when the stream still has room. */
-  sent: Promise<boolean>
-  settle: (err: unknown, room?: boolean) => void
-}
-
-/** Small frames waiting for the end of the current event-loop turn, per stream. */
-const batches = new WeakMap<Stream, Batch>()
-
-function sendBatch(stream: Stream, batch: Batch): void {
-  if (batches.get(stream) !== batch) return
-  batches.delete(stream)
-  let data = batch.chunks[0]!
-  if (batch.chunks.length > 1) {
-    data = new Uint8Array(batch.bytes)
-    let at = 0
-    for (const c of batch.chunks) {
-      data.set(c, at)
-      at += c.byteLength
-    }
-  }
-  try {
-    batch.settle(undefined, stream.send(data))
-  } catch (err: unknown) {
-    batch.settle(err)
-  }
-}
-
-/**
- * Writes one frame, waiting for the stream to drain when its buffer is full. The wait ends with the signal:
- * a stream whose remote stops reading (a relay that stalls the circuit) never drains, and must not hold a
- * call past its deadline.
- *
- * Small frames written during one event-loop turn (calls or answers arriving together) leave in one
- * stream.send: one yamux frame, one noise message, one socket write and one window update for all of
- * them, instead of one each. Order is kept: a large frame first sends what is batched.
- */
-export async function writeFrame(stream: Stream, frame: MessageInitShape<typeof PeerFrameSchema>, signal?: AbortSignal): Promise<void> {
-  const bytes = encodeFrame(toBinary(PeerFrameSchema, create(PeerFrameSchema, frame)))
-  let room: boolean
-  if (bytes.byteLength > BATCH_FRAME_MAX_BYTES) {
-    const pending = batches.get(stream)
-    if (pending != null) sendBatch(stream, pending)
-    room = stream.send(bytes)
-  } else {
-    let batch = batches.get(stream)
-    if (batch == null) {
-      let settle: Batch['settle'] = () => {}
-      const sent = new Promise<boolean>((resolve, reject) => {
-        settle = (err, ok) => (err === undefined ? resolve(ok === true) : reject(err))
-      })
-      const created: Batch = { chunks: [], bytes: 0, sent, settle }
-      batch = created
-      batches.set(stream, created)
-      setImmediate(() => sendBatch(stream, created))
-    }
-    batch.chunks.push(bytes)
-    batch.bytes += bytes.byteLength
-    room = await batch.sent
-  }
-  if (!room) await stream.onDrain({ signal })
-}
-
-/** Feeds a stream's incoming bytes through a length-prefix decoder into PeerFrames. */
-export function onFrames(
-  stream: Stream,
-  maxFrameBytes: number,
-  onFrame: (frame: PeerFrame) => void,
-  onError: (err: StargateError) => void,
-  stallTimeoutMs = 0,
-): void {
-  const decoder = new FrameDecoder({ maxFrameBytes })
-  // A peer that starts a frame and stops sending must not hold the stream (and its buffer) forever.
-  let stall: NodeJS.Timeout | undefined
-  stream.addEventListener('close', () => clearTimeout(stall))
-  stream.addEventListener('message', (evt) => {
-    let frames: Uint8Array[]
-    try {
-      frames = decoder.push(toBytes(evt.data))
-    } catch (err: unknown) {
-      onError(StargateError.from(err, Code.InvalidArgument))
-      return
-    }
-    clearTimeout(stall)
-    if (stallTimeoutMs > 0 && decoder.midFrame) {
-      stall = setTimeout(
-        () =>
-          onError(new StargateError(Code.DeadlineExceeded, `stalled: a frame was started but not completed within ${stallTimeoutMs} ms`)),
-        stallTimeoutMs,
-      )
-      stall.unref()
-    }
-    for (const bytes of frames) {
-      let frame: PeerFrame
-      try {
-        frame = decodePeerFrame(bytes)
-      } catch (err: unknown) {
-        onError(StargateError.from(err, Code.InvalidArgument))
-        continue
-      }
-      onFrame(frame)
-    }
-  })
+/** How a caller's channel reads frames and watches its connection. */
+export interface PeerChannelOptions {
+  maxFrameBytes: number
+  /**
+   * When calls are waiting and nothing has arrived for this long, the connection is probed (libp2p ping on a
+   * new stream); a connection whose packets are silently dropped fails its calls at once instead of holding
+   * them until their deadline. 0 disables the probe.
+   */
+  livenessProbeMs: number
+  /** A probe unanswered for this long fails the connection. */
+  livenessProbeTimeoutMs: number
 }
 
 interface Pending {
@@ -138,30 +31,25 @@ interface Pending {
 export class PeerChannel {
   readonly stream: Stream
   readonly connection: Connection
-  readonly openedAt = Date.now()
-  lastUsedAt = Date.now()
+  readonly openedAtMs = Date.now()
+  lastUsedAtMs = Date.now()
   private readonly pending = new Map<bigint, Pending>()
   private nextExchange = 1n
   private closedError?: StargateError
   private readonly log: Logger
-  private readonly livenessProbeMs: number
+  private readonly o: PeerChannelOptions
   private lastFrameAt = Date.now()
   private watchdog?: NodeJS.Timeout
   private probing = false
 
-  /**
-   * livenessProbeMs: when calls are waiting and nothing has arrived for this long, the connection is
-   * probed (libp2p ping on a new stream, same timeout); a connection whose packets are silently dropped
-   * fails its calls at once instead of holding them until their deadline. 0 disables the probe.
-   */
-  constructor(stream: Stream, connection: Connection, maxFrameBytes: number, log: Logger, livenessProbeMs = 1_000) {
+  constructor(stream: Stream, connection: Connection, options: PeerChannelOptions, log: Logger) {
     this.stream = stream
     this.connection = connection
     this.log = log
-    this.livenessProbeMs = livenessProbeMs
+    this.o = options
     onFrames(
       stream,
-      maxFrameBytes,
+      { maxFrameBytes: options.maxFrameBytes },
       (frame) => {
         this.lastFrameAt = Date.now()
         this.onFrame(frame)
@@ -188,7 +76,7 @@ export class PeerChannel {
   async call(req: MessageInitShape<typeof PeerRequestSchema>, signal: AbortSignal): Promise<PeerResponse> {
     if (this.closedError != null) throw this.closedError
     signal.throwIfAborted()
-    this.lastUsedAt = Date.now()
+    this.lastUsedAtMs = Date.now()
     const exchangeId = this.nextExchange++
     const result = new Promise<PeerResponse>((resolve, reject) => this.pending.set(exchangeId, { resolve, reject }))
     // Rejected by abort or stream close while the request may still be being written: handled below either way.
@@ -211,8 +99,16 @@ export class PeerChannel {
       throw StargateError.from(err, Code.Unavailable)
     } finally {
       signal.removeEventListener('abort', onAbort)
-      this.lastUsedAt = Date.now()
+      this.lastUsedAtMs = Date.now()
     }
+  }
+
+  /** Closes the channel and, unless another stream still uses it, its connection. */
+  async retire(): Promise<void> {
+    await this.close()
+    const conn = this.connection
+    const others = conn.streams.filter((s) => s !== this.stream && s.protocol !== IDENTIFY_PROTOCOL)
+    if (others.length === 0 && conn.status === 'open') await conn.close().catch(() => {})
   }
 
   /** Closes the stream; pending calls fail with UNAVAILABLE. */
@@ -238,16 +134,16 @@ export class PeerChannel {
   }
 
   private armWatchdog(): void {
-    if (this.livenessProbeMs <= 0 || this.watchdog != null || this.closedError != null) return
+    if (this.o.livenessProbeMs <= 0 || this.watchdog != null || this.closedError != null) return
     this.watchdog = setTimeout(() => {
       this.watchdog = undefined
       if (this.pending.size === 0 || this.closedError != null) return
-      if (Date.now() - this.lastFrameAt < this.livenessProbeMs || this.probing) {
+      if (Date.now() - this.lastFrameAt < this.o.livenessProbeMs || this.probing) {
         this.armWatchdog()
         return
       }
       this.probing = true
-      probeConnection(this.connection, Math.max(this.livenessProbeMs, 2_000))
+      probeConnection(this.connection, this.o.livenessProbeTimeoutMs)
         .then(
           () => {
             this.lastFrameAt = Date.now()
@@ -266,7 +162,7 @@ export class PeerChannel {
         .finally(() => {
           this.probing = false
         })
-    }, this.livenessProbeMs)
+    }, this.o.livenessProbeMs)
     this.watchdog.unref()
   }
 
@@ -281,17 +177,22 @@ export class PeerChannel {
 }
 
 const PING_PROTOCOL = '/ipfs/ping/1.0.0'
+const IDENTIFY_PROTOCOL = '/ipfs/id/1.0.0'
 
 /** One libp2p ping round trip on a new stream of the connection; rejects on timeout or mismatch. */
 export async function probeConnection(connection: Connection, timeoutMs: number): Promise<void> {
-  const signal = AbortSignal.timeout(timeoutMs)
-  const stream = await connection.newStream(PING_PROTOCOL, { signal, runOnLimitedConnection: true })
+  const probe = deadline(timeoutMs)
+  const signal = probe.signal
+  const stream = await connection.newStream(PING_PROTOCOL, { signal, runOnLimitedConnection: true }).catch((err: unknown) => {
+    probe.dispose()
+    throw err
+  })
   try {
     const payload = crypto.getRandomValues(new Uint8Array(32))
     const echoed = new Promise<void>((resolve, reject) => {
       let got = new Uint8Array(0)
       stream.addEventListener('message', (evt) => {
-        const chunk = toBytes(evt.data)
+        const chunk = chunkBytes(evt.data)
         const next = new Uint8Array(got.byteLength + chunk.byteLength)
         next.set(got)
         next.set(chunk, got.byteLength)
@@ -306,6 +207,7 @@ export async function probeConnection(connection: Connection, timeoutMs: number)
     stream.send(payload)
     await echoed
   } finally {
+    probe.dispose()
     stream.abort(new Error('probe done'))
   }
 }

@@ -12,14 +12,16 @@ import {
   SpanStatusCode,
   trace,
 } from '@opentelemetry/api'
+import { durationToMs } from '@stargate/shared/clock'
 import { Code, StargateError } from '@stargate/shared/errors'
 import type { PeerRequest } from '@stargate/shared/gen/envelope'
 import { AttemptOutcome, Tier } from '@stargate/shared/gen/gateway'
 import { STARGATE_VERSION } from '@stargate/shared/version'
 import type { InboundMeta, InboundObserver, PeerResponseInit } from '../inbound.ts'
 import type { RelayHealthObserver, RelayState } from '../relays.ts'
-import { type AttemptInit, type CallPlan, type RouterObserver, tierName } from '../router.ts'
+import type { AttemptInit, RouteObserverPlan, RouterObserver } from '../router.ts'
 import type { HandlerResult } from '../serve.ts'
+import { tierName } from '../tiers/tier.ts'
 
 /** Instrumentation scope of the gateway's spans and metrics. */
 export const GATEWAY_SCOPE = 'stargate-gateway'
@@ -58,10 +60,6 @@ function codeName(code: number): string {
   return (Code as unknown as Record<number, string>)[code] ?? String(code)
 }
 
-function durationMsOf(d: AttemptInit['duration']): number {
-  return Number(d?.seconds ?? 0n) * 1000 + (d?.nanos ?? 0) / 1e6
-}
-
 /** What the gateway telemetry reads on its own (observable gauges). */
 export interface GatewayTelemetrySources {
   /** Open pooled connections. */
@@ -84,7 +82,7 @@ export interface GatewayTelemetrySources {
  */
 export class GatewayTelemetry implements RouterObserver, RelayHealthObserver, InboundObserver {
   private readonly tracer = trace.getTracer(GATEWAY_SCOPE, STARGATE_VERSION)
-  private readonly calls = new WeakMap<CallPlan, Span>()
+  private readonly calls = new WeakMap<RouteObserverPlan, Span>()
   private readonly attempts: Counter
   private readonly attemptDuration: Histogram
   private readonly callDuration: Histogram
@@ -152,37 +150,29 @@ export class GatewayTelemetry implements RouterObserver, RelayHealthObserver, In
   }
 
   /**
-   * Runs one outbound Call inside its span: the span becomes the parent of the tier-attempt spans, and its
-   * W3C trace context is put into plan.traceContext so the remote gateway joins the trace on every tier.
+   * Runs one outbound exchange inside its span: the span becomes the parent of the tier-attempt spans, and
+   * `run` gets its W3C trace context to send along, so the remote gateway joins the trace on every tier.
    */
-  async traceCall<T>(plan: CallPlan, run: () => Promise<T>): Promise<T> {
+  async traceCall<T>(plan: RouteObserverPlan, run: (traceContext: Record<string, string>) => Promise<T>): Promise<T> {
     const span = this.tracer.startSpan('stargate.call', {
       kind: SpanKind.CLIENT,
       attributes: { [ATTR.peerId]: plan.peerId, [ATTR.method]: plan.method, [ATTR.requestId]: plan.requestId },
     })
     const ctx = trace.setSpan(context.active(), span)
-    const carrier: Record<string, string> = { ...plan.traceContext }
+    const carrier: Record<string, string> = {}
     propagation.inject(ctx, carrier)
-    plan.traceContext = carrier
     this.calls.set(plan, span)
     try {
-      return await context.with(ctx, run)
+      return await context.with(ctx, () => run(carrier))
     } finally {
       this.calls.delete(plan)
       span.end()
     }
   }
 
-  /** The W3C trace context of the active span, for requests handled here without the router (calls to self). */
-  currentTraceContext(): Record<string, string> {
-    const carrier: Record<string, string> = {}
-    propagation.inject(context.active(), carrier)
-    return carrier
-  }
-
-  attempt(peerId: string, a: AttemptInit, plan: CallPlan): void {
+  attempt(peerId: string, a: AttemptInit, plan: RouteObserverPlan): void {
     const endMs = Date.now()
-    const durationMs = durationMsOf(a.duration)
+    const durationMs = a.duration != null ? durationToMs(a.duration) : 0
     const tier = tierName(a.tier ?? Tier.UNSPECIFIED)
     const outcome = outcomeName(a.outcome)
     const parent = this.calls.get(plan)
@@ -208,7 +198,7 @@ export class GatewayTelemetry implements RouterObserver, RelayHealthObserver, In
     this.attemptDuration.record(durationMs / 1000, { [ATTR.tier]: tier, [ATTR.outcome]: outcome })
   }
 
-  call(_peerId: string, ok: boolean, tier: Tier, durationMs: number, code: Code | undefined, plan: CallPlan): void {
+  call(_peerId: string, ok: boolean, tier: Tier, durationMs: number, code: Code | undefined, plan: RouteObserverPlan): void {
     const attrs: Attributes = { [ATTR.tier]: tierName(tier), [ATTR.outcome]: ok ? 'success' : 'error' }
     if (!ok && code != null) attrs[ATTR.errorType] = codeName(code)
     this.callDuration.record(durationMs / 1000, attrs)

@@ -1,51 +1,58 @@
 import { create, toBinary } from '@bufbuild/protobuf'
+import { durationToMs } from '@stargate/shared/clock'
 import { decodePeerFrame } from '@stargate/shared/envelope'
-import { Code, StargateError } from '@stargate/shared/errors'
+import { Code, messageOf, StargateError } from '@stargate/shared/errors'
 import { type PeerFrame, PeerFrameSchema, type PeerResponse } from '@stargate/shared/gen/envelope'
 import { Tier } from '@stargate/shared/gen/gateway'
 import type { NatsBus } from '../nats.ts'
-import type { TierLink, TierTransport } from './tier.ts'
+import type { RequestSink } from '../peer/server.ts'
+import type { TierInbound, TierLink, TierTransport } from './tier.ts'
 
-/** Seals and opens NATS payloads (end-to-end encryption to the recipient); identity when not configured. */
+/** Seals and opens NATS payloads (end-to-end encryption to the recipient, authenticated sender). */
 export interface NatsCodec {
   seal(frame: Uint8Array, recipientPeerId: string): Uint8Array
   open(bytes: Uint8Array, expectedSender?: string): { senderPeerId?: string; frame: Uint8Array }
 }
 
-/** Tier 3: NATS request-reply on the target's subject, carrying the same envelope as libp2p. */
+/** What the NATS tier needs. */
+export interface NatsTierComponents {
+  /** Undefined when NATS is not configured. */
+  bus?: NatsBus
+  codec: NatsCodec
+  /** Timeout of a request that carries none. */
+  attemptTimeoutMs: number
+}
+
+/** Tier 3: NATS request-reply on the target's subject, carrying the same envelope as libp2p, sealed. */
 export class NatsTier implements TierTransport {
   readonly tier = Tier.NATS
-  private readonly bus: NatsBus | undefined
-  private readonly codec: NatsCodec
-  private readonly timeoutMs: () => number
+  private readonly c: NatsTierComponents
 
-  constructor(bus: NatsBus | undefined, codec: NatsCodec, attemptTimeoutMs: () => number) {
-    this.bus = bus
-    this.codec = codec
-    this.timeoutMs = attemptTimeoutMs
+  constructor(components: NatsTierComponents) {
+    this.c = components
   }
 
   async unavailableReason(): Promise<string | undefined> {
-    if (this.bus == null) return 'NATS is not configured (--nats)'
-    if (!this.bus.connected) return `NATS is not connected (${this.bus.url})`
+    const bus = this.c.bus
+    if (bus == null) return 'NATS is not configured (--nats)'
+    if (!bus.connected) return `NATS is not connected (${bus.url})`
     return undefined
   }
 
   async connect(peerId: string): Promise<TierLink> {
-    const bus = this.bus
+    const bus = this.c.bus
     if (bus == null || !bus.connected) throw new StargateError(Code.Unavailable, (await this.unavailableReason()) ?? 'NATS unavailable')
     const subject = bus.callSubject(peerId)
+    const { codec } = this.c
     return {
       via: subject,
-      pooled: true,
       send: async (req, signal): Promise<PeerResponse> => {
         const frame = toBinary(PeerFrameSchema, create(PeerFrameSchema, { kind: { case: 'request', value: { ...req, exchangeId: 1n } } }))
-        const timeoutMs =
-          req.timeout != null ? Number(req.timeout.seconds ?? 0) * 1000 + Math.ceil((req.timeout.nanos ?? 0) / 1e6) : this.timeoutMs()
-        const answer = await bus.request(subject, this.codec.seal(frame, peerId), timeoutMs, signal)
+        const timeoutMs = req.timeout != null ? durationToMs(req.timeout) : this.c.attemptTimeoutMs
+        const answer = await bus.request(subject, codec.seal(frame, peerId), timeoutMs, signal)
         let decoded: PeerFrame
         try {
-          decoded = decodePeerFrame(this.codec.open(answer, peerId).frame)
+          decoded = decodePeerFrame(codec.open(answer, peerId).frame)
         } catch (err: unknown) {
           throw StargateError.from(err, Code.Unavailable)
         }
@@ -55,3 +62,46 @@ export class NatsTier implements TierTransport {
     }
   }
 }
+
+/**
+ * The callee side of the NATS tier: requests sealed to this gateway on its call subject, opened (sender
+ * verified), handed to the inbound dispatcher, answered sealed to the verified sender.
+ */
+export function natsInbound(bus: NatsBus, selfPeerId: string, codec: NatsCodec, sink: RequestSink): TierInbound {
+  return {
+    async start() {
+      bus.subscribe(bus.callSubject(selfPeerId), (data, reply) => {
+        let frame: PeerFrame
+        let sender: string | undefined
+        try {
+          const opened = codec.open(data)
+          sender = opened.senderPeerId
+          frame = decodePeerFrame(opened.frame)
+        } catch (err: unknown) {
+          sink.dropped('malformed NATS message', { err: messageOf(err) })
+          return
+        }
+        if (frame.kind.case !== 'request') {
+          sink.dropped('NATS message that is not a request', { kind: frame.kind.case })
+          return
+        }
+        const req = frame.kind.value
+        if (sender != null && req.callerPeerId !== '' && req.callerPeerId !== sender) {
+          sink.dropped('NATS request whose caller_peer_id differs from its verified sender', { sender })
+          return
+        }
+        const caller = sender ?? req.callerPeerId
+        sink
+          .handle(req, { callerPeerId: caller, tier: Tier.NATS }, NEVER)
+          .then((res) =>
+            reply(codec.seal(toBinary(PeerFrameSchema, create(PeerFrameSchema, { kind: { case: 'response', value: res } })), caller)),
+          )
+          .catch((err: unknown) => sink.dropped('NATS reply failed', { err: messageOf(err) }))
+      })
+    },
+    async stop() {},
+  }
+}
+
+/** NATS request-reply has no cancellation: a request runs until answered or its own deadline. */
+const NEVER = new AbortController().signal

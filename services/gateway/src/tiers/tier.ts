@@ -1,24 +1,49 @@
 import type { MessageInitShape } from '@bufbuild/protobuf'
 import type { PeerRequestSchema, PeerResponse } from '@stargate/shared/gen/envelope'
-import type { Tier } from '@stargate/shared/gen/gateway'
+import { Tier } from '@stargate/shared/gen/gateway'
 
 export type PeerRequestInit = MessageInitShape<typeof PeerRequestSchema>
 
-/** An established way to send requests to one peer on one tier. */
+/** An established way to exchange with one peer on one tier. */
 export interface TierLink {
   /** Sends a request; rejects with a StargateError on transport failure. */
   send(req: PeerRequestInit, signal: AbortSignal): Promise<PeerResponse>
   /** The address, relay circuit or subject used. */
-  via: string
-  /** True when the link came from the pool (no new connection). */
-  pooled: boolean
+  readonly via: string
 }
 
-/** One tier: direct libp2p, Circuit Relay v2, or NATS. Adding a tier means one class and one list entry. */
+/**
+ * One tier: direct libp2p, Circuit Relay v2, NATS, or the loopback to this gateway itself. A tier is one
+ * module under tiers/ and one entry in the list in tiers/index.ts; the router knows nothing else about it.
+ */
 export interface TierTransport {
   readonly tier: Tier
   /** Why this tier cannot reach peerId right now (it is skipped), or undefined when it can be tried. */
   unavailableReason(peerId: string): Promise<string | undefined>
   /** Connects, or reuses a pooled connection. Rejects with a StargateError. */
   connect(peerId: string, signal: AbortSignal): Promise<TierLink>
+}
+
+/** The receiving side of a tier (a protocol handler or a subscription), started and stopped with the gateway. */
+export interface TierInbound {
+  start(): Promise<void>
+  stop(): Promise<void>
+}
+
+/** A tier as the gateway wires it: its transport for the router and, if it receives on its own, its inbound side. */
+export interface TierModule {
+  transport: TierTransport
+  inbound?: TierInbound
+}
+
+const TIER_NAMES: Record<number, string> = {
+  [Tier.DIRECT]: 'direct',
+  [Tier.RELAY]: 'relay',
+  [Tier.NATS]: 'nats',
+  [Tier.LOCAL]: 'local',
+}
+
+/** The short name of a tier (span and metric attributes, log fields, attempt reasons). */
+export function tierName(t: Tier): string {
+  return TIER_NAMES[t] ?? 'unspecified'
 }

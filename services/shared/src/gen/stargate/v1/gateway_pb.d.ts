@@ -32,7 +32,7 @@ export declare type CallOptions = Message<"stargate.v1.CallOptions"> & {
   backoffFactor?: number | undefined;
 
   /**
-   * backoff_base is the delay before the first retry (default 1s); jitter is added.
+   * backoff_base is the delay before the first retry (default 2s); jitter is added.
    *
    * @generated from field: google.protobuf.Duration backoff_base = 3;
    */
@@ -74,7 +74,7 @@ export declare type CallOptionsJson = {
   backoffFactor?: number | "NaN" | "Infinity" | "-Infinity";
 
   /**
-   * backoff_base is the delay before the first retry (default 1s); jitter is added.
+   * backoff_base is the delay before the first retry (default 2s); jitter is added.
    *
    * @generated from field: google.protobuf.Duration backoff_base = 3;
    */
@@ -2115,6 +2115,13 @@ export enum Tier {
    * @generated from enum value: TIER_NATS = 3;
    */
   NATS = 3,
+
+  /**
+   * TIER_LOCAL is the gateway itself: a call whose peer_id is the gateway's own id.
+   *
+   * @generated from enum value: TIER_LOCAL = 4;
+   */
+  LOCAL = 4,
 }
 
 /**
@@ -2122,7 +2129,7 @@ export enum Tier {
  *
  * @generated from enum stargate.v1.Tier
  */
-export declare type TierJson = "TIER_UNSPECIFIED" | "TIER_DIRECT" | "TIER_RELAY" | "TIER_NATS";
+export declare type TierJson = "TIER_UNSPECIFIED" | "TIER_DIRECT" | "TIER_RELAY" | "TIER_NATS" | "TIER_LOCAL";
 
 /**
  * Describes the enum stargate.v1.Tier.

@@ -36,6 +36,8 @@ const (
 	Tier_TIER_RELAY Tier = 2
 	// TIER_NATS is NATS request-reply on the peer's subject.
 	Tier_TIER_NATS Tier = 3
+	// TIER_LOCAL is the gateway itself: a call whose peer_id is the gateway's own id.
+	Tier_TIER_LOCAL Tier = 4
 )
 
 // Enum value maps for Tier.
@@ -45,12 +47,14 @@ var (
 		1: "TIER_DIRECT",
 		2: "TIER_RELAY",
 		3: "TIER_NATS",
+		4: "TIER_LOCAL",
 	}
 	Tier_value = map[string]int32{
 		"TIER_UNSPECIFIED": 0,
 		"TIER_DIRECT":      1,
 		"TIER_RELAY":       2,
 		"TIER_NATS":        3,
+		"TIER_LOCAL":       4,
 	}
 )
 
@@ -332,7 +336,7 @@ type CallOptions struct {
 	MaxRetries *uint32 `protobuf:"varint,1,opt,name=max_retries,json=maxRetries,proto3,oneof" json:"max_retries,omitempty"`
 	// backoff_factor multiplies the delay between retries (default 2.0).
 	BackoffFactor *float64 `protobuf:"fixed64,2,opt,name=backoff_factor,json=backoffFactor,proto3,oneof" json:"backoff_factor,omitempty"`
-	// backoff_base is the delay before the first retry (default 1s); jitter is added.
+	// backoff_base is the delay before the first retry (default 2s); jitter is added.
 	BackoffBase *durationpb.Duration `protobuf:"bytes,3,opt,name=backoff_base,json=backoffBase,proto3" json:"backoff_base,omitempty"`
 	// allowed_tiers restricts the tiers tried; empty means all tiers.
 	AllowedTiers []Tier `protobuf:"varint,4,rep,packed,name=allowed_tiers,json=allowedTiers,proto3,enum=stargate.v1.Tier" json:"allowed_tiers,omitempty"`
@@ -2678,13 +2682,15 @@ const file_stargate_v1_gateway_proto_rawDesc = "" +
 	"capability\x18\x01 \x01(\tR\n" +
 	"capability\"?\n" +
 	"\x10DiscoverResponse\x12+\n" +
-	"\x05peers\x18\x01 \x03(\v2\x15.stargate.v1.PeerInfoR\x05peers*L\n" +
+	"\x05peers\x18\x01 \x03(\v2\x15.stargate.v1.PeerInfoR\x05peers*\\\n" +
 	"\x04Tier\x12\x14\n" +
 	"\x10TIER_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vTIER_DIRECT\x10\x01\x12\x0e\n" +
 	"\n" +
 	"TIER_RELAY\x10\x02\x12\r\n" +
-	"\tTIER_NATS\x10\x03*\xc8\x01\n" +
+	"\tTIER_NATS\x10\x03\x12\x0e\n" +
+	"\n" +
+	"TIER_LOCAL\x10\x04*\xc8\x01\n" +
 	"\x0eAttemptOutcome\x12\x1f\n" +
 	"\x1bATTEMPT_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17ATTEMPT_OUTCOME_SUCCESS\x10\x01\x12\x1a\n" +

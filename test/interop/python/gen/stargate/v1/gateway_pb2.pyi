@@ -18,6 +18,7 @@ class Tier(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TIER_DIRECT: _ClassVar[Tier]
     TIER_RELAY: _ClassVar[Tier]
     TIER_NATS: _ClassVar[Tier]
+    TIER_LOCAL: _ClassVar[Tier]
 
 class AttemptOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -54,6 +55,7 @@ TIER_UNSPECIFIED: Tier
 TIER_DIRECT: Tier
 TIER_RELAY: Tier
 TIER_NATS: Tier
+TIER_LOCAL: Tier
 ATTEMPT_OUTCOME_UNSPECIFIED: AttemptOutcome
 ATTEMPT_OUTCOME_SUCCESS: AttemptOutcome
 ATTEMPT_OUTCOME_FAILED: AttemptOutcome

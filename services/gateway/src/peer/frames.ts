@@ -1,0 +1,141 @@
+import { create, type MessageInitShape, toBinary } from '@bufbuild/protobuf'
+import type { Stream } from '@libp2p/interface'
+import { decodePeerFrame } from '@stargate/shared/envelope'
+import { Code, StargateError } from '@stargate/shared/errors'
+import { encodeFrame, FrameDecoder } from '@stargate/shared/framing'
+import { type PeerFrame, PeerFrameSchema } from '@stargate/shared/gen/envelope'
+import { GATEWAY_DEFAULTS } from '../defaults.ts'
+
+/**
+ * Frame I/O of /stargate/call/1.0.0 streams, used by both ends: the caller's channel (channel.ts) and the
+ * callee's stream server (server.ts). Frames are varint-length-prefixed stargate.v1.PeerFrame messages.
+ */
+
+/** The libp2p protocol gateways speak to each other. */
+export const CALL_PROTOCOL = '/stargate/call/1.0.0'
+
+export type PeerFrameInit = MessageInitShape<typeof PeerFrameSchema>
+
+/** The bytes of a stream message event (a Uint8Array or a Uint8ArrayList). */
+export function chunkBytes(data: Uint8Array | { subarray(): Uint8Array }): Uint8Array {
+  return data instanceof Uint8Array ? data : data.subarray()
+}
+
+interface Batch {
+  chunks: Uint8Array[]
+  bytes: number
+  /** Settles once the batch went to stream.send: true when the stream still has room. */
+  sent: Promise<boolean>
+  settle: (err: unknown, room?: boolean) => void
+}
+
+/** Small frames waiting for the end of the current event-loop turn, per stream. */
+const batches = new WeakMap<Stream, Batch>()
+
+function sendBatch(stream: Stream, batch: Batch): void {
+  if (batches.get(stream) !== batch) return
+  batches.delete(stream)
+  let data = batch.chunks[0]!
+  if (batch.chunks.length > 1) {
+    data = new Uint8Array(batch.bytes)
+    let at = 0
+    for (const c of batch.chunks) {
+      data.set(c, at)
+      at += c.byteLength
+    }
+  }
+  try {
+    batch.settle(undefined, stream.send(data))
+  } catch (err: unknown) {
+    batch.settle(err)
+  }
+}
+
+/**
+ * Writes one frame, waiting for the stream to drain when its buffer is full. The wait ends with the signal:
+ * a stream whose remote stops reading (a relay that stalls the circuit) never drains, and must not hold a
+ * call past its deadline.
+ *
+ * Small frames written during one event-loop turn (calls or answers arriving together) leave in one
+ * stream.send: one yamux frame, one noise message, one socket write and one window update for all of
+ * them, instead of one each. Order is kept: a large frame first sends what is batched.
+ */
+export async function writeFrame(stream: Stream, frame: PeerFrameInit, signal?: AbortSignal): Promise<void> {
+  const bytes = encodeFrame(toBinary(PeerFrameSchema, create(PeerFrameSchema, frame)))
+  let room: boolean
+  if (bytes.byteLength > GATEWAY_DEFAULTS.batchFrameMaxBytes) {
+    const pending = batches.get(stream)
+    if (pending != null) sendBatch(stream, pending)
+    room = stream.send(bytes)
+  } else {
+    let batch = batches.get(stream)
+    if (batch == null) {
+      let settle: Batch['settle'] = () => {}
+      const sent = new Promise<boolean>((resolve, reject) => {
+        settle = (err, ok) => (err === undefined ? resolve(ok === true) : reject(err))
+      })
+      const created: Batch = { chunks: [], bytes: 0, sent, settle }
+      batch = created
+      batches.set(stream, created)
+      setImmediate(() => sendBatch(stream, created))
+    }
+    batch.chunks.push(bytes)
+    batch.bytes += bytes.byteLength
+    room = await batch.sent
+  }
+  if (!room) await stream.onDrain({ signal })
+}
+
+/** How a stream's incoming frames are read. */
+export interface FrameReaderOptions {
+  maxFrameBytes: number
+  /**
+   * A frame must be complete this long after its first byte arrived (0 = no limit). The deadline is absolute:
+   * a peer trickling one byte at a time does not extend it.
+   */
+  frameDeadlineMs?: number
+}
+
+/** Feeds a stream's incoming bytes through a length-prefix decoder into PeerFrames. */
+export function onFrames(
+  stream: Stream,
+  options: FrameReaderOptions,
+  onFrame: (frame: PeerFrame) => void,
+  onError: (err: StargateError) => void,
+): void {
+  const decoder = new FrameDecoder({ maxFrameBytes: options.maxFrameBytes })
+  const deadlineMs = options.frameDeadlineMs ?? 0
+  let frameTimer: NodeJS.Timeout | undefined
+  const stalled = (): void =>
+    onError(new StargateError(Code.DeadlineExceeded, `stalled: a frame was started but not completed within ${deadlineMs} ms`))
+  stream.addEventListener('close', () => clearTimeout(frameTimer))
+  stream.addEventListener('message', (evt) => {
+    let frames: Uint8Array[]
+    try {
+      frames = decoder.push(chunkBytes(evt.data))
+    } catch (err: unknown) {
+      clearTimeout(frameTimer)
+      onError(StargateError.from(err, Code.InvalidArgument))
+      return
+    }
+    if (!decoder.midFrame) {
+      clearTimeout(frameTimer)
+      frameTimer = undefined
+    } else if (deadlineMs > 0 && (frames.length > 0 || frameTimer == null)) {
+      // A new frame started in this chunk: its own deadline starts now. A frame still incomplete keeps its timer.
+      clearTimeout(frameTimer)
+      frameTimer = setTimeout(stalled, deadlineMs)
+      frameTimer.unref()
+    }
+    for (const bytes of frames) {
+      let frame: PeerFrame
+      try {
+        frame = decodePeerFrame(bytes)
+      } catch (err: unknown) {
+        onError(StargateError.from(err, Code.InvalidArgument))
+        continue
+      }
+      onFrame(frame)
+    }
+  })
+}

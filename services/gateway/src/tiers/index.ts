@@ -1,0 +1,35 @@
+import type { FrameReaderOptions } from '../peer/frames.ts'
+import type { RequestSink } from '../peer/server.ts'
+import { DirectTier } from './direct.ts'
+import { type Libp2pTierComponents, libp2pInbound } from './libp2p.ts'
+import { NatsTier, type NatsTierComponents, natsInbound } from './nats.ts'
+import { type RelaySelector, RelayTier } from './relay.ts'
+import type { TierModule } from './tier.ts'
+
+/** Everything the tiers need, wired by the gateway. */
+export interface TierComponents {
+  libp2p: Libp2pTierComponents
+  relays: RelaySelector
+  nats: NatsTierComponents
+  selfPeerId: string
+  /** Where inbound requests go (the inbound dispatcher). */
+  inbound: RequestSink
+  /** How inbound peer streams are read. */
+  reader: FrameReaderOptions
+}
+
+/**
+ * The tiers, in the order the router tries them. Adding a tier is one module under tiers/ and one entry here.
+ * The libp2p handler serves both libp2p tiers (direct and relayed connections arrive on the same protocol),
+ * so it is the direct tier's inbound side.
+ */
+export function createTiers(c: TierComponents): TierModule[] {
+  return [
+    { transport: new DirectTier(c.libp2p), inbound: libp2pInbound(c.libp2p, c.inbound, c.reader) },
+    { transport: new RelayTier(c.libp2p, c.relays) },
+    {
+      transport: new NatsTier(c.nats),
+      inbound: c.nats.bus != null ? natsInbound(c.nats.bus, c.selfPeerId, c.nats.codec, c.inbound) : undefined,
+    },
+  ]
+}

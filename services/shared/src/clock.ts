@@ -1,0 +1,104 @@
+/**
+ * Time as the rest of the code sees it: the current instant and one-shot timers. Components that make
+ * decisions on time (the router's stagger, cool-downs and backoff; deadlines) take a Clock, so their unit
+ * tests drive time with a FakeClock instead of sleeping.
+ */
+export interface Clock {
+  /** The current instant, ms since the Unix epoch. */
+  nowMs(): number
+  /** Runs fn once after ms; the timer never keeps the process alive. */
+  setTimeout(fn: () => void, ms: number): Timer
+}
+
+/** A pending one-shot timer. */
+export interface Timer {
+  /** Cancels the timer (idempotent). */
+  clear(): void
+}
+
+/** The real clock: Date.now() and unref'd Node timers. */
+export const systemClock: Clock = {
+  nowMs: () => Date.now(),
+  setTimeout(fn, ms) {
+    const t = setTimeout(fn, Math.max(0, ms))
+    t.unref()
+    return { clear: () => clearTimeout(t) }
+  },
+}
+
+interface FakeTimer {
+  at: number
+  seq: number
+  fn: () => void
+  cleared: boolean
+}
+
+/**
+ * A clock for unit tests: time moves only when the test advances it. `advance(ms)` fires every timer that
+ * falls due on the way, in order, letting promise continuations run after each one, so code that awaits
+ * between timers (a race launching its next attempt, a retry loop sleeping) behaves as it would in real time.
+ */
+export class FakeClock implements Clock {
+  private now: number
+  private seq = 0
+  private readonly timers: FakeTimer[] = []
+
+  constructor(startMs = 1_700_000_000_000) {
+    this.now = startMs
+  }
+
+  nowMs(): number {
+    return this.now
+  }
+
+  setTimeout(fn: () => void, ms: number): Timer {
+    const timer: FakeTimer = { at: this.now + Math.max(0, ms), seq: this.seq++, fn, cleared: false }
+    this.timers.push(timer)
+    return {
+      clear: () => {
+        timer.cleared = true
+      },
+    }
+  }
+
+  /** Timers not yet fired nor cleared. */
+  get pending(): number {
+    return this.timers.filter((t) => !t.cleared).length
+  }
+
+  /** Moves time forward by ms, firing due timers in order and settling promises after each. */
+  async advance(ms: number): Promise<void> {
+    const target = this.now + ms
+    await settle()
+    for (;;) {
+      const next = this.nextDue(target)
+      if (next == null) break
+      this.timers.splice(this.timers.indexOf(next), 1)
+      this.now = Math.max(this.now, next.at)
+      next.fn()
+      await settle()
+    }
+    this.now = target
+    await settle()
+  }
+
+  private nextDue(target: number): FakeTimer | undefined {
+    for (let i = this.timers.length - 1; i >= 0; i--) if (this.timers[i]!.cleared) this.timers.splice(i, 1)
+    let best: FakeTimer | undefined
+    for (const t of this.timers) {
+      if (t.at > target) continue
+      if (best == null || t.at < best.at || (t.at === best.at && t.seq < best.seq)) best = t
+    }
+    return best
+  }
+}
+
+/** Lets pending promise continuations (and the callbacks they schedule) run. */
+async function settle(): Promise<void> {
+  for (let i = 0; i < 5; i++) await new Promise<void>((resolve) => setImmediate(resolve))
+}
+
+/** A google.protobuf.Duration (or its init shape) in ms, rounded up: the one conversion used everywhere. */
+export function durationToMs(d: { seconds?: bigint; nanos?: number }): number {
+  return Number(d.seconds ?? 0n) * 1000 + Math.ceil((d.nanos ?? 0) / 1e6)
+}
