@@ -12,6 +12,7 @@ import { fromJson } from '@bufbuild/protobuf'
 import { ValueSchema } from '@bufbuild/protobuf/wkt'
 import { Code, ConnectError } from '@connectrpc/connect'
 import { Tier } from '@stargate/shared/gen/gateway'
+import { eventually } from '../lib/eventually.ts'
 import { freePort, Harness, type Proc } from '../lib/harness.ts'
 
 const DURATION_MS = Number(process.env.CHAOS_DURATION_MS ?? 60_000)
@@ -35,12 +36,7 @@ async function liveHeapMB(pid: number, dir: string, answered: () => Promise<unkn
   const snapshots = (): string[] => readdirSync(dir).filter((f) => f.endsWith('.heapsnapshot'))
   const before = new Set(snapshots())
   process.kill(pid, 'SIGUSR2')
-  let file: string | undefined
-  for (let i = 0; i < 600 && file == null; i++) {
-    await new Promise((res) => setTimeout(res, 100))
-    file = snapshots().find((f) => !before.has(f))
-  }
-  assert.ok(file != null, 'the caller wrote a heap snapshot')
+  const file = await eventually('the caller wrote a heap snapshot', () => snapshots().find((f) => !before.has(f)), 60_000, 100)
   // The snapshot is written on the caller's main thread: once it answers an RPC, the file is complete.
   await answered()
   const path = join(dir, file)
@@ -57,6 +53,13 @@ function rssMiB(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
   return m != null ? Number(m[1]) / 1024 : 0
 }
+
+/**
+ * The success bar: runs on the 2-core development machine measure 99.9 %+ (the failures are ABORTED answers
+ * for requests the killed target had started); 99 % leaves margin for a loaded CI machine, and a regression
+ * that loses calls during a kill (a few hundred of ~50 000) still fails.
+ */
+const MIN_SUCCESS_RATE = 0.99
 
 describe('chaos', () => {
   it('chaos - 50 callers while relay, NATS and target are killed and restarted: no hang, no duplicate, clear statuses', async () => {
@@ -195,6 +198,7 @@ describe('chaos', () => {
         calls: outcomes.length,
         succeeded: ok,
         successRate: Number((ok / outcomes.length).toFixed(4)),
+        successBar: MIN_SUCCESS_RATE,
         statuses: Object.fromEntries(byCode),
         servedByTier: Object.fromEntries(byTier),
         hangs,
@@ -215,7 +219,10 @@ describe('chaos', () => {
         assert.ok(CLEAR_STATUSES.has(Code[o.code as keyof typeof Code] as Code), `a failed call ended with a clear status, got ${o.code}`)
         assert.ok(o.ms <= CALL_DEADLINE_MS + 2_000, `a failed call ended within its deadline (${o.ms} ms)`)
       }
-      assert.ok(ok / outcomes.length > 0.5, `most calls succeeded (${ok}/${outcomes.length})`)
+      assert.ok(
+        ok / outcomes.length >= MIN_SUCCESS_RATE,
+        `at least ${MIN_SUCCESS_RATE * 100} % of calls succeeded (${ok}/${outcomes.length}; runs here measure 99.9 %+)`,
+      )
       assert.ok(after.fds <= baseline.fds + 40, `file descriptors back near baseline (${baseline.fds} → ${after.fds})`)
       assert.ok(after.rssMiB <= baseline.rssMiB * 2 + 64, `RSS bounded (${baseline.rssMiB} → ${after.rssMiB} MiB)`)
       assert.ok(

@@ -7,6 +7,7 @@ import { GATEWAY_DEFAULTS } from '@stargate/gateway/defaults'
 import { RELAY_DEFAULTS } from '@stargate/relay/defaults'
 import { NatsState } from '@stargate/shared/gen/gateway'
 import { STARGATE_VERSION } from '@stargate/shared/version'
+import { eventually } from '../lib/eventually.ts'
 import { type GatewayHandle, Harness, type RelayHandle } from '../lib/harness.ts'
 import { tool } from '../lib/tools.ts'
 
@@ -68,11 +69,10 @@ describe('foundation', () => {
   })
 
   it('relay - reports the gateway reservation in GetRelayStats', async () => {
-    let stats = await relay.client.getRelayStats({})
-    for (let i = 0; i < 50 && stats.reservations < 1; i++) {
-      await new Promise((r) => setTimeout(r, 100))
-      stats = await relay.client.getRelayStats({})
-    }
+    const stats = await eventually('the relay reports the reservation', async () => {
+      const s = await relay.client.getRelayStats({})
+      return s.reservations >= 1 && s
+    })
     assert.equal(stats.reservations, 1)
     assert.ok(stats.connections >= 1)
   })

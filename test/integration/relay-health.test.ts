@@ -5,18 +5,16 @@ import { timestampMs, ValueSchema } from '@bufbuild/protobuf/wkt'
 import type { Client } from '@connectrpc/connect'
 import type { GatewayService } from '@stargate/shared/gen/gateway'
 import { Tier } from '@stargate/shared/gen/gateway'
+import { eventually } from '../lib/eventually.ts'
 import { Harness } from '../lib/harness.ts'
 
 const json = (v: unknown) => ({ case: 'json' as const, value: fromJson(ValueSchema, v as never) })
 
-/** Polls until pred holds or timeoutMs passes; resolves to the elapsed ms, rejects on timeout. */
+/** Polls until pred holds (no event announces it: another process's state); resolves to the elapsed ms. */
 async function until(pred: () => Promise<boolean>, timeoutMs: number, what: string): Promise<number> {
   const t0 = Date.now()
-  while (Date.now() - t0 < timeoutMs) {
-    if (await pred()) return Date.now() - t0
-    await new Promise((r) => setTimeout(r, 100))
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
+  await eventually(what, pred, timeoutMs, 100)
+  return Date.now() - t0
 }
 
 async function health(client: Client<typeof GatewayService>, relayPeerId: string) {

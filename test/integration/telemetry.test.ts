@@ -355,12 +355,18 @@ describe('telemetry - OTLP over gRPC', () => {
       assert.equal(span.resource['stargate.peer_id'], g.peerId)
       assert.equal(span.attrs['rpc.method'], 'GetStatus')
       await otlp.waitFor('pool gauge', () => otlp.latest('stargate.pool.connections', {}, { 'stargate.peer_id': g.peerId }))
-      // a call to the gateway itself: its inbound span is a child of the API span
-      await g.client.call({ peerId: g.peerId, method: 'ping', payload: json('me') })
+      // a call to the gateway itself takes the same path as any call: API span → call span → local attempt,
+      // and the inbound span is a child of the call span
+      const self = await g.client.call({ peerId: g.peerId, method: 'ping', payload: json('me') })
+      assert.equal(self.tier, Tier.LOCAL)
       const api = await otlp.waitFor('Call server span', () => otlp.spans.find((s) => s.name === 'stargate.v1.GatewayService/Call'))
+      const call = await otlp.waitFor('call span of the self call', () => otlp.spans.find((s) => s.name === 'stargate.call'))
+      const attempt = await otlp.waitFor('local attempt span', () => otlp.spans.find((s) => s.name === 'stargate.attempt local'))
       const inbound = await otlp.waitFor('inbound span of the self call', () => otlp.spans.find((s) => s.name === 'stargate.inbound'))
+      assert.equal(call.parentSpanId, api.spanId)
+      assert.equal(attempt.parentSpanId, call.spanId)
       assert.equal(inbound.traceId, api.traceId)
-      assert.equal(inbound.parentSpanId, api.spanId)
+      assert.equal(inbound.parentSpanId, call.spanId)
       assert.ok(otlp.requests.grpc >= 2)
       assert.equal(otlp.requests.traces + otlp.requests.metrics, 0, 'nothing went over HTTP')
     } finally {

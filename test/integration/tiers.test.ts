@@ -4,6 +4,7 @@ import { fromJson, toJson } from '@bufbuild/protobuf'
 import { ValueSchema } from '@bufbuild/protobuf/wkt'
 import { Code, ConnectError } from '@connectrpc/connect'
 import { AttemptOutcome, PeerSource, Tier } from '@stargate/shared/gen/gateway'
+import { eventually } from '../lib/eventually.ts'
 import { freePort, type GatewayHandle, Harness, type Proc, type RelayHandle } from '../lib/harness.ts'
 
 const json = (v: unknown) => ({ case: 'json' as const, value: fromJson(ValueSchema, v as never) })
@@ -52,11 +53,10 @@ describe('tiered core', () => {
   })
 
   it('presence - a peer learned from its signed presence record is listed and reached directly without --peer', async () => {
-    let peers = await a.client.listPeers({})
-    for (let i = 0; i < 100 && !peers.peers.some((p) => p.peerId === b.peerId && p.directAddrs.length > 0); i++) {
-      await new Promise((r) => setTimeout(r, 50))
-      peers = await a.client.listPeers({})
-    }
+    const peers = await eventually('A lists B with its direct addresses', async () => {
+      const p = await a.client.listPeers({})
+      return p.peers.some((x) => x.peerId === b.peerId && x.directAddrs.length > 0) && p
+    })
     const info = peers.peers.find((p) => p.peerId === b.peerId)
     assert.ok(info != null, 'B is listed')
     assert.equal(info.source, PeerSource.PRESENCE)
@@ -285,11 +285,10 @@ describe('tiered core - retries and pool expiry', () => {
       const caller = await h.gateway(['--peer', `${target.peerId}=${target.multiaddrs[0]}`, '--pool-ttl-ms', '400'], { name: 'caller' })
       await caller.client.call({ peerId: target.peerId, method: 'ping', payload: json(0) })
       assert.equal((await caller.client.getPoolStats({})).size, 1)
-      let stats = await caller.client.getPoolStats({})
-      for (let i = 0; i < 60 && stats.size > 0; i++) {
-        await new Promise((r) => setTimeout(r, 100))
-        stats = await caller.client.getPoolStats({})
-      }
+      const stats = await eventually('the idle channel expired', async () => {
+        const s = await caller.client.getPoolStats({})
+        return s.size === 0 && s
+      })
       assert.equal(stats.size, 0)
       assert.equal(stats.expirations, 1n)
       const again = await caller.client.call({ peerId: target.peerId, method: 'ping', payload: json(1) })

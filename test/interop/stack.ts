@@ -1,3 +1,4 @@
+import { eventually } from '../lib/eventually.ts'
 import type { GatewayHandle, Harness, RelayHandle } from '../lib/harness.ts'
 
 export interface Stack {
@@ -19,11 +20,7 @@ export async function startStack(h: Harness): Promise<Stack> {
   return { relay, a, b }
 }
 
-/** Polls a state that has no event to wait on (status of another process) every 100 ms, up to 20 s. */
+/** Polls a state that has no event to wait on (status of another process), up to 20 s. */
 export async function waitFor(check: () => Promise<boolean>, what: string): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    if (await check()) return
-    await new Promise((r) => setTimeout(r, 100))
-  }
-  throw new Error(`timed out waiting until ${what}`)
+  await eventually(what, check)
 }

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { describe, it } from 'node:test'
 import { GATEWAY_FLAGS } from '@stargate/gateway/cli'
 import { GATEWAY_DEFAULTS } from '@stargate/gateway/defaults'
@@ -19,6 +20,7 @@ describe('README', () => {
     const text = readFileSync(README, 'utf8')
     assert.match(text, /^npm start\b/m)
     assert.match(text, /^npm test\b/m)
+    // The reference schedule (retries 3 × 2.0, pool 50 / 300 s, health every 5 s, relay port 4001).
     assert.equal(GATEWAY_DEFAULTS.poolMaxPeers, 50)
     assert.equal(GATEWAY_DEFAULTS.poolTtlMs, 300_000)
     assert.equal(GATEWAY_DEFAULTS.maxRetries, 3)
@@ -26,6 +28,37 @@ describe('README', () => {
     assert.equal(GATEWAY_DEFAULTS.relayHealthIntervalMs, 5_000)
     assert.equal(RELAY_DEFAULTS.port, 4001)
     assert.equal(RELAY_DEFAULTS.maxConnections, 1000)
-    for (const v of ['pool 50', '300 s', '3 retries', 'factor 2.0', 'every 5 s']) assert.ok(text.includes(v), v)
+  })
+
+  it('readme - every default the prose quotes is the one in GATEWAY_DEFAULTS', () => {
+    const text = readFileSync(README, 'utf8').replace(/\s+/g, ' ')
+    const D = GATEWAY_DEFAULTS
+    const backoff = [0, 1, 2].map((r) => `${(D.backoffBaseMs * D.backoffFactor ** r) / 1000} s`).join(', ')
+    for (const phrase of [
+      `\`--tier-stagger-ms\` (${D.tierStaggerMs} ms)`,
+      `\`--tier-cooldown-ms\` (${D.tierCooldownMs / 1000} s)`,
+      `${D.maxRetries} retries with factor ${D.backoffFactor.toFixed(1)} (${backoff} plus jitter)`,
+      `(${D.callDeadlineMs / 1000} s when the client sets none)`,
+      `pool ${D.poolMaxPeers} peers, idle TTL ${D.poolTtlMs / 1000} s`,
+      `\`--max-payload-bytes\` (${D.maxPayloadBytes / 1024 / 1024} MiB)`,
+      `\`--max-reserved-relays\` (${D.maxReservedRelays})`,
+      `every ${D.relayHealthIntervalMs / 1000} s (\`--relay-health-interval-ms\`)`,
+    ]) {
+      assert.ok(text.includes(phrase), `README says: ${phrase}`)
+    }
+  })
+
+  it('proto - CallOptions comments quote the defaults the router uses', () => {
+    const proto = readFileSync(join(import.meta.dirname, '../../proto/stargate/v1/gateway.proto'), 'utf8')
+    const D = GATEWAY_DEFAULTS
+    for (const [field, value] of [
+      ['max_retries', `${D.maxRetries}`],
+      ['backoff_factor', D.backoffFactor.toFixed(1)],
+      ['backoff_base', `${D.backoffBaseMs / 1000}s`],
+      ['attempt_timeout', `${D.attemptTimeoutMs / 1000}s`],
+    ] as const) {
+      const comment = new RegExp(`// ${field} [^\\n]*\\(default ([^)]+)\\)`).exec(proto)
+      assert.equal(comment?.[1], value, `the comment of CallOptions.${field} says (default ${value})`)
+    }
   })
 })

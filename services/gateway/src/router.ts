@@ -252,7 +252,7 @@ export class Router {
         if (exchangeSignal.aborted || round >= plan.maxRetries) break
         const delayMs = plan.backoffBaseMs * plan.backoffFactor ** round * (1 + this.random() * this.o.backoffJitter)
         if (this.clock.nowMs() + delayMs >= plan.deadlineAtMs) break
-        this.o.log.info('retrying', { peerId: plan.peerId, method: plan.method, round: round + 1, delayMs: Math.round(delayMs) })
+        this.o.log.info('retrying call', { peerId: plan.peerId, method: plan.method, round: round + 1, delayMs: Math.round(delayMs) })
         await sleep(delayMs, exchangeSignal, this.clock)
       }
       throw this.exhausted(plan, lastReason, signal, exchangeSignal)

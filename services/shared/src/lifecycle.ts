@@ -1,10 +1,5 @@
 import type { Logger } from './log.ts'
 
-/** Something with a start/stop life. */
-export interface Stoppable {
-  stop(): Promise<void>
-}
-
 /**
  * Runs `stop` once on the first SIGTERM/SIGINT, then exits 0 (1 if stopping failed).
  * A second signal exits at once.
