@@ -27,6 +27,7 @@ import { gunzipSync, gzipSync } from 'node:zlib'
 import { create } from '@bufbuild/protobuf'
 import * as grpc from '@grpc/grpc-js'
 import { GATEWAY_DEFAULTS } from '@stargate/gateway/defaults'
+import { Code, StargateError } from '@stargate/shared/errors'
 import {
   type BidiResponse,
   ClientStreamRequestSchema,
@@ -187,6 +188,15 @@ function rawCall(session: ClientHttp2Session, path: string, headers: Record<stri
     req.on('error', reject)
     req.on('close', () => resolve({ status: Number(resHeaders[':status']), headers: resHeaders, trailers, body: Buffer.concat(chunks) }))
   })
+}
+
+/** The promise's value, or a rejection naming what did not happen within ms. */
+function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not happen within ${ms} ms`)), ms)
+  })
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer))
 }
 
 /** Asks the raw backend for `total` bytes of messages (a server stream). */
@@ -534,6 +544,69 @@ describe('tunnel (in-process, real HTTP/2 both ends)', () => {
       decodeURIComponent(String(b.headers['grpc-message'])),
       new RegExp(`backend 127\\.0\\.0\\.1:${deadPort} \\(exposing dead\\.v1\\.Service\\) is unreachable: connection refused`),
     )
+  })
+
+  it('tunnel - the connect phase: its error is the status, the deadline and a client cancel abort it', async () => {
+    try {
+      // The routing / establish failure reaches the client as it is.
+      stack.connector = async (request) => {
+        throw new StargateError(Code.Unavailable, `peer for ${request.service} unreachable: direct: refused; relay: no reservation`)
+      }
+      const failed = await unary(client, { payload: bytesOf(1, 1) })
+      assert.equal(failed.err?.code, grpc.status.UNAVAILABLE)
+      assert.equal(failed.err?.details, 'peer for stargate.test.v1.EchoService unreachable: direct: refused; relay: no reservation')
+      // A connect that never finishes: the deadline ends the call and aborts the connect.
+      const signals: AbortSignal[] = []
+      stack.connector = (request, signal) => {
+        signals.push(signal)
+        assert.ok(request.deadlineAtMs == null || request.deadlineAtMs > Date.now())
+        return new Promise(() => {})
+      }
+      // A raw client, which enforces no deadline itself: the gateway answers, and aborts the connect.
+      const t0 = Date.now()
+      const late = await within(
+        rawCall(session, '/stargate.test.v1.EchoService/Unary', { 'grpc-timeout': '300m' }, [grpcMessage(Buffer.alloc(0))]),
+        5_000,
+        'an answer at the deadline',
+      )
+      assert.equal(late.headers['grpc-status'], String(grpc.status.DEADLINE_EXCEEDED))
+      assert.match(decodeURIComponent(String(late.headers['grpc-message'])), /deadline exceeded before the call reached the peer/)
+      assert.ok(Date.now() - t0 <= 1_300, `after ${Date.now() - t0} ms`)
+      assert.equal(signals[0]?.aborted, true, 'the connect is aborted at the deadline')
+      // A client that cancels while connecting aborts the connect at once.
+      const call = client.serverStream!({ responseCount: 1 }) as grpc.ClientReadableStream<unknown>
+      call.on('error', () => {})
+      while (signals.length < 2) await new Promise((r) => setImmediate(r))
+      const aborted = once(signals[1]!, 'abort')
+      call.cancel()
+      await within(aborted, 1_000, 'the connect aborted by the client cancel')
+    } finally {
+      stack.connector = undefined
+    }
+  })
+
+  it('tunnel - a link failure mid-stream ends the call UNAVAILABLE and cancels the backend call; nothing is replayed', async () => {
+    const own = await new TunnelStack({ expose: [`stargate.test.v1.EchoService=127.0.0.1:${echo.port}`] }).start()
+    const c = new EchoClient(own.address, grpc.credentials.createInsecure()) as unknown as Client
+    try {
+      const md = new grpc.Metadata()
+      md.set('echo-started', 'yes')
+      const call = c.serverStream!({ responseCount: 1, behavior: { delay: { seconds: 30n } } }, md) as grpc.ClientReadableStream<unknown>
+      const done = collect(call)
+      await once(call, 'metadata')
+      const cancelled = nextCancel(echo, 'ServerStream', 5_000)
+      own.loop.fail(new StargateError(Code.Unavailable, 'relay circuit closed'))
+      const { status } = await done
+      assert.equal(status.code, grpc.status.UNAVAILABLE)
+      assert.match(status.details, /tunnel link to peer callee failed \(relay circuit closed\).*not replayed/)
+      await cancelled
+      const again = await unary(c, { payload: bytesOf(1, 1) })
+      assert.equal(again.err?.code, grpc.status.UNAVAILABLE)
+      assert.match(again.err?.details ?? '', /the tunnel link to peer callee failed/)
+    } finally {
+      c.close()
+      await own.stop()
+    }
   })
 
   it('tunnel - a message over the max size is RESOURCE_EXHAUSTED naming the limit', async () => {

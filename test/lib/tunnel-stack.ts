@@ -13,7 +13,7 @@ import { BackendPool } from '../../services/gateway/src/tunnel/backends.ts'
 import { TunnelClient } from '../../services/gateway/src/tunnel/client.ts'
 import { TunnelEgress } from '../../services/gateway/src/tunnel/egress.ts'
 import { ExposeTable, parseExposeFlag } from '../../services/gateway/src/tunnel/expose.ts'
-import { TunnelIngress } from '../../services/gateway/src/tunnel/ingress.ts'
+import { type TunnelConnector, TunnelIngress } from '../../services/gateway/src/tunnel/ingress.ts'
 import { Loopback } from '../../services/gateway/src/tunnel/loopback.ts'
 import { TunnelServer } from '../../services/gateway/src/tunnel/server.ts'
 
@@ -36,6 +36,8 @@ export class TunnelStack {
   port = 0
   /** The trace context the ingress gives every call (what the gateway's telemetry does at integration). */
   traceContext?: Record<string, string>
+  /** Replaces the connector (which otherwise hands out the one TunnelClient at once), to test the connect phase. */
+  connector?: TunnelConnector
 
   constructor(options: TunnelStackOptions) {
     const log = createLogger('test:tunnel-stack', { level: 'silent' })
@@ -59,7 +61,10 @@ export class TunnelStack {
     const egress = new TunnelEgress({ expose: new ExposeTable(options.expose.map(parseExposeFlag)), backends: this.backends, log })
     this.server = new TunnelServer(this.loop.calleeLink, { log, ...limits, remotePeerId: 'caller', handler: egress.handle })
     this.loop.bind(this.client, this.server)
-    const ingress = new TunnelIngress({ connect: async () => this.client, log })
+    const ingress = new TunnelIngress({
+      connect: (request, signal) => (this.connector != null ? this.connector(request, signal) : Promise.resolve(this.client)),
+      log,
+    })
     this.http = createServer()
     this.http.on('session', (s) => {
       this.sessions.add(s)

@@ -161,7 +161,13 @@ class IngressCall implements ClientStreamEvents {
     }
     const request: IngressRequest = { method: path, service: m[1]!, headers: this.headers }
     if (this.deadlineAtMs != null) request.deadlineAtMs = this.deadlineAtMs
-    this.ingress.connect(request, this.connecting.signal).then(
+    let connecting: Promise<TunnelOpener>
+    try {
+      connecting = this.ingress.connect(request, this.connecting.signal)
+    } catch (err: unknown) {
+      connecting = Promise.reject(err)
+    }
+    connecting.then(
       (opener) => this.opened(opener, path),
       (err: unknown) => this.finish(statusOf(err, Code.Unavailable)),
     )
@@ -239,7 +245,12 @@ class IngressCall implements ClientStreamEvents {
   }
 
   private readonly onWantTrailers = (): void => {
-    this.stream.sendTrailers(this.trailers ?? { 'grpc-status': String(Code.Internal), 'grpc-message': 'the call ended without a status' })
+    try {
+      this.stream.sendTrailers(this.trailers ?? { 'grpc-status': String(Code.Internal), 'grpc-message': 'the call ended without a status' })
+    } catch (err: unknown) {
+      // The client's stream went away meanwhile: nothing left to tell it.
+      this.ingress.log.debug('could not send the trailers of a tunnelled call', { err })
+    }
   }
 
   /** The client's HTTP/2 stream closed: before the call ended, that is a cancel (RST_STREAM or a lost connection). */
