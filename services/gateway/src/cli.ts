@@ -7,7 +7,7 @@ import { type FlagSpec, hostPort, int, list, num, type ParsedFlags, str, UsageEr
 import { startTelemetry } from '@stargate/shared/telemetry'
 import { GATEWAY_DEFAULTS as D } from './defaults.ts'
 import { createGateway, type Gateway, type GatewayAddresses } from './gateway.ts'
-import type { GatewayInit, StaticPeer } from './options.ts'
+import { type GatewayInit, relayAddrProblem, type StaticPeer } from './options.ts'
 import { resolveStatePaths } from './state.ts'
 
 /** Flags of `stargate gateway`. */
@@ -20,7 +20,12 @@ export const GATEWAY_FLAGS: FlagSpec[] = [
   },
   { name: 'p2p-listen', type: 'string', multiple: true, description: 'libp2p listen multiaddr; none = reachable only through relays' },
   { name: 'p2p-announce', type: 'string', multiple: true, description: 'extra multiaddr to announce to peers' },
-  { name: 'relay', type: 'string', multiple: true, description: 'relay multiaddr ending in /p2p/<relay peer id>' },
+  {
+    name: 'relay',
+    type: 'string',
+    multiple: true,
+    description: 'relay TCP multiaddr; its peer id is learned on connecting unless it ends in /p2p/<id>',
+  },
   { name: 'nats', type: 'string', description: 'NATS URL for the NATS tier and presence, e.g. nats://127.0.0.1:4222' },
   { name: 'identity', type: 'string', description: 'Ed25519 identity file, created on first start', defaultText: D.identityFile },
   { name: 'peer', type: 'string', multiple: true, description: 'static peer PEERID=MULTIADDR' },
@@ -225,9 +230,10 @@ export function gatewayConfigFromFlags(flags: ParsedFlags): {
 } {
   const listen = str(flags, 'listen')
   const api = listen != null ? hostPort(listen, 'listen') : undefined
-  const relays = multiaddrs(flags, 'relay')
+  const relays = list(flags, 'relay')
   for (const r of relays) {
-    if (!r.includes('/p2p/')) throw new UsageError(`--relay "${r}" must end in /p2p/<relay peer id>`)
+    const problem = relayAddrProblem(r)
+    if (problem != null) throw new UsageError(`--relay "${r}" ${problem}`)
   }
   const identityFile = str(flags, 'identity') ?? D.identityFile
   const requestJournal = str(flags, 'request-journal')

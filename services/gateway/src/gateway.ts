@@ -1,4 +1,3 @@
-import { peerIdFromString } from '@libp2p/peer-id'
 import { type ApiSecurity, loadApiSecurity } from '@stargate/shared/auth'
 import { stargateDescriptorSets } from '@stargate/shared/descriptors'
 import { Code, messageOf, StargateError } from '@stargate/shared/errors'
@@ -355,7 +354,7 @@ export class Gateway {
       relays: (): RelayView[] =>
         this.relays.all().map((r) => ({
           ...r,
-          connected: this.node.getConnections(peerIdFromString(r.peerId)).some((c) => c.status === 'open'),
+          connected: this.relays.connected(r.peerId),
           reserved: this.relays.reserved(r.peerId),
           circuitAddrs: this.relays.circuitAddrs(r.peerId),
         })),

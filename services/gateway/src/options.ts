@@ -79,6 +79,32 @@ export interface GatewayOptions {
   natAddrPollMs: number
 }
 
+/**
+ * Why a relay address cannot be used, or undefined when it can: a TCP multiaddr (ip4/ip6/dns*), optionally
+ * ending in /p2p/<relay peer id>. Without the peer id it is learned in the handshake with the relay.
+ */
+export function relayAddrProblem(addr: string): string | undefined {
+  let components: ReturnType<ReturnType<typeof multiaddr>['getComponents']>
+  try {
+    components = multiaddr(addr).getComponents()
+  } catch {
+    return 'is not a valid multiaddr'
+  }
+  const example = 'such as /dns4/relay.example.com/tcp/4001 (optionally ending in /p2p/<relay peer id>)'
+  if (components.some((c) => c.name === 'p2p-circuit')) return `must be the relay's own address, not a circuit address, ${example}`
+  if (!components.some((c) => c.name === 'tcp')) return `must be a TCP address ${example}`
+  const p2p = components.findIndex((c) => c.name === 'p2p')
+  if (p2p >= 0) {
+    if (p2p !== components.length - 1) return `must end with its /p2p/<relay peer id>, ${example}`
+    try {
+      peerIdFromString(components[p2p]?.value ?? '')
+    } catch {
+      return `has an invalid relay peer id "${components[p2p]?.value}"`
+    }
+  }
+  return undefined
+}
+
 export type GatewayInit = Pick<GatewayOptions, 'privateKey' | 'log'> & Partial<GatewayOptions>
 
 /** Fills defaults from GATEWAY_DEFAULTS and validates; throws RangeError naming the option. */
@@ -103,10 +129,8 @@ export function resolveGatewayOptions(init: GatewayInit): GatewayOptions {
   }
   for (const a of [...o.p2pListen, ...o.p2pAnnounce]) multiaddr(a)
   for (const r of o.relays) {
-    const ma = multiaddr(r)
-    if (ma.getComponents().find((c) => c.name === 'p2p') == null) {
-      throw new RangeError(`relay address ${r} must end in /p2p/<relay peer id>`)
-    }
+    const problem = relayAddrProblem(r)
+    if (problem != null) throw new RangeError(`relay address ${r} ${problem}`)
   }
   for (const s of o.stunServers) parseObserver(s)
   for (const p of o.staticPeers) {

@@ -22,8 +22,15 @@ export interface RelayManagerOptions {
 
 /** Health of one relay, as GetRelayHealth reports it. */
 export interface RelayState {
+  /** The configured address, with or without /p2p/<relay peer id>. */
   addr: string
+  /**
+   * The relay's peer id: the one in the configured address (pinned), or else the one learned in the last
+   * handshake with the relay ('' until the first connection). A relay whose identity changes is followed.
+   */
   peerId: string
+  /** The configured address names the relay's peer id: a relay with another identity is refused. */
+  pinned: boolean
   healthy: boolean
   /** A relayed call failed through it; excluded until the next check succeeds. */
   suspect: boolean
@@ -68,17 +75,23 @@ export class RelayManager implements RelaySelector {
     this.o = options
     this.observer = observer
     this.onReservationsChanged = onReservationsChanged
-    this.states = options.relays.map((addr) => ({
-      addr,
-      peerId: addr.split('/p2p/').at(-1) ?? '',
-      healthy: false,
-      suspect: false,
-      consecutiveFailures: 0,
-      rttMs: 0,
-      lastError: '',
-      reconnectAttempts: 0,
-      nextReconnectMs: 0,
-    }))
+    this.states = options.relays.map((addr) => {
+      const pinned = multiaddr(addr)
+        .getComponents()
+        .findLast((c) => c.name === 'p2p')?.value
+      return {
+        addr,
+        peerId: pinned ?? '',
+        pinned: pinned != null,
+        healthy: false,
+        suspect: false,
+        consecutiveFailures: 0,
+        rttMs: 0,
+        lastError: '',
+        reconnectAttempts: 0,
+        nextReconnectMs: 0,
+      }
+    })
   }
 
   async start(): Promise<void> {
@@ -99,6 +112,11 @@ export class RelayManager implements RelaySelector {
     return this.states
   }
 
+  /** Whether this gateway has an open connection to the relay ('' = a relay not reached yet: false). */
+  connected(peerId: string): boolean {
+    return peerId !== '' && this.node.getConnections(peerIdFromString(peerId)).some((c) => c.status === 'open')
+  }
+
   /** Whether this gateway currently holds a reservation (a circuit listen address) on the relay. */
   reserved(peerId: string): boolean {
     return this.circuitAddrs(peerId).length > 0
@@ -106,6 +124,7 @@ export class RelayManager implements RelaySelector {
 
   /** This gateway's circuit addresses through a relay. */
   circuitAddrs(peerId: string): string[] {
+    if (peerId === '') return []
     return this.node
       .getMultiaddrs()
       .map(String)
@@ -116,7 +135,7 @@ export class RelayManager implements RelaySelector {
     return this.states
       .filter((s) => s.healthy && !s.suspect)
       .sort((a, b) => a.rttMs - b.rttMs)
-      .map((s) => ({ addr: s.addr, peerId: s.peerId }))
+      .map((s) => ({ addr: dialAddr(s), peerId: s.peerId }))
   }
 
   reportFailure(relayPeerId: string, reason: string): void {
@@ -148,11 +167,12 @@ export class RelayManager implements RelaySelector {
    */
   /** A closed relay connection (e.g. a crashed relay) is noticed at once: suspect now, checked now. */
   private readonly onDisconnect = (evt: CustomEvent<PeerId>): void => {
-    const s = this.states.find((x) => x.peerId === evt.detail.toString())
-    if (s == null || !this.running) return
-    s.suspect = true
-    s.lastError = 'connection to the relay closed'
-    void this.checkOne(s)
+    if (!this.running) return
+    for (const s of this.states.filter((x) => x.peerId === evt.detail.toString())) {
+      s.suspect = true
+      s.lastError = 'connection to the relay closed'
+      void this.checkOne(s)
+    }
   }
 
   /** Checks one relay; a check already running for it is joined, not doubled (one outcome, one count). */
@@ -167,15 +187,16 @@ export class RelayManager implements RelaySelector {
   private async runCheck(s: RelayState): Promise<void> {
     const now = Date.now()
     s.lastCheckMs = now
-    const peer = peerIdFromString(s.peerId)
-    const connected = this.node.getConnections(peer).some((c) => c.status === 'open')
     try {
-      if (!connected) {
+      if (!this.connected(s.peerId)) {
         if (now < s.nextReconnectMs) throw new Error(s.lastError || 'not connected; waiting to reconnect')
         s.reconnectAttempts++
         s.nextReconnectMs = now + Math.min(this.o.reconnectMaxMs, this.o.reconnectBaseMs * 2 ** (s.reconnectAttempts - 1))
-        await this.node.dial(multiaddr(s.addr), { signal: AbortSignal.timeout(this.o.healthTimeoutMs) })
+        // Dialled by the configured address: without /p2p/ the handshake tells who answers.
+        const conn = await this.node.dial(multiaddr(s.addr), { signal: AbortSignal.timeout(this.o.healthTimeoutMs) })
+        this.learn(s, conn.remotePeer.toString())
       }
+      const peer = peerIdFromString(s.peerId)
       const rtt = await this.node.services.ping.ping(peer, { signal: AbortSignal.timeout(this.o.healthTimeoutMs) })
       const wasHealthy = s.healthy && !s.suspect
       s.rttMs = rtt
@@ -202,6 +223,21 @@ export class RelayManager implements RelaySelector {
         if (this.running) void this.ensureReservations()
       }
     }
+  }
+
+  /**
+   * Records the peer id that answered on a relay's configured address. A pinned address cannot answer with
+   * another id (the Noise handshake refuses it); an unpinned one may: the relay got a new identity (a fresh
+   * volume, a replaced pod), and the gateway follows it. The old relay's reservation ended with its connection.
+   */
+  private learn(s: RelayState, peerId: string): void {
+    if (s.peerId === peerId) return
+    if (s.peerId === '') this.o.log.info('relay peer id learned', { relay: s.addr, peerId })
+    else this.o.log.warn('relay identity changed', { relay: s.addr, from: s.peerId, to: peerId })
+    s.peerId = peerId
+    s.healthy = false
+    s.consecutiveFailures = 0
+    s.rttMs = 0
   }
 
   private reserving = false
@@ -235,11 +271,11 @@ export class RelayManager implements RelaySelector {
       if (s.consecutiveFailures > 0) continue
       try {
         // Bounded: a relay that accepts the connection but never answers must not block the others.
-        await withTimeout(transportManagerOf(this.node).listen([multiaddr(`${s.addr}/p2p-circuit`)]), this.o.reservationTimeoutMs)
+        await withTimeout(transportManagerOf(this.node).listen([multiaddr(`${dialAddr(s)}/p2p-circuit`)]), this.o.reservationTimeoutMs)
         // The transport manager is fault tolerant (node.ts): a listen that failed resolves all the same.
         if (!this.reserved(s.peerId)) throw new Error('no reservation was made (relay unreachable?)')
         held++
-        this.o.log.info('reserved on relay', { relay: s.addr })
+        this.o.log.info('reserved on relay', { relay: s.addr, peerId: s.peerId })
         this.onReservationsChanged()
       } catch (err: unknown) {
         s.lastError = `reservation refused: ${messageOf(err)}`
@@ -247,6 +283,11 @@ export class RelayManager implements RelaySelector {
       }
     }
   }
+}
+
+/** The relay's address with its (pinned or learned) peer id, as circuit addresses need it. */
+function dialAddr(s: RelayState): string {
+  return s.pinned ? s.addr : `${s.addr}/p2p/${s.peerId}`
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
