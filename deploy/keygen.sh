@@ -1,15 +1,14 @@
 #!/bin/sh
-# One-shot identity setup of the docker compose stack (the "keygen" service). Creates, once, the Ed25519
-# identities whose peer ids others must know (the relay's and gateway B's) in the shared keys volume, and the
-# relay address the gateways dial. Idempotent: existing keys are kept, so peer ids survive restarts.
+# One-shot identity setup of the docker compose stack (the "keygen" service): creates, once, the identity of
+# gateway B in the keys volume, which gateway B mounts read-only (a pre-provisioned identity whose peer id is
+# known before the gateway starts). The relay and gateway A create their own identities in their state volumes;
+# the gateways learn the relay's peer id when they connect, so nothing is copied by hand.
+# Idempotent: an existing key is kept, so peer ids survive restarts.
 #   KEYS_DIR   where to write (default /keys)
 #   STARGATE   the CLI (default: node /app/services/cli/bin/stargate.js, as in the image)
-#   RELAY_HOST, RELAY_PORT   the relay's address as the gateways resolve it (default relay:4001)
 set -eu
 KEYS_DIR="${KEYS_DIR:-/keys}"
 STARGATE="${STARGATE:-node /app/services/cli/bin/stargate.js}"
-RELAY_HOST="${RELAY_HOST:-relay}"
-RELAY_PORT="${RELAY_PORT:-4001}"
 
 identity() { # NAME: KEYS_DIR/NAME.key and KEYS_DIR/NAME.peerid
   if [ ! -s "$KEYS_DIR/$1.key" ] || [ ! -s "$KEYS_DIR/$1.peerid" ]; then
@@ -21,8 +20,4 @@ identity() { # NAME: KEYS_DIR/NAME.key and KEYS_DIR/NAME.peerid
 }
 
 mkdir -p "$KEYS_DIR"
-identity relay
 identity gateway-b
-echo "/dns4/$RELAY_HOST/tcp/$RELAY_PORT/p2p/$(cat "$KEYS_DIR/relay.peerid")" >"$KEYS_DIR/relay.addr.tmp"
-mv "$KEYS_DIR/relay.addr.tmp" "$KEYS_DIR/relay.addr"
-echo "relay address: $(cat "$KEYS_DIR/relay.addr")"

@@ -1,9 +1,9 @@
 // docker compose stack and Dockerfiles, validated without a Docker engine: docker-compose config, file and
 // network consistency, every flag parsed by the real CLI parsers, Dockerfile lint; then the parts that can run
-// here run for real: the keygen script, a relay with the compose flags, gateway B through its compose
-// entrypoint (it must reserve on the relay), and the container health check.
+// here run for real: the keygen script, a relay with the compose flags, gateway B with its compose command (it
+// must learn the relay's peer id and reserve on it), and the container health check.
 import assert from 'node:assert/strict'
-import { spawn, spawnSync } from 'node:child_process'
+import { spawnSync } from 'node:child_process'
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
@@ -16,20 +16,22 @@ import { RELAY_FLAGS, relayConfigFromFlags } from '@stargate/relay/cli'
 import { RelayService } from '@stargate/shared/gen/relay'
 import { envName, type FlagSpec, parseFlags } from '@stargate/shared/options'
 import { parse } from 'yaml'
-import { freePort, grpcClient, Harness, Proc } from '../lib/harness.ts'
+import { freePort, grpcClient, Harness } from '../lib/harness.ts'
 import { tool } from '../lib/tools.ts'
 
 const ROOT = join(import.meta.dirname, '../..')
 const COMPOSE_FILE = join(ROOT, 'docker-compose.yml')
 /** Flags announced by later features that compose already sets (unknown STARGATE_* variables are ignored until then). */
-const UPCOMING_FLAGS = new Set(['metrics-listen'])
-const A_PEER_ID = '12D3KooWGzxzKZYveHXtpG6AsrUJBcWxHBFS2HsEoGTxrMLvKXtf'
+const UPCOMING_FLAGS = new Set(['metrics-listen', 'state-dir'])
 
 interface ComposeService {
   image?: string
   build?: { context: string; dockerfile: string }
   entrypoint?: string[]
   command?: string[]
+  user?: string
+  read_only?: boolean
+  tmpfs?: string[]
   environment?: Record<string, string>
   volumes?: string[]
   networks?: string[]
@@ -63,20 +65,11 @@ function mounts(s: ComposeService): { source: string; target: string; readOnly: 
 
 const shareNetwork = (a: string, b: string): boolean => (svc(a).networks ?? []).some((n) => (svc(b).networks ?? []).includes(n))
 
-/**
- * The full argv a gateway container runs: the `sh -c` entrypoint's CLI invocation (with the relay address it
- * reads from the keys volume) followed by the compose command.
- */
-function gatewayArgv(s: ComposeService, relayAddr: string): string[] {
-  const [sh, dashC, script = '', argv0] = s.entrypoint ?? []
-  assert.deepEqual([sh, dashC, argv0], ['/bin/sh', '-c', 'gateway'])
-  const m = /^exec node services\/cli\/bin\/stargate\.js gateway --relay "\$\$\(cat (\/keys\/relay\.addr)\)" "\$\$@"$/.exec(script)
-  assert.ok(m, `gateway entrypoint has the expected shape: ${script}`)
-  assert.ok(
-    mounts(s).some((x) => x.source === 'keys' && x.target === dirname(m[1] as string)),
-    'the relay address file is on the keys volume',
-  )
-  return ['--relay', relayAddr, ...(s.command ?? [])]
+/** The flags a gateway container runs with: the image entrypoint (the stargate CLI) with `gateway` and the compose command. */
+function gatewayArgv(s: ComposeService): string[] {
+  assert.equal(s.entrypoint, undefined, 'the gateway runs the image entrypoint (the stargate CLI)')
+  assert.equal(s.command?.[0], 'gateway')
+  return s.command?.slice(1) ?? []
 }
 
 function checkEnv(s: ComposeService, flags: FlagSpec[]): Record<string, string> {
@@ -141,6 +134,7 @@ describe('docker compose', () => {
     assert.deepEqual(Object.keys(compose.services).sort(), [
       'gateway-a',
       'gateway-b',
+      'grafana',
       'jaeger',
       'keygen',
       'nats',
@@ -184,12 +178,12 @@ describe('docker compose', () => {
     assert.deepEqual([...usedNetworks].sort(), Object.keys(compose.networks).sort(), 'every declared network is used')
     assert.deepEqual([...usedVolumes].sort(), Object.keys(compose.volumes).sort(), 'every declared volume is used')
     assert.equal(new Set(hostPorts).size, hostPorts.length, 'host ports are unique')
-    // Only the relay's libp2p port is published on all interfaces: it is the public relay.
+    // Only the relay's libp2p and STUN ports are published on all interfaces: it is the public relay.
     assert.deepEqual(
       Object.entries(compose.services).flatMap(([n, s]) =>
         (s.ports ?? []).filter((p) => p.split(':').length === 2).map((p) => `${n} ${p}`),
       ),
-      ['relay 4001:4001'],
+      ['relay 4001:4001', 'relay 3478:3478/udp'],
     )
   })
 
@@ -198,28 +192,31 @@ describe('docker compose', () => {
     assert.ok(shareNetwork('gateway-a', 'relay') && shareNetwork('gateway-b', 'relay'), 'both reach the relay')
     assert.ok(!shareNetwork('gateway-b', 'nats'), 'gateway B cannot reach NATS')
     assert.ok(shareNetwork('gateway-a', 'nats'))
-    const b = gatewayConfigFromFlags(parseFlags(GATEWAY_FLAGS, gatewayArgv(svc('gateway-b'), '/dns4/relay/tcp/4001/p2p/x'), {}))
+    const b = gatewayConfigFromFlags(parseFlags(GATEWAY_FLAGS, gatewayArgv(svc('gateway-b')), {}))
     assert.deepEqual(b.init.p2pListen, [], 'gateway B has no direct libp2p listener')
     assert.equal(b.init.natsUrl, undefined)
   })
 
-  it('compose - every stargate command line parses with the real CLI flags and points at mounted identities', () => {
-    const relayAddr = `/dns4/relay/tcp/4001/p2p/${A_PEER_ID}`
+  it('compose - every stargate command line parses with the real CLI flags; gateways find the relay by name; state on volumes', () => {
     const r = svc('relay')
     assert.equal(r.entrypoint, undefined, 'the relay runs the image entrypoint (the stargate CLI)')
     assert.equal(r.command?.[0], 'relay')
     const relay = relayConfigFromFlags(parseFlags(RELAY_FLAGS, r.command?.slice(1) ?? [], checkEnv(r, RELAY_FLAGS)))
     assert.equal(relay.init.host, '0.0.0.0')
     assert.deepEqual(relay.admin, { host: '0.0.0.0', port: 4002 })
-    assert.equal(relay.identityFile, '/keys/relay.key')
+    assert.equal(relay.identityFile, '/var/lib/stargate/relay.key')
     assert.deepEqual(relay.init.announce, ['/dns4/relay/tcp/4001'])
     assert.ok(r.ports?.includes(`${relay.init.port}:${relay.init.port}`), 'the libp2p port is published')
-    assert.ok(relayAddr.includes(`/tcp/${relay.init.port}/`))
+    assert.ok(r.ports?.includes(`${relay.stunPort}:${relay.stunPort}/udp`), 'the STUN port is published')
+    const relayIdentity = mounts(r).find((x) => x.target === dirname(relay.identityFile))
+    assert.ok(relayIdentity != null && !relayIdentity.bind && !relayIdentity.readOnly, 'the relay creates its identity on its volume')
 
     for (const name of ['gateway-a', 'gateway-b']) {
       const s = svc(name)
-      const g = gatewayConfigFromFlags(parseFlags(GATEWAY_FLAGS, gatewayArgv(s, relayAddr), checkEnv(s, GATEWAY_FLAGS)))
-      assert.deepEqual(g.init.relays, [relayAddr])
+      const g = gatewayConfigFromFlags(parseFlags(GATEWAY_FLAGS, gatewayArgv(s), checkEnv(s, GATEWAY_FLAGS)))
+      // One `docker compose up`: the gateways dial the relay service by name; its peer id is learned on connecting.
+      assert.deepEqual(g.init.relays, [`/dns4/relay/tcp/${relay.init.port}`])
+      assert.ok(shareNetwork(name, 'relay'))
       assert.equal(g.init.apiHost, '0.0.0.0')
       assert.ok(
         s.ports?.some((p) => p.endsWith(`:${g.init.apiPort}`)),
@@ -227,25 +224,38 @@ describe('docker compose', () => {
       )
       const m = mounts(s).find((x) => x.target === dirname(g.identityFile))
       assert.ok(m != null && !m.bind, `${name}: identity ${g.identityFile} is on a volume`)
+      const state = s.environment?.STARGATE_STATE_DIR
+      const stateMount = mounts(s).find((x) => x.target === state)
+      assert.ok(
+        stateMount != null && !stateMount.bind && !stateMount.readOnly,
+        `${name}: its state directory ${state} is a writable volume`,
+      )
     }
-    const a = gatewayConfigFromFlags(parseFlags(GATEWAY_FLAGS, gatewayArgv(svc('gateway-a'), relayAddr), {}))
+    const a = gatewayConfigFromFlags(parseFlags(GATEWAY_FLAGS, gatewayArgv(svc('gateway-a')), {}))
     assert.equal(a.init.natsUrl, 'nats://nats:4222')
     assert.deepEqual(a.init.p2pListen, ['/ip4/0.0.0.0/tcp/4011'])
     assert.ok(!mounts(svc('gateway-a')).find((x) => x.target === dirname(a.identityFile))?.readOnly, 'gateway A can create its identity')
-    assert.equal(
-      gatewayConfigFromFlags(parseFlags(GATEWAY_FLAGS, gatewayArgv(svc('gateway-b'), relayAddr), {})).identityFile,
-      '/keys/gateway-b.key',
-    )
+    const b = gatewayConfigFromFlags(parseFlags(GATEWAY_FLAGS, gatewayArgv(svc('gateway-b')), {}))
+    assert.equal(b.identityFile, '/keys/gateway-b.key')
+    assert.ok(mounts(svc('gateway-b')).find((x) => x.target === '/keys')?.readOnly, "gateway B's identity (keygen's) is mounted read-only")
 
-    // Start order: keygen finishes before the relay starts; the gateways wait for a healthy relay.
-    assert.equal(r.depends_on?.keygen?.condition, 'service_completed_successfully')
+    // Hardening as in the chart: uid 1000, read-only root filesystem, writable /tmp.
+    for (const name of [...STARGATE_SERVICES, 'keygen']) {
+      assert.equal(svc(name).user, '1000:1000', `${name} runs as uid 1000`)
+    }
+    for (const name of STARGATE_SERVICES) {
+      assert.equal(svc(name).read_only, true, `${name}: read-only root filesystem`)
+      assert.deepEqual(svc(name).tmpfs, ['/tmp'], `${name}: /tmp is writable`)
+    }
+
+    // Start order: gateway B after keygen made its identity; the gateways wait for a healthy relay.
+    assert.equal(r.depends_on, undefined, 'the relay needs nothing before it')
+    assert.equal(svc('gateway-b').depends_on?.keygen?.condition, 'service_completed_successfully')
     for (const name of ['gateway-a', 'gateway-b']) assert.equal(svc(name).depends_on?.relay?.condition, 'service_healthy')
     const keygen = svc('keygen')
     assert.deepEqual(keygen.entrypoint, ['/bin/sh', '/opt/stargate/keygen.sh'])
     assert.ok(mounts(keygen).some((x) => x.source === './deploy/keygen.sh' && x.target === '/opt/stargate/keygen.sh'))
     assert.ok(mounts(keygen).some((x) => x.source === 'keys' && x.target === keygen.environment?.KEYS_DIR && !x.readOnly))
-    assert.equal(keygen.environment?.RELAY_HOST, 'relay')
-    assert.equal(keygen.environment?.RELAY_PORT, String(relay.init.port))
     for (const name of STARGATE_SERVICES) {
       assert.deepEqual(svc(name).healthcheck?.test.slice(0, 3), ['CMD', 'node', 'deploy/healthcheck.mjs'])
     }
@@ -309,6 +319,26 @@ describe('docker compose', () => {
       assert.ok(host in compose.services, `${t} is a compose service`)
       assert.ok(shareNetwork('prometheus', host), `prometheus reaches ${host}`)
     }
+
+    // Prometheus loads the chart's alert rules; Grafana gets Prometheus as data source and the chart's dashboard.
+    assert.deepEqual(prom.rule_files, ['/etc/prometheus/alerts.yaml'])
+    assert.ok(
+      mounts(p).some((m) => m.source === './helm/stargate/files/prometheus/alerts.yaml' && m.target === '/etc/prometheus/alerts.yaml'),
+    )
+    const g = svc('grafana')
+    const provisioning = (file: string): string =>
+      mounts(g).find((m) => m.source === file && m.target.startsWith('/etc/grafana/provisioning/'))?.target ?? ''
+    assert.match(provisioning('./deploy/grafana/datasources.yaml'), /^\/etc\/grafana\/provisioning\/datasources\//)
+    assert.match(provisioning('./deploy/grafana/dashboards.yaml'), /^\/etc\/grafana\/provisioning\/dashboards\//)
+    const datasources = parse(readFileSync(join(ROOT, 'deploy/grafana/datasources.yaml'), 'utf8'))
+    assert.equal(datasources.datasources[0].type, 'prometheus')
+    assert.equal(datasources.datasources[0].url, 'http://prometheus:9090')
+    assert.ok(p.command?.includes('--web.listen-address=0.0.0.0:9090'))
+    assert.ok(shareNetwork('grafana', 'prometheus'))
+    const providers = parse(readFileSync(join(ROOT, 'deploy/grafana/dashboards.yaml'), 'utf8'))
+    const dashboard = mounts(g).find((m) => m.source === './helm/stargate/files/grafana/stargate.json')
+    assert.ok(dashboard != null, 'the chart dashboard is mounted')
+    assert.equal(dirname(dashboard.target), providers.providers[0].options.path, 'where the dashboard provider reads')
   })
 })
 
@@ -419,8 +449,6 @@ describe('compose parts run for real', () => {
         ...svc('keygen').environment,
         KEYS_DIR: keys,
         STARGATE: cli,
-        RELAY_HOST: 'localhost',
-        RELAY_PORT: String(relayPort),
       },
     })
     return { status: r.status, stdout: r.stdout, stderr: r.stderr }
@@ -436,24 +464,22 @@ describe('compose parts run for real', () => {
     rmSync(keys, { recursive: true, force: true })
   })
 
-  it('keygen - creates the relay and gateway B identities and the relay address, once', () => {
+  it("keygen - creates gateway B's identity once", () => {
     const first = keygen()
     assert.equal(first.status, 0, first.stderr)
-    assert.equal(read('relay.peerid'), peerIdOfKey('relay.key'))
     assert.equal(read('gateway-b.peerid'), peerIdOfKey('gateway-b.key'))
-    assert.notEqual(read('relay.peerid'), read('gateway-b.peerid'))
-    assert.equal(read('relay.addr'), `/dns4/localhost/tcp/${relayPort}/p2p/${read('relay.peerid')}`)
-    assert.equal(statSync(join(keys, 'relay.key')).mode & 0o777, 0o600, 'keys are private to their owner')
-    assert.match(first.stdout, new RegExp(`relay peer id: ${read('relay.peerid')}`))
-    const ids = [read('relay.peerid'), read('gateway-b.peerid')]
+    assert.equal(statSync(join(keys, 'gateway-b.key')).mode & 0o777, 0o600, 'keys are private to their owner')
+    assert.match(first.stdout, new RegExp(`gateway-b peer id: ${read('gateway-b.peerid')}`))
+    const id = read('gateway-b.peerid')
     const second = keygen()
     assert.equal(second.status, 0, second.stderr)
-    assert.deepEqual([read('relay.peerid'), read('gateway-b.peerid')], ids, 'a second run keeps the identities')
-    assert.deepEqual(readdirSync(keys).sort(), ['gateway-b.key', 'gateway-b.peerid', 'relay.addr', 'relay.key', 'relay.peerid'])
+    assert.equal(read('gateway-b.peerid'), id, 'a second run keeps the identity')
+    assert.deepEqual(readdirSync(keys).sort(), ['gateway-b.key', 'gateway-b.peerid'])
   })
 
-  it('compose - relay and gateway B start with the compose flags; B reserves on the relay; health checks pass', async () => {
-    if (!existsSync(join(keys, 'relay.addr'))) assert.equal(keygen().status, 0)
+  it('compose - relay and gateway B start with the compose flags; B learns the relay peer id and reserves; health checks pass', async () => {
+    if (!existsSync(join(keys, 'gateway-b.key'))) assert.equal(keygen().status, 0)
+    const relayData = mkdtempSync(join(tmpdir(), 'stargate-relay-data-'))
     // The compose command lines, moved to loopback, free ports and the temporary keys directory.
     const adminPort = await freePort()
     const local = (args: string[]): string[] =>
@@ -464,28 +490,22 @@ describe('compose parts run for real', () => {
           .replace('0.0.0.0:50051', '127.0.0.1:0')
           .replace(/^4001$/, String(relayPort))
           .replace('/dns4/relay/tcp/4001', `/dns4/localhost/tcp/${relayPort}`)
-          .replace(/^\/keys\//, `${keys}/`),
+          .replace(/^\/keys\//, `${keys}/`)
+          .replace(/^\/var\/lib\/stargate\//, `${relayData}/`),
       )
     const relayCmd = local(svc('relay').command ?? [])
-    assert.ok(relayCmd.includes(`${keys}/relay.key`))
+    assert.ok(relayCmd.includes(`${relayData}/relay.key`))
     // STUN on a free port: other tests (the dev stack) may hold 127.0.0.1:3478 at the same time.
     const relay = await h.spawnCli('relay', [...relayCmd, '--stun-port', '0'])
     const [, relayPeer] = await relay.waitFor(/^Relay node started: (\S+)/)
-    assert.equal(relayPeer, read('relay.peerid'), 'the relay runs with the identity keygen made')
     await relay.waitFor(/^Admin API:/)
 
     const b = svc('gateway-b')
-    const script = (b.entrypoint?.[2] ?? '').replaceAll('$$', '$').replaceAll('/keys/', `${keys}/`)
-    const child = spawn('/bin/sh', ['-c', script, 'gateway', ...local(b.command ?? [])], {
-      cwd: ROOT,
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, PATH: `${dirname(process.execPath)}:${process.env.PATH}` },
-    })
-    const gw = new Proc('gateway-b', child)
-    h.procs.push(gw)
+    const gw = await h.spawnCli('gateway-b', local(b.command ?? []))
     const [, gwPeer] = await gw.waitFor(/^Gateway started: (\S+)/)
     assert.equal(gwPeer, read('gateway-b.peerid'), 'gateway B runs with the identity keygen made')
     const [, api] = await gw.waitFor(/^API: (\S+)/)
+    await gw.waitFor(new RegExp(`"msg":"reserved on relay".*"peerId":"${relayPeer}"`))
 
     const admin = grpcClient(RelayService, `127.0.0.1:${adminPort}`)
     let stats = await admin.getRelayStats({})
@@ -493,7 +513,7 @@ describe('compose parts run for real', () => {
       await new Promise((r) => setTimeout(r, 100))
       stats = await admin.getRelayStats({})
     }
-    assert.equal(stats.reservations, 1, 'gateway B holds a reservation on the relay read from relay.addr')
+    assert.equal(stats.reservations, 1, 'gateway B holds a reservation on the relay it found by name')
 
     const health = (target: string, service = '') =>
       spawnSync(process.execPath, [join(ROOT, 'deploy/healthcheck.mjs'), target, service], { encoding: 'utf8', timeout: 30_000 })
@@ -505,5 +525,6 @@ describe('compose parts run for real', () => {
     assert.match(closed.stderr, /unhealthy/)
     const unknown = health(api as string, 'no.such.Service')
     assert.equal(unknown.status, 1)
+    rmSync(relayData, { recursive: true, force: true })
   })
 })

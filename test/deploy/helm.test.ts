@@ -1,18 +1,18 @@
 // Helm chart: lint, render with several value sets, validate every object against the Kubernetes
 // schemas offline (kubernetes-validate --strict for 1.28 and 1.34, kubernetes-models, the Prometheus Operator
-// models for the ServiceMonitor), check cross-object wiring, and parse the rendered relay args and
-// gateway ConfigMap with the real CLI flag parsers.
+// models for the ServiceMonitor and PrometheusRule), check cross-object wiring, parse the rendered relay args and
+// gateway environment with the real CLI flag parsers, and follow each pod's identity to the volume it lives on.
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { dirname, join } from 'node:path'
+import { join } from 'node:path'
 import { after, describe, it } from 'node:test'
-import { ServiceMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1'
+import { PrometheusRule, ServiceMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1'
 import { GATEWAY_FLAGS, gatewayConfigFromFlags } from '@stargate/gateway/cli'
 import { RELAY_FLAGS, relayConfigFromFlags } from '@stargate/relay/cli'
 import { envName, parseFlags } from '@stargate/shared/options'
-import { Deployment, type IDeployment, type IStatefulSet, StatefulSet } from 'kubernetes-models/apps/v1'
+import { type IStatefulSet, StatefulSet } from 'kubernetes-models/apps/v1'
 import { HorizontalPodAutoscaler, type IHorizontalPodAutoscaler } from 'kubernetes-models/autoscaling/v2'
 import { type INetworkPolicy, NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1'
 import { type IPodDisruptionBudget, PodDisruptionBudget } from 'kubernetes-models/policy/v1'
@@ -20,22 +20,25 @@ import {
   ConfigMap,
   type IConfigMap,
   type IContainer,
+  type IPod,
   type IPodSpec,
   type IPodTemplateSpec,
   type IProbe,
   type IService,
   type IVolume,
+  Pod,
   Service,
   ServiceAccount,
 } from 'kubernetes-models/v1'
-import { parseAllDocuments } from 'yaml'
+import { parse, parseAllDocuments } from 'yaml'
+import { CHART_README, readChart, renderChartReadme, type SchemaNode } from '../../scripts/chart-readme.ts'
 import { tool } from '../lib/tools.ts'
 
 const CHART = join(import.meta.dirname, '../../helm/stargate')
 const RELEASE = 'sg'
 const NAMESPACE = 'stargate'
 /** Flags announced by later features that the chart already wires (unknown STARGATE_* variables are ignored until then). */
-const UPCOMING_FLAGS = new Set(['metrics-listen'])
+const UPCOMING_FLAGS = new Set(['metrics-listen', 'state-dir'])
 const RELAY_PEER = '12D3KooWGzxzKZYveHXtpG6AsrUJBcWxHBFS2HsEoGTxrMLvKXtf'
 
 // biome-ignore lint/suspicious/noExplicitAny: rendered manifests are checked by schema before typed use
@@ -91,12 +94,13 @@ function validate(m: Manifest): void {
     'v1/Service': Service,
     'v1/ConfigMap': ConfigMap,
     'v1/ServiceAccount': ServiceAccount,
-    'apps/v1/Deployment': Deployment,
+    'v1/Pod': Pod,
     'apps/v1/StatefulSet': StatefulSet,
     'policy/v1/PodDisruptionBudget': PodDisruptionBudget,
     'autoscaling/v2/HorizontalPodAutoscaler': HorizontalPodAutoscaler,
     'networking.k8s.io/v1/NetworkPolicy': NetworkPolicy,
     'monitoring.coreos.com/v1/ServiceMonitor': ServiceMonitor,
+    'monitoring.coreos.com/v1/PrometheusRule': PrometheusRule,
   }
   const Model = models[`${m.apiVersion}/${m.kind}`]
   assert.ok(Model, `no schema for ${m.apiVersion} ${m.kind}`)
@@ -136,8 +140,29 @@ function podLabels(owner: Manifest, template: IPodTemplateSpec, selectedPod?: st
 
 function podTemplates(objs: Manifest[]): { owner: Manifest; template: IPodTemplateSpec }[] {
   return objs
-    .filter((o) => o.kind === 'Deployment' || o.kind === 'StatefulSet')
-    .map((o) => ({ owner: o, template: (o as unknown as IDeployment).spec?.template as IPodTemplateSpec }))
+    .filter((o) => o.kind === 'StatefulSet')
+    .map((o) => ({ owner: o, template: (o as unknown as IStatefulSet).spec?.template as IPodTemplateSpec }))
+}
+
+/** Security settings every container of the chart has (workloads and the helm test Pod). */
+function checkSecurity(name: string, spec: IPodSpec): void {
+  assert.equal(spec.automountServiceAccountToken, false, `${name}: no service account token`)
+  assert.equal(spec.securityContext?.runAsNonRoot, true)
+  assert.equal(spec.securityContext?.runAsUser, 1000, `${name}: runs as the image's node user`)
+  assert.equal(spec.securityContext?.seccompProfile?.type, 'RuntimeDefault')
+  for (const c of spec.containers) {
+    const sc = c.securityContext
+    assert.equal(sc?.runAsNonRoot, true, `${c.name}: runAsNonRoot`)
+    assert.equal(sc?.allowPrivilegeEscalation, false, `${c.name}: allowPrivilegeEscalation false`)
+    assert.equal(sc?.readOnlyRootFilesystem, true, `${c.name}: readOnlyRootFilesystem`)
+    assert.deepEqual(sc?.capabilities?.drop, ['ALL'], `${c.name}: drops ALL capabilities`)
+    assert.equal(sc?.seccompProfile?.type, 'RuntimeDefault')
+    assert.ok(c.resources?.requests?.cpu != null && c.resources?.limits?.memory != null, `${c.name}: resources set`)
+    assert.ok(
+      (c.volumeMounts ?? []).some((m) => m.mountPath === '/tmp'),
+      `${c.name}: /tmp is writable with a read-only root`,
+    )
+  }
 }
 
 /** Checks that hold for every rendering: schema validity, selectors, ports, probes, security, volumes. */
@@ -149,46 +174,43 @@ function checkCommon(objs: Manifest[]): void {
   const templates = podTemplates(objs)
   for (const { owner, template } of templates) {
     const spec = template.spec as IPodSpec
-    const selector = (owner as unknown as IDeployment).spec?.selector.matchLabels ?? {}
+    const selector = (owner as unknown as IStatefulSet).spec?.selector.matchLabels ?? {}
     assert.ok(matches(selector, template.metadata?.labels), `${owner.metadata.name}: selector matches its pod labels`)
-    assert.equal(spec.automountServiceAccountToken, false)
-    assert.equal(spec.securityContext?.runAsNonRoot, true)
-    assert.equal(spec.securityContext?.seccompProfile?.type, 'RuntimeDefault')
+    checkSecurity(owner.metadata.name, spec)
     const volumes = new Set([
       ...(spec.volumes ?? []).map((v: IVolume) => v.name),
       ...((owner as unknown as IStatefulSet).spec?.volumeClaimTemplates ?? []).map((c) => c.metadata?.name),
     ])
     for (const c of spec.containers) {
-      const sc = c.securityContext
-      assert.equal(sc?.runAsNonRoot, true, `${c.name}: runAsNonRoot`)
-      assert.equal(sc?.allowPrivilegeEscalation, false, `${c.name}: allowPrivilegeEscalation false`)
-      assert.equal(sc?.readOnlyRootFilesystem, true, `${c.name}: readOnlyRootFilesystem`)
-      assert.deepEqual(sc?.capabilities?.drop, ['ALL'], `${c.name}: drops ALL capabilities`)
-      assert.equal(sc?.seccompProfile?.type, 'RuntimeDefault')
-      assert.ok(c.resources?.requests?.cpu != null && c.resources?.limits?.memory != null, `${c.name}: resources set`)
       for (const m of c.volumeMounts ?? []) assert.ok(volumes.has(m.name), `${c.name}: mount ${m.name} has a volume`)
-      assert.ok(
-        (c.volumeMounts ?? []).some((m) => m.mountPath === '/tmp'),
-        `${c.name}: /tmp is writable with a read-only root`,
-      )
       const ports = new Map((c.ports ?? []).map((p) => [p.name, p.containerPort]))
       for (const probe of [c.livenessProbe, c.readinessProbe, c.startupProbe] as (IProbe | undefined)[]) {
         assert.ok(probe?.grpc != null, `${c.name}: native gRPC probe`)
         assert.ok([...ports.values()].includes(probe.grpc.port), `${c.name}: probe port ${probe.grpc.port} is a container port`)
       }
     }
+    const sts = owner as unknown as IStatefulSet
+    assert.ok(
+      find<IService>(objs, 'Service', sts.spec?.serviceName).some((s) => s.spec?.clusterIP === 'None'),
+      `${owner.metadata.name}: its serviceName is a headless Service`,
+    )
   }
-  // Every Service selects pods of this release and targets named ports those pods declare.
+  // Every Service selects pods of this release and targets named ports (with their protocol) those pods declare.
   for (const svc of find<IService>(objs, 'Service')) {
     const selected = templates.filter(({ owner, template }) =>
       matches(svc.spec?.selector ?? {}, podLabels(owner, template, svc.spec?.selector?.['statefulset.kubernetes.io/pod-name'])),
     )
     assert.ok(selected.length > 0, `Service ${svc.metadata?.name} selects a workload`)
     const declared = new Set(
-      selected.flatMap(({ template }) => template.spec?.containers.flatMap((c) => (c.ports ?? []).map((p) => p.name)) ?? []),
+      selected.flatMap(
+        ({ template }) => template.spec?.containers.flatMap((c) => (c.ports ?? []).map((p) => `${p.name}/${p.protocol}`)) ?? [],
+      ),
     )
     for (const p of svc.spec?.ports ?? []) {
-      assert.ok(declared.has(p.targetPort as string), `Service ${svc.metadata?.name}: targetPort ${p.targetPort} is declared`)
+      assert.ok(
+        declared.has(`${p.targetPort}/${p.protocol}`),
+        `Service ${svc.metadata?.name}: targetPort ${p.targetPort}/${p.protocol} is declared`,
+      )
     }
   }
   for (const pdb of find<IPodDisruptionBudget>(objs, 'PodDisruptionBudget')) {
@@ -198,14 +220,15 @@ function checkCommon(objs: Manifest[]): void {
   for (const np of find<INetworkPolicy>(objs, 'NetworkPolicy')) {
     const selected = templates.filter(({ template }) => matches(np.spec?.podSelector?.matchLabels ?? {}, template.metadata?.labels))
     assert.equal(selected.length, 1, `NetworkPolicy ${np.metadata?.name} selects one workload`)
-    const declared = new Set(selected[0]?.template.spec?.containers.flatMap((c) => (c.ports ?? []).map((p) => p.name)))
+    const declared = new Set(selected[0]?.template.spec?.containers.flatMap((c) => (c.ports ?? []).map((p) => `${p.name}/${p.protocol}`)))
     for (const rule of np.spec?.ingress ?? []) {
-      for (const p of rule.ports ?? []) assert.ok(declared.has(p.port as string), `NetworkPolicy port ${p.port} is declared`)
+      for (const p of rule.ports ?? [])
+        assert.ok(declared.has(`${p.port}/${p.protocol}`), `NetworkPolicy port ${p.port}/${p.protocol} is declared`)
     }
   }
   for (const hpa of find<IHorizontalPodAutoscaler>(objs, 'HorizontalPodAutoscaler')) {
-    const target = one<IDeployment>(objs, hpa.spec.scaleTargetRef.kind, hpa.spec.scaleTargetRef.name)
-    assert.equal(target.spec?.replicas, undefined, 'an autoscaled Deployment leaves replicas to the HPA')
+    const target = one<IStatefulSet>(objs, hpa.spec.scaleTargetRef.kind, hpa.spec.scaleTargetRef.name)
+    assert.equal(target.spec?.replicas, undefined, 'an autoscaled StatefulSet leaves replicas to the HPA')
   }
 }
 
@@ -219,27 +242,53 @@ function relayOf(objs: Manifest[]): { sts: IStatefulSet; c: IContainer } {
   return { sts, c }
 }
 
-function gatewayOf(objs: Manifest[]): { dep: IDeployment; c: IContainer; env: Record<string, string> } {
-  const dep = one<IDeployment>(objs, 'Deployment', gatewayName)
-  const c = dep.spec?.template.spec?.containers.find((x) => x.name === 'gateway')
+/**
+ * The environment Kubernetes gives a container in pod `podIndex`: its ConfigMaps (envFrom), then its env list
+ * (which wins), with $(VAR) references expanded; downward-API values come from `downward`.
+ */
+function containerEnv(objs: Manifest[], c: IContainer, downward: Record<string, string>): Record<string, string> {
+  const env: Record<string, string> = {}
+  for (const from of c.envFrom ?? []) {
+    if (from.configMapRef != null) Object.assign(env, one<IConfigMap>(objs, 'ConfigMap', from.configMapRef.name ?? '').data)
+  }
+  for (const e of c.env ?? []) {
+    const field = e.valueFrom?.fieldRef?.fieldPath
+    if (field != null) {
+      assert.ok(field in downward, `a value for the downward-API field ${field}`)
+      env[e.name] = downward[field] as string
+    } else if (e.value != null) {
+      env[e.name] = e.value.replace(/\$\(([A-Z_][A-Z0-9_]*)\)/g, (ref, name: string) => env[name] ?? ref)
+    }
+  }
+  return env
+}
+
+const downwardOf = (podIndex: number, hostIp = '203.0.113.9'): Record<string, string> => ({
+  "metadata.labels['apps.kubernetes.io/pod-index']": String(podIndex),
+  'status.hostIP': hostIp,
+  'metadata.name': `pod-${podIndex}`,
+  'metadata.namespace': NAMESPACE,
+})
+
+function gatewayOf(objs: Manifest[], podIndex = 0): { sts: IStatefulSet; c: IContainer; env: Record<string, string> } {
+  const sts = one<IStatefulSet>(objs, 'StatefulSet', gatewayName)
+  const c = sts.spec?.template.spec?.containers.find((x) => x.name === 'gateway')
   assert.ok(c)
-  const cmName = c.envFrom?.[0]?.configMapRef?.name
-  assert.ok(cmName != null, 'gateway takes its flags from a ConfigMap')
-  const cm = one<IConfigMap>(objs, 'ConfigMap', cmName)
-  return { dep, c, env: { ...cm.data } }
+  assert.ok(c.envFrom?.[0]?.configMapRef?.name != null, 'gateway takes its flags from a ConfigMap')
+  return { sts, c, env: containerEnv(objs, c, downwardOf(podIndex)) }
 }
 
 /** Parses the relay's rendered args with the real relay flag parser (args[0] is the subcommand). */
-function relayFlags(c: IContainer, podIndex = '0'): ReturnType<typeof relayConfigFromFlags> {
+function relayFlags(objs: Manifest[], c: IContainer, podIndex = 0, hostIp?: string): ReturnType<typeof relayConfigFromFlags> {
   assert.deepEqual(c.command, undefined, 'the image entrypoint (stargate CLI) is kept')
   assert.equal(c.args?.[0], 'relay')
-  const env: Record<string, string> = {}
-  for (const e of c.env ?? []) if (e.value != null) env[e.name] = e.value
+  const env = containerEnv(objs, c, downwardOf(podIndex, hostIp))
   for (const e of Object.keys(env)) {
     if (e.startsWith('STARGATE_')) assert.ok(knownEnv(RELAY_FLAGS).has(e), `${e} is a relay flag`)
   }
-  // Kubernetes expands $(POD_INDEX) in args from the container environment.
-  const args = (c.args ?? []).slice(1).map((a) => a.replaceAll('$(POD_INDEX)', podIndex))
+  // Kubernetes expands $(VAR) in args from the container environment.
+  const args = (c.args ?? []).slice(1).map((a) => a.replace(/\$\(([A-Z_][A-Z0-9_]*)\)/g, (ref, name: string) => env[name] ?? ref))
+  for (const a of args) assert.doesNotMatch(a, /\$\(/, `${a}: every reference is defined`)
   return relayConfigFromFlags(parseFlags(RELAY_FLAGS, args, env))
 }
 
@@ -247,16 +296,57 @@ function knownEnv(flags: { name: string }[]): Set<string> {
   return new Set([...flags.map((f) => envName(f.name)), ...[...UPCOMING_FLAGS].map(envName)])
 }
 
-/** Parses the gateway ConfigMap with the real gateway flag parser, as the process would at start. */
+/** Parses the gateway's environment with the real gateway flag parser, as the process would at start. */
 function gatewayFlags(env: Record<string, string>): ReturnType<typeof gatewayConfigFromFlags> {
-  for (const k of Object.keys(env)) assert.ok(knownEnv(GATEWAY_FLAGS).has(k), `ConfigMap key ${k} is a gateway flag`)
+  for (const k of Object.keys(env)) {
+    if (k.startsWith('STARGATE_')) assert.ok(knownEnv(GATEWAY_FLAGS).has(k), `${k} is a gateway flag`)
+  }
   return gatewayConfigFromFlags(parseFlags(GATEWAY_FLAGS, [], env))
 }
 
 function mountFor(c: IContainer, file: string): { name: string; readOnly: boolean } {
-  const m = (c.volumeMounts ?? []).find((x) => dirname(file) === x.mountPath)
+  const m = (c.volumeMounts ?? []).find((x) => file === x.mountPath || file.startsWith(`${x.mountPath}/`))
   assert.ok(m, `${file} lies on a volume mount of ${c.name}`)
   return { name: m.name, readOnly: m.readOnly === true }
+}
+
+/**
+ * Where pod `podIndex` of a StatefulSet finds `file`: the PersistentVolumeClaim Kubernetes binds to that pod
+ * (<template>-<statefulset>-<ordinal>), or a key of a Secret. Never an emptyDir: that would be a new peer id per pod.
+ */
+function storageOf(sts: IStatefulSet, c: IContainer, file: string, podIndex: number): string {
+  const mount = mountFor(c, file)
+  const claim = sts.spec?.volumeClaimTemplates?.find((t) => t.metadata?.name === mount.name)
+  if (claim != null) return `pvc:${mount.name}-${sts.metadata?.name}-${podIndex}${file.slice(mountPathOf(c, mount.name).length)}`
+  const vol = sts.spec?.template.spec?.volumes?.find((v) => v.name === mount.name)
+  assert.ok(vol?.secret != null, `${file} is on a persistent volume or a Secret, not ${JSON.stringify(vol)}`)
+  assert.equal(mount.readOnly, true, 'a Secret is mounted read-only')
+  const key = file.slice(mountPathOf(c, mount.name).length + 1)
+  const item = vol.secret.items?.find((i) => i.path === key)
+  return `secret:${vol.secret.secretName}/${item?.key ?? key}`
+}
+
+const mountPathOf = (c: IContainer, name: string): string => (c.volumeMounts ?? []).find((m) => m.name === name)?.mountPath ?? ''
+
+/** The identity source of every pod of the relay and gateway StatefulSets, by pod name. */
+function identitySources(objs: Manifest[]): Map<string, string> {
+  const out = new Map<string, string>()
+  const { sts: relaySts, c: relay } = relayOf(objs)
+  for (let i = 0; i < (relaySts.spec?.replicas ?? 0); i++) {
+    out.set(`${relayName}-${i}`, storageOf(relaySts, relay, relayFlags(objs, relay, i).identityFile, i))
+  }
+  const gw = gatewayOf(objs)
+  for (let i = 0; i < (gw.sts.spec?.replicas ?? 0); i++) {
+    const { env } = gatewayOf(objs, i)
+    out.set(`${gatewayName}-${i}`, storageOf(gw.sts, gw.c, gatewayFlags(env).identityFile, i))
+  }
+  return out
+}
+
+function testPodOf(objs: Manifest[]): IPod {
+  const pods = find<IPod>(objs, 'Pod')
+  assert.equal(pods.length, 1, 'one helm test Pod')
+  return pods[0] as IPod
 }
 
 describe('helm chart', () => {
@@ -265,14 +355,18 @@ describe('helm chart', () => {
     for (const values of [
       {},
       { relay: { replicas: 3, service: { type: 'LoadBalancer', perPod: true } }, metrics: { enabled: true } },
+      { relay: { replicas: 2, service: { type: 'NodePort', perPod: true, nodePort: 30400, stunNodePort: 30480 } } },
       {
-        relay: { identity: { existingSecret: 'k' }, announce: ['/dns4/r.example.com/tcp/4001'] },
-        gateway: { replicas: 1, identity: { existingSecret: 'g' } },
+        relay: { identity: { existingSecret: 'k' }, announce: ['/dns4/r.example.com/tcp/4001'], stun: { enabled: false } },
+        gateway: { replicas: 3, identity: { existingSecret: 'g' }, releaseRelays: false },
+        tests: { enabled: false },
       },
       {
         metrics: { enabled: true, serviceMonitor: { enabled: true } },
         networkPolicy: { enabled: true },
         otel: { enabled: true, endpoint: 'http://c:4318' },
+        grafana: { dashboards: { enabled: true } },
+        prometheusRule: { enabled: true },
         gateway: { autoscaling: { enabled: true }, natsUrl: 'nats://n:4222', relays: [`/dns4/r/tcp/4001/p2p/${RELAY_PEER}`] },
       },
     ]) {
@@ -282,34 +376,35 @@ describe('helm chart', () => {
     }
   })
 
-  it('helm - default values render valid objects: relay StatefulSet with identity on a PVC, gateway with ConfigMap', () => {
+  it('helm - default values render valid objects: relay and gateway StatefulSets with state on PVCs, the helm test Pod', () => {
     const objs = render()
     checkCommon(objs)
     const kinds = objs.map((o) => o.kind).sort()
     assert.deepEqual(
       [...new Set(kinds)],
-      ['ConfigMap', 'Deployment', 'PodDisruptionBudget', 'Service', 'ServiceAccount', 'StatefulSet'],
+      ['ConfigMap', 'Pod', 'PodDisruptionBudget', 'Service', 'ServiceAccount', 'StatefulSet'],
       'no optional objects by default',
     )
 
     const { sts, c } = relayOf(objs)
     assert.equal(sts.spec?.replicas, 1)
     assert.equal(sts.spec?.serviceName, `${relayName}-headless`)
-    one<IService>(objs, 'Service', `${relayName}-headless`)
     assert.deepEqual(
-      c.ports?.map((p) => [p.name, p.containerPort]),
+      c.ports?.map((p) => [p.name, p.containerPort, p.protocol]),
       [
-        ['libp2p', 4001],
-        ['admin', 4002],
+        ['libp2p', 4001, 'TCP'],
+        ['admin', 4002, 'TCP'],
+        ['stun', 3478, 'UDP'],
       ],
     )
     assert.deepEqual(c.livenessProbe?.grpc, { port: 4002, service: 'stargate.v1.RelayService' })
     assert.deepEqual(c.readinessProbe?.grpc, { port: 4002, service: '' })
-    const relay = relayFlags(c)
+    const relay = relayFlags(objs, c)
     assert.equal(relay.init.port, 4001)
     assert.equal(relay.init.host, '0.0.0.0')
     assert.deepEqual(relay.admin, { host: '0.0.0.0', port: 4002 })
     assert.equal(relay.init.maxConnections, 1000)
+    assert.equal(relay.stunPort, 3478, 'the STUN responder runs on the port the Services name')
     assert.deepEqual(relay.init.announce, [])
     // The relay creates its identity on first start on the PVC, so the peer id survives restarts.
     const mount = mountFor(c, relay.identityFile)
@@ -325,13 +420,18 @@ describe('helm chart', () => {
     const relaySvc = one<IService>(objs, 'Service', relayName)
     assert.equal(relaySvc.spec?.type, 'ClusterIP')
     assert.deepEqual(
-      relaySvc.spec?.ports?.map((p) => p.name),
-      ['libp2p'],
-      'the admin API is not on the relay Service',
+      relaySvc.spec?.ports?.map((p) => [p.name, p.port, p.protocol]),
+      [
+        ['libp2p', 4001, 'TCP'],
+        ['stun', 3478, 'UDP'],
+      ],
+      'libp2p and STUN on the relay Service; the admin API is not',
     )
+    assert.ok(one<IService>(objs, 'Service', `${relayName}-headless`).spec?.ports?.some((p) => p.name === 'stun' && p.protocol === 'UDP'))
 
     const gw = gatewayOf(objs)
-    assert.equal(gw.dep.spec?.replicas, 2)
+    assert.equal(gw.sts.spec?.replicas, 2)
+    assert.equal(gw.sts.spec?.serviceName, `${gatewayName}-headless`)
     assert.deepEqual(gw.c.args, ['gateway'])
     assert.deepEqual(gw.c.livenessProbe?.grpc, { port: 50051, service: 'stargate.v1.GatewayService' })
     assert.deepEqual(gw.c.readinessProbe?.grpc, { port: 50051, service: '' })
@@ -347,16 +447,109 @@ describe('helm chart', () => {
     assert.equal(g.init.apiPort, 50051)
     assert.deepEqual(g.init.p2pListen, ['/ip4/0.0.0.0/tcp/4011'])
     assert.equal(g.init.natsUrl, undefined)
-    // The gateway writes its identity file: it must be on a writable emptyDir, not the read-only root.
-    const gm = mountFor(gw.c, g.identityFile)
-    assert.equal(gm.readOnly, false)
-    const vol = gw.dep.spec?.template.spec?.volumes?.find((v) => v.name === gm.name)
-    assert.ok(vol?.emptyDir != null)
+    // Identity and state directory on the writable per-pod PVC; sized for the journal.
+    const state = gw.env.STARGATE_STATE_DIR as string
+    assert.equal(mountFor(gw.c, state).name, 'state')
+    assert.equal(mountFor(gw.c, state).readOnly, false)
+    assert.equal(mountFor(gw.c, g.identityFile).name, 'state')
+    const gwClaims = gw.sts.spec?.volumeClaimTemplates ?? []
+    assert.deepEqual(
+      gwClaims.map((x) => [x.metadata?.name, x.spec?.resources?.requests?.storage]),
+      [['state', '256Mi']],
+    )
+    assert.deepEqual(gw.sts.spec?.persistentVolumeClaimRetentionPolicy, { whenDeleted: 'Retain', whenScaled: 'Retain' })
     const gsvc = one<IService>(objs, 'Service', gatewayName)
     assert.deepEqual(
       gsvc.spec?.ports?.map((p) => [p.name, p.port, p.appProtocol]),
       [['grpc', 50051, 'grpc']],
     )
+  })
+
+  it('helm - one install: the gateways dial every relay of the release by DNS name, without a peer id', () => {
+    for (const replicas of [1, 3]) {
+      const objs = render({ relay: { replicas } })
+      checkCommon(objs)
+      const g = gatewayFlags(gatewayOf(objs).env)
+      const expected = Array.from(
+        { length: replicas },
+        (_, i) => `/dns4/${relayName}-${i}.${relayName}-headless.${NAMESPACE}.svc.cluster.local/tcp/4001`,
+      )
+      // gatewayFlags parsed them with the gateway's own --relay validation.
+      assert.deepEqual(g.init.relays, expected)
+      // Each name is a relay pod (<pod>.<serviceName>) on the port its libp2p listener uses.
+      const { sts, c } = relayOf(objs)
+      const headless = one<IService>(objs, 'Service', `${relayName}-headless`)
+      assert.equal(sts.spec?.serviceName, headless.metadata?.name)
+      assert.equal(headless.spec?.clusterIP, 'None')
+      assert.ok(headless.spec?.ports?.some((p) => p.name === 'libp2p' && p.port === relayFlags(objs, c).init.port))
+    }
+    const extra = `/dns4/relay.example.com/tcp/4001/p2p/${RELAY_PEER}`
+    const own = render({ relay: { enabled: false }, gateway: { relays: [extra] } })
+    assert.deepEqual(gatewayFlags(gatewayOf(own).env).init.relays, [extra], 'without the release relays only gateway.relays')
+  })
+
+  it('helm - identities are stable per replica: two renders give every pod name the same identity source', () => {
+    for (const values of [
+      { relay: { replicas: 3 }, gateway: { replicas: 3 } },
+      {
+        relay: { replicas: 2, identity: { existingSecret: 'relay-keys' } },
+        gateway: { replicas: 3, identity: { existingSecret: 'gw-keys' } },
+      },
+    ]) {
+      // The second render changes unrelated settings (image tag, a flag, pod annotations): the sources must not move.
+      const first = identitySources(render(values))
+      const second = identitySources(
+        render({
+          ...values,
+          image: { repository: 'registry.example.com/stargate', tag: '9.9.9' },
+          gateway: { ...values.gateway, config: { 'call-deadline-ms': 7000 }, podAnnotations: { rollout: '2' } },
+        }),
+      )
+      assert.deepEqual([...second], [...first], 'same pod name, same identity source')
+      assert.equal(new Set(first.values()).size, first.size, `every pod has its own identity: ${[...first.values()]}`)
+      for (const [pod, source] of first) {
+        const ordinal = pod.split('-').at(-1)
+        if (source.startsWith('pvc:')) {
+          assert.match(source, new RegExp(`^pvc:(data|state)-${pod}/`), `${pod}: on the PVC the StatefulSet binds to it`)
+        } else {
+          assert.match(source, new RegExp(`^secret:(relay-keys/relay|gw-keys/gateway)-${ordinal}\\.key$`), `${pod}: its own Secret key`)
+        }
+      }
+    }
+    // With identities from a Secret the gateway still writes its state (journal) to its own PVC, never beside the key.
+    const objs = render({ gateway: { replicas: 2, identity: { existingSecret: 'gw-keys' } } })
+    for (const i of [0, 1]) {
+      const { sts, c, env } = gatewayOf(objs, i)
+      const g = gatewayFlags(env)
+      assert.equal(mountFor(c, g.identityFile).readOnly, true)
+      assert.equal(storageOf(sts, c, env.STARGATE_STATE_DIR as string, i), `pvc:state-${gatewayName}-${i}`)
+    }
+  })
+
+  it('helm - STUN: UDP port in the relay container, its Services and the NetworkPolicy; --no-stun when disabled', () => {
+    const on = render({ networkPolicy: { enabled: true }, relay: { stun: { port: 3479 } } })
+    checkCommon(on)
+    const { c } = relayOf(on)
+    assert.equal(relayFlags(on, c).stunPort, 3479)
+    assert.ok(c.ports?.some((p) => p.name === 'stun' && p.containerPort === 3479 && p.protocol === 'UDP'))
+    for (const name of [relayName, `${relayName}-headless`]) {
+      const svc = one<IService>(on, 'Service', name)
+      assert.ok(
+        svc.spec?.ports?.some((p) => p.name === 'stun' && p.port === 3479 && p.protocol === 'UDP' && p.targetPort === 'stun'),
+        name,
+      )
+    }
+    const np = one<INetworkPolicy>(on, 'NetworkPolicy', relayName)
+    const stunRule = np.spec?.ingress?.find((r) => r.ports?.some((p) => p.port === 'stun' && p.protocol === 'UDP'))
+    assert.ok(stunRule != null, 'STUN is admitted')
+    assert.equal(stunRule.from, undefined, 'from any source, like libp2p')
+
+    const off = render({ networkPolicy: { enabled: true }, relay: { stun: { enabled: false } } })
+    checkCommon(off)
+    const relayOff = relayOf(off)
+    assert.equal(relayFlags(off, relayOff.c).stunPort, undefined, '--no-stun')
+    const all = JSON.stringify(off)
+    assert.ok(!all.includes('"stun"'), 'no STUN port anywhere')
   })
 
   it('helm - public relay: 3 replicas, one LoadBalancer Service per pod, announce addresses wired to --announce', () => {
@@ -374,7 +567,7 @@ describe('helm chart', () => {
     assert.equal(sts.spec?.replicas, 3)
     const podIndexEnv = c.env?.find((e) => e.name === 'POD_INDEX')
     assert.equal(podIndexEnv?.valueFrom?.fieldRef?.fieldPath, "metadata.labels['apps.kubernetes.io/pod-index']")
-    const r1 = relayFlags(c, '1')
+    const r1 = relayFlags(objs, c, 1)
     assert.deepEqual(r1.init.announce, ['/dns4/relay-1.example.com/tcp/4001', '/dns4/relay-1.example.net/tcp/4001'])
     assert.equal(r1.init.reservationTtlMs, 600000)
     assert.equal(r1.init.maxReservationsPerIp, 4)
@@ -387,25 +580,153 @@ describe('helm chart', () => {
       assert.equal(s.spec?.selector?.['statefulset.kubernetes.io/pod-name'], `${relayName}-${i}`, 'each Service selects one pod')
       assert.equal(s.spec?.externalTrafficPolicy, 'Local', 'client IPs are kept for per-IP limits')
       assert.deepEqual(
-        s.spec?.ports?.map((p) => [p.name, p.port]),
-        [['libp2p', 4001]],
-        'only libp2p is public',
+        s.spec?.ports?.map((p) => [p.name, p.port, p.protocol]),
+        [
+          ['libp2p', 4001, 'TCP'],
+          ['stun', 3478, 'UDP'],
+        ],
+        'only libp2p and STUN are public',
       )
       assert.equal(s.metadata?.annotations?.['service.beta.kubernetes.io/aws-load-balancer-type'], 'nlb')
     }
     assert.equal(find(objs, 'Service', relayName).length, 0, 'no shared relay Service in per-pod mode')
   })
 
-  it('helm - existing Secrets: relay identity per pod from the Secret, gateway identity from its Secret', () => {
+  it('helm - nodePort and loadBalancerIP: Service ports and the announce address derived from them agree, per pod', () => {
+    const nodePorts = render({ relay: { replicas: 3, service: { type: 'NodePort', perPod: true, nodePort: 30410, stunNodePort: 30480 } } })
+    checkCommon(nodePorts)
+    const { c } = relayOf(nodePorts)
+    for (const i of [0, 1, 2]) {
+      const svc = one<IService>(nodePorts, 'Service', `${relayName}-${i}`)
+      const libp2p = svc.spec?.ports?.find((p) => p.name === 'libp2p')
+      assert.equal(libp2p?.nodePort, 30410 + i)
+      assert.equal(svc.spec?.ports?.find((p) => p.name === 'stun')?.nodePort, 30480 + i)
+      // The pod runs on the node with IP 198.51.100.<i>: it announces that node's address at its own node port.
+      const flags = relayFlags(nodePorts, c, i, `198.51.100.${i}`)
+      assert.deepEqual(flags.init.announce, [`/ip4/198.51.100.${i}/tcp/${libp2p?.nodePort}`])
+    }
+    const named = render({ relay: { service: { type: 'NodePort', nodePort: 30401, nodeAddress: 'relay.example.com' } } })
+    checkCommon(named)
+    assert.deepEqual(relayFlags(named, relayOf(named).c).init.announce, ['/dns/relay.example.com/tcp/30401'])
+    assert.ok(!JSON.stringify(relayOf(named).c.env).includes('status.hostIP'), 'the node IP is read only when announced')
+
+    const lb = render({ relay: { service: { type: 'LoadBalancer', loadBalancerIP: '203.0.113.7' } } })
+    checkCommon(lb)
+    assert.equal(one<IService>(lb, 'Service', relayName).spec?.loadBalancerIP, '203.0.113.7')
+    assert.deepEqual(relayFlags(lb, relayOf(lb).c).init.announce, ['/ip4/203.0.113.7/tcp/4001'])
+    // An explicit announce wins over the derived one.
+    const explicit = render({
+      relay: { announce: ['/dns4/relay.example.org/tcp/443'], service: { type: 'LoadBalancer', loadBalancerIP: '203.0.113.7' } },
+    })
+    assert.deepEqual(relayFlags(explicit, relayOf(explicit).c).init.announce, ['/dns4/relay.example.org/tcp/443'])
+  })
+
+  it('helm - extraVolumes and extraVolumeMounts carry TLS and token files to the flags that read them', () => {
+    const objs = render({
+      gateway: {
+        extraVolumes: [
+          { name: 'api-tls', secret: { secretName: 'stargate-api-tls' } },
+          { name: 'api-tokens', secret: { secretName: 'stargate-api-tokens' } },
+        ],
+        extraVolumeMounts: [
+          { name: 'api-tls', mountPath: '/etc/stargate/tls', readOnly: true },
+          { name: 'api-tokens', mountPath: '/etc/stargate/tokens', readOnly: true },
+        ],
+        config: {
+          'tls-cert': '/etc/stargate/tls/tls.crt',
+          'tls-key': '/etc/stargate/tls/tls.key',
+          'auth-token-file': '/etc/stargate/tokens/tokens',
+        },
+      },
+      relay: {
+        extraVolumes: [{ name: 'extra', configMap: { name: 'relay-extra' } }],
+        extraVolumeMounts: [{ name: 'extra', mountPath: '/etc/stargate/extra', readOnly: true }],
+      },
+    })
+    checkCommon(objs)
+    const gw = gatewayOf(objs)
+    const g = gatewayFlags(gw.env)
+    for (const [file, secret] of [
+      [g.init.tlsCertFile, 'stargate-api-tls'],
+      [g.init.tlsKeyFile, 'stargate-api-tls'],
+      [g.init.authTokenFile, 'stargate-api-tokens'],
+    ] as const) {
+      assert.ok(file != null)
+      const m = mountFor(gw.c, file)
+      assert.equal(m.readOnly, true, `${file} is mounted read-only`)
+      assert.equal(gw.sts.spec?.template.spec?.volumes?.find((v) => v.name === m.name)?.secret?.secretName, secret)
+    }
+    const { sts, c } = relayOf(objs)
+    assert.ok(c.volumeMounts?.some((m) => m.name === 'extra' && m.mountPath === '/etc/stargate/extra'))
+    assert.equal(sts.spec?.template.spec?.volumes?.find((v) => v.name === 'extra')?.configMap?.name, 'relay-extra')
+  })
+
+  it('helm - the helm test Pod is a valid test hook that checks every relay and two gateways with the script in the image', () => {
+    const objs = render({ relay: { replicas: 2 }, gateway: { replicas: 3 }, networkPolicy: { enabled: true, metricsFrom: [] } })
+    checkCommon(objs)
+    const pod = testPodOf(objs)
+    assert.equal(pod.metadata?.annotations?.['helm.sh/hook'], 'test')
+    assert.match(pod.metadata?.annotations?.['helm.sh/hook-delete-policy'] ?? '', /before-hook-creation/)
+    const spec = pod.spec as IPodSpec
+    assert.equal(spec.restartPolicy, 'Never')
+    checkSecurity(pod.metadata?.name ?? '', spec)
+    for (const c of spec.containers) for (const m of c.volumeMounts ?? []) assert.ok(spec.volumes?.some((v) => v.name === m.name))
+    const [c] = spec.containers
+    assert.ok(c != null)
+    assert.equal(c.image, relayOf(objs).c.image, 'the same image as the workloads')
+    // The command runs deploy/helm-test.ts, which both images contain (WORKDIR /app).
+    assert.deepEqual(c.command, ['node', 'deploy/helm-test.ts'])
+    assert.ok(existsSync(join(CHART, '../..', 'deploy/helm-test.ts')))
+    for (const df of ['services/relay/Dockerfile', 'services/gateway/Dockerfile']) {
+      assert.match(
+        readFileSync(join(CHART, '../..', df), 'utf8'),
+        /^COPY .*deploy\/helm-test\.ts .*\.\/deploy\/$/m,
+        `${df} copies the test script`,
+      )
+      assert.match(readFileSync(join(CHART, '../..', df), 'utf8'), /^WORKDIR \/app$/m)
+    }
+    const env = Object.fromEntries((c.env ?? []).map((e) => [e.name, e.value ?? '']))
+    // Gateways 0 and 1 through the gateway StatefulSet's headless Service, on the API port.
+    const gw = gatewayOf(objs)
+    const apiPort = gatewayFlags(gw.env).init.apiPort
+    assert.deepEqual(
+      env.STARGATE_TEST_GATEWAYS?.split(','),
+      [0, 1].map((i) => `${gatewayName}-${i}.${gw.sts.spec?.serviceName}.${NAMESPACE}.svc.cluster.local:${apiPort}`),
+    )
+    const { sts, c: relay } = relayOf(objs)
+    assert.deepEqual(
+      env.STARGATE_TEST_RELAY_ADMINS?.split(','),
+      [0, 1].map((i) => `${relayName}-${i}.${sts.spec?.serviceName}.${NAMESPACE}.svc.cluster.local:${relayFlags(objs, relay).admin.port}`),
+    )
+    assert.equal(env.STARGATE_TEST_DEADLINE_MS, '120000')
+    // With NetworkPolicies on, the test Pod may reach the relay admin API.
+    const np = one<INetworkPolicy>(objs, 'NetworkPolicy', relayName)
+    const admin = np.spec?.ingress?.find((r) => r.ports?.some((p) => p.port === 'admin'))
+    assert.ok(
+      admin?.from?.some((f) => matches(f.podSelector?.matchLabels ?? {}, pod.metadata?.labels)),
+      'the test Pod reaches the admin API',
+    )
+
+    // One gateway: it pings itself. Disabled: no Pod.
+    const single = testPodOf(render({ gateway: { replicas: 1 } }))
+    assert.equal(single.spec?.containers[0]?.env?.find((e) => e.name === 'STARGATE_TEST_GATEWAYS')?.value?.split(',').length, 1)
+    assert.equal(find(render({ tests: { enabled: false } }), 'Pod').length, 0)
+  })
+
+  it('helm - existing Secrets: relay identity per pod from the Secret, gateway identity per pod from its Secret', () => {
     const objs = render({
       relay: { replicas: 2, identity: { existingSecret: 'relay-keys' } },
-      gateway: { replicas: 1, identity: { existingSecret: 'gateway-key' }, relays: [`/dns4/relay.example.com/tcp/4001/p2p/${RELAY_PEER}`] },
+      gateway: {
+        replicas: 2,
+        identity: { existingSecret: 'gateway-keys' },
+        relays: [`/dns4/relay.example.com/tcp/4001/p2p/${RELAY_PEER}`],
+      },
     })
     checkCommon(objs)
     const { sts, c } = relayOf(objs)
     assert.deepEqual(sts.spec?.volumeClaimTemplates, undefined, 'no PVC when the identity comes from a Secret')
-    const r0 = relayFlags(c, '0')
-    const r1 = relayFlags(c, '1')
+    const r0 = relayFlags(objs, c, 0)
+    const r1 = relayFlags(objs, c, 1)
     assert.equal(r0.identityFile, '/etc/stargate/identity/relay-0.key')
     assert.equal(r1.identityFile, '/etc/stargate/identity/relay-1.key')
     const m = mountFor(c, r0.identityFile)
@@ -414,13 +735,14 @@ describe('helm chart', () => {
     assert.equal(vol?.secret?.secretName, 'relay-keys')
     assert.equal(vol?.secret?.defaultMode, 0o440)
 
-    const gw = gatewayOf(objs)
-    const g = gatewayFlags(gw.env)
-    assert.deepEqual(g.init.relays, [`/dns4/relay.example.com/tcp/4001/p2p/${RELAY_PEER}`])
-    const gm = mountFor(gw.c, g.identityFile)
-    const gvol = gw.dep.spec?.template.spec?.volumes?.find((v) => v.name === gm.name)
-    assert.equal(gvol?.secret?.secretName, 'gateway-key')
-    assert.deepEqual(gvol?.secret?.items, [{ key: 'identity.key', path: 'identity.key' }])
+    const g1 = gatewayFlags(gatewayOf(objs, 1).env)
+    assert.ok(g1.init.relays?.includes(`/dns4/relay.example.com/tcp/4001/p2p/${RELAY_PEER}`))
+    assert.equal(g1.identityFile, '/etc/stargate/identity/gateway-1.key')
+    const gw = gatewayOf(objs, 1)
+    const gm = mountFor(gw.c, g1.identityFile)
+    const gvol = gw.sts.spec?.template.spec?.volumes?.find((v) => v.name === gm.name)
+    assert.equal(gvol?.secret?.secretName, 'gateway-keys')
+    assert.equal(gm.readOnly, true)
   })
 
   it('helm - metrics, ServiceMonitor, NetworkPolicy, HPA, OpenTelemetry and NATS on', () => {
@@ -433,9 +755,9 @@ describe('helm chart', () => {
       },
       gateway: {
         natsUrl: 'nats://nats.nats.svc:4222',
-        relays: [`/dns4/${relayName}-0.${relayName}-headless.${NAMESPACE}.svc.cluster.local/tcp/4001/p2p/${RELAY_PEER}`],
         autoscaling: { enabled: true, minReplicas: 2, maxReplicas: 6 },
         config: { 'call-deadline-ms': 5000, 'tier-stagger-ms': 250 },
+        networkPolicy: { apiFrom: [{ namespaceSelector: { matchLabels: { team: 'apps' } } }] },
       },
     })
     checkCommon(objs)
@@ -449,12 +771,12 @@ describe('helm chart', () => {
     assert.equal(otelEnv.OTEL_EXPORTER_OTLP_ENDPOINT, 'http://otel-collector.observability:4318')
     assert.equal(otelEnv.OTEL_EXPORTER_OTLP_PROTOCOL, 'http/protobuf')
     assert.equal(otelEnv.OTEL_SERVICE_NAME, 'stargate-relay')
-    relayFlags(c)
+    relayFlags(objs, c)
 
     const gw = gatewayOf(objs)
-    assert.equal(gw.dep.spec?.replicas, undefined)
+    assert.equal(gw.sts.spec?.replicas, undefined)
     assert.equal(gw.env.STARGATE_METRICS_LISTEN, '0.0.0.0:9464')
-    assert.equal(gw.c.env?.find((e) => e.name === 'OTEL_SERVICE_NAME')?.value, 'stargate-gateway')
+    assert.equal(gw.env.OTEL_SERVICE_NAME, 'stargate-gateway')
     const g = gatewayFlags(gw.env)
     assert.equal(g.init.natsUrl, 'nats://nats.nats.svc:4222')
     assert.equal(g.init.callDeadlineMs, 5000)
@@ -472,18 +794,48 @@ describe('helm chart', () => {
     assert.deepEqual(scraped.map((s) => s.metadata?.name).sort(), [gatewayName, `${relayName}-headless`])
     for (const s of scraped) assert.ok(s.spec?.ports?.some((p) => p.name === 'metrics' && p.port === 9464))
 
-    // NetworkPolicy: the relay admin API only from the gateways; metrics only from the monitoring namespace.
+    // NetworkPolicy: the relay admin API only from the gateways and the test Pod; metrics only from monitoring.
     const np = one<INetworkPolicy>(objs, 'NetworkPolicy', relayName)
     const adminRule = np.spec?.ingress?.find((r) => r.ports?.some((p) => p.port === 'admin'))
-    assert.deepEqual(adminRule?.from?.[0]?.podSelector?.matchLabels?.['app.kubernetes.io/component'], 'gateway')
+    assert.deepEqual(
+      adminRule?.from?.map((f) => f.podSelector?.matchLabels?.['app.kubernetes.io/component']),
+      ['gateway', 'test'],
+    )
     const metricsRule = np.spec?.ingress?.find((r) => r.ports?.some((p) => p.port === 'metrics'))
     assert.equal(metricsRule?.from?.[0]?.namespaceSelector?.matchLabels?.['kubernetes.io/metadata.name'], 'monitoring')
     const libp2pRule = np.spec?.ingress?.find((r) => r.ports?.some((p) => p.port === 'libp2p'))
     assert.equal(libp2pRule?.from, undefined, 'libp2p is open to every source')
+    const gwNp = one<INetworkPolicy>(objs, 'NetworkPolicy', gatewayName)
+    const apiRule = gwNp.spec?.ingress?.find((r) => r.ports?.some((p) => p.port === 'api'))
+    assert.deepEqual(
+      apiRule?.from?.map((f) => f.namespaceSelector?.matchLabels?.team ?? f.podSelector?.matchLabels?.['app.kubernetes.io/component']),
+      ['apps', 'test'],
+      'the API from gateway.networkPolicy.apiFrom and the helm test Pod',
+    )
 
     const hpa = one<IHorizontalPodAutoscaler>(objs, 'HorizontalPodAutoscaler', gatewayName)
+    assert.equal(hpa.spec.scaleTargetRef.kind, 'StatefulSet')
     assert.equal(hpa.spec.minReplicas, 2)
     assert.equal(hpa.spec.maxReplicas, 6)
+  })
+
+  it('helm - the Grafana dashboard ConfigMap and the PrometheusRule ship the files compose uses', () => {
+    const objs = render({
+      grafana: { dashboards: { enabled: true, annotations: { grafana_folder: 'Stargate' } } },
+      prometheusRule: { enabled: true, labels: { release: 'kube-prometheus-stack' } },
+    })
+    checkCommon(objs)
+    const cm = one<IConfigMap>(objs, 'ConfigMap', `${RELEASE}-stargate-dashboard`)
+    assert.equal(cm.metadata?.labels?.grafana_dashboard, '1', 'the label the Grafana sidecar selects on')
+    assert.equal(cm.metadata?.annotations?.grafana_folder, 'Stargate')
+    const dashboardFile = readFileSync(join(CHART, 'files/grafana/stargate.json'), 'utf8')
+    assert.deepEqual(JSON.parse(cm.data?.['stargate.json'] ?? ''), JSON.parse(dashboardFile))
+    const rule = one<Manifest>(objs, 'PrometheusRule', `${RELEASE}-stargate`)
+    assert.equal(rule.metadata.labels?.release, 'kube-prometheus-stack')
+    assert.deepEqual(rule.spec, parse(readFileSync(join(CHART, 'files/prometheus/alerts.yaml'), 'utf8')))
+    const compose = readFileSync(join(CHART, '../../docker-compose.yml'), 'utf8')
+    assert.ok(compose.includes('./helm/stargate/files/grafana/stargate.json:'), 'compose provisions the same dashboard')
+    assert.ok(compose.includes('./helm/stargate/files/prometheus/alerts.yaml:'), 'compose loads the same alerts')
   })
 
   it('helm - relay only or gateway only renders just that component', () => {
@@ -493,6 +845,7 @@ describe('helm chart', () => {
     const gatewayOnly = render({ relay: { enabled: false }, networkPolicy: { enabled: true } })
     checkCommon(gatewayOnly)
     assert.ok(gatewayOnly.every((o) => o.metadata.labels?.['app.kubernetes.io/component'] !== 'relay'))
+    assert.equal(testPodOf(gatewayOnly).spec?.containers[0]?.env?.find((e) => e.name === 'STARGATE_TEST_RELAY_ADMINS')?.value, '')
   })
 
   it('helm - the strict validator rejects unknown and mistyped fields', () => {
@@ -511,9 +864,13 @@ describe('helm chart', () => {
       [{ relay: { service: { type: 'Public' } } }, /\/relay\/service\/type.*one of/],
       [{ gateway: { replicaCount: 3 } }, /additional properties 'replicaCount' not allowed/],
       [{ relay: { port: 70000 } }, /\/relay\/port/],
-      [{ gateway: { relays: ['/ip4/10.0.0.1/tcp/4001'] } }, /\/gateway\/relays\/0.*does not match pattern/],
+      [{ gateway: { relays: ['relay.example.com:4001'] } }, /\/gateway\/relays\/0.*does not match pattern/],
+      [{ gateway: { relays: ['/ip4/10.0.0.1/tcp/4001/p2p-circuit'] } }, /\/gateway\/relays\/0.*does not match pattern/],
       [{ gateway: { config: { 'max-retrys': 3 } } }, /additional properties 'max-retrys' not allowed/],
       [{ relay: { announce: ['relay.example.com:4001'] } }, /\/relay\/announce\/0/],
+      [{ relay: { service: { nodePort: 40000 } } }, /\/relay\/service\/nodePort/],
+      [{ relay: { service: { loadBalancerIP: 'relay.example.com' } } }, /\/relay\/service\/loadBalancerIP/],
+      [{ gateway: { extraVolumeMounts: [{ name: 'x' }] } }, /\/gateway\/extraVolumeMounts\/0.*mountPath/],
     ]
     for (const [values, message] of cases) {
       const r = runHelm(['template', RELEASE, CHART, '--kube-version', '1.31.0'], values)
@@ -526,20 +883,20 @@ describe('helm chart', () => {
   it('helm - settings that would share one peer id or address between pods fail with a clear message', () => {
     const cases: [object, RegExp][] = [
       [
-        { gateway: { replicas: 2, identity: { existingSecret: 'k' } } },
-        /gateway\.identity\.existingSecret gives every pod the same peer id/,
-      ],
-      [
-        { gateway: { replicas: 1, autoscaling: { enabled: true }, identity: { existingSecret: 'k' } } },
-        /gateway\.identity\.existingSecret/,
-      ],
-      [
         { relay: { replicas: 2, service: { type: 'LoadBalancer' } } },
         /relay\.service\.type LoadBalancer with 2 replicas needs relay\.service\.perPod=true/,
       ],
       [
         { relay: { replicas: 3, announce: ['/dns4/relay.example.com/tcp/4001'] } },
         /relay\.announce "\/dns4\/relay\.example\.com\/tcp\/4001" is the same for all 3 relays/,
+      ],
+      [
+        { relay: { replicas: 2, service: { type: 'LoadBalancer', perPod: true, loadBalancerIP: '203.0.113.7' } } },
+        /relay\.service\.loadBalancerIP is one address but there are 2 relays/,
+      ],
+      [
+        { relay: { replicas: 2, service: { type: 'NodePort', perPod: true, nodePort: 30401 } } },
+        /relay\.service\.nodePort 30401 with 2 per-pod Services: .* a nodePort ending in 0/,
       ],
     ]
     for (const [values, message] of cases) {
@@ -554,8 +911,8 @@ describe('helm chart', () => {
   it('helm - schema config keys are exactly the flags without a dedicated value', () => {
     const schema = JSON.parse(readFileSync(join(CHART, 'values.schema.json'), 'utf8'))
     const dedicated = {
-      relay: ['host', 'port', 'admin-listen', 'max-connections', 'identity', 'announce', 'metrics-listen'],
-      gateway: ['listen', 'p2p-listen', 'relay', 'nats', 'identity', 'peer', 'capability', 'metrics-listen'],
+      relay: ['host', 'port', 'admin-listen', 'max-connections', 'identity', 'announce', 'metrics-listen', 'stun-port', 'no-stun'],
+      gateway: ['listen', 'p2p-listen', 'relay', 'nats', 'identity', 'peer', 'capability', 'metrics-listen', 'state-dir'],
     }
     for (const [component, flags] of [
       ['relay', RELAY_FLAGS],
@@ -570,6 +927,37 @@ describe('helm chart', () => {
         config,
         expected,
         `${component}.config in values.schema.json lists every other ${component} flag (add new flags there)`,
+      )
+    }
+  })
+
+  it('helm - the chart README values table is generated from values.schema.json and values.yaml (node scripts/chart-readme.ts --write)', () => {
+    const text = readFileSync(CHART_README, 'utf8')
+    assert.ok(text.includes('<!-- VALUES -->') && text.includes('<!-- /VALUES -->'))
+    assert.equal(renderChartReadme(text), text, 'README.md values table is stale: run node scripts/chart-readme.ts --write')
+    // Every value has a description, and every key of values.yaml is in the schema and in the table.
+    const { schema, values } = readChart()
+    const undocumented: string[] = []
+    const walk = (node: SchemaNode, path: string): void => {
+      for (const [name, child] of Object.entries(node.properties ?? {})) {
+        const key = path === '' ? name : `${path}.${name}`
+        if (!/\.config\./.test(key) && (child.description ?? '').trim() === '') undocumented.push(key)
+        walk(child, key)
+      }
+    }
+    walk(schema, '')
+    assert.deepEqual(undocumented, [], 'every value in values.schema.json has a description')
+    const leaves = (v: unknown, path: string): string[] =>
+      v != null && typeof v === 'object' && !Array.isArray(v) && Object.keys(v).length > 0
+        ? Object.entries(v).flatMap(([k, x]) => leaves(x, path === '' ? k : `${path}.${k}`))
+        : [path]
+    for (const key of leaves(values, '')) {
+      // A key is in the table itself or under a row of one of its parents (maps such as relay.resources).
+      const parts = key.split('.')
+      const rows = parts.map((_, i) => `| \`${parts.slice(0, i + 1).join('.')}\``)
+      assert.ok(
+        rows.some((r) => text.includes(r)),
+        `values.yaml key ${key} is in the README table`,
       )
     }
   })

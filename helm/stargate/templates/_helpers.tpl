@@ -94,3 +94,63 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ printf "0.0.0.0:%d" (int .Values.metrics.port) | quote }}
 {{- end }}
 {{- end -}}
+
+{{/* The multiaddr host component of an IP or DNS name: /ip4/1.2.3.4, /ip6/::1, /dns/relay.example.com. */}}
+{{- define "stargate.hostComponent" -}}
+{{- if regexMatch "^[0-9]+(\\.[0-9]+){3}$" . -}}
+/ip4/{{ . }}
+{{- else if contains ":" . -}}
+/ip6/{{ . }}
+{{- else -}}
+/dns/{{ . }}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Addresses of this release's relays as the gateways dial them (JSON list): one per relay pod, by its DNS name on
+the headless Service and without a peer id (each gateway learns it on connecting).
+*/}}
+{{- define "stargate.releaseRelayAddrs" -}}
+{{- $relay := include "stargate.relay.fullname" . -}}
+{{- $addrs := list -}}
+{{- if and .Values.relay.enabled .Values.gateway.releaseRelays -}}
+{{- range $i := until (int .Values.relay.replicas) -}}
+{{- $addrs = append $addrs (printf "/dns4/%s-%d.%s-headless.%s.svc.%s/tcp/%d" $relay $i $relay $.Release.Namespace $.Values.clusterDomain (int $.Values.relay.port)) -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $addrs -}}
+{{- end -}}
+
+{{/*
+The relay's --announce addresses (JSON list): relay.announce when given; else derived from the Service: a NodePort
+relay announces the node's address (relay.service.nodeAddress, or the IP of the node it runs on) at its node port,
+a LoadBalancer relay its loadBalancerIP. Empty otherwise (the relay advertises its pod address).
+*/}}
+{{- define "stargate.relay.announce" -}}
+{{- $relay := .Values.relay -}}
+{{- $svc := $relay.service -}}
+{{- $out := list -}}
+{{- if $relay.announce -}}
+{{- $out = $relay.announce -}}
+{{- else if and (eq $svc.type "NodePort") (gt (int $svc.nodePort) 0) -}}
+{{- $host := "/ip4/$(HOST_IP)" -}}
+{{- if $svc.nodeAddress -}}
+{{- $host = include "stargate.hostComponent" $svc.nodeAddress -}}
+{{- end -}}
+{{- $port := printf "%d" (int $svc.nodePort) -}}
+{{- if and $svc.perPod (gt (int $relay.replicas) 1) -}}
+{{- /* Pod i's Service has node port nodePort+i; Kubernetes can only append the ordinal, so nodePort ends in 0. */}}
+{{- if or (ne (mod (int $svc.nodePort) 10) 0) (gt (int $relay.replicas) 10) -}}
+{{- fail (printf "relay.service.nodePort %d with %d per-pod Services: each relay announces nodePort+ordinal, which needs a nodePort ending in 0 and at most 10 replicas; or set relay.announce" (int $svc.nodePort) (int $relay.replicas)) -}}
+{{- end -}}
+{{- $port = printf "%d$(POD_INDEX)" (div (int $svc.nodePort) 10) -}}
+{{- end -}}
+{{- $out = list (printf "%s/tcp/%s" $host $port) -}}
+{{- else if and (eq $svc.type "LoadBalancer") $svc.loadBalancerIP -}}
+{{- if gt (int $relay.replicas) 1 -}}
+{{- fail (printf "relay.service.loadBalancerIP is one address but there are %d relays, each with its own identity: use one replica, or per-pod Services with relay.announce naming each pod's address ($(POD_INDEX))" (int $relay.replicas)) -}}
+{{- end -}}
+{{- $out = list (printf "%s/tcp/%d" (include "stargate.hostComponent" $svc.loadBalancerIP) (int $relay.port)) -}}
+{{- end -}}
+{{- toJson $out -}}
+{{- end -}}
