@@ -5,6 +5,7 @@ import { RELAY_FLAGS, runRelay } from '@stargate/relay/cli'
 import { messageOf } from '@stargate/shared/errors'
 import { peerIdOf, writeIdentity } from '@stargate/shared/identity'
 import { type FlagSpec, helpText, parseFlags, str, UsageError } from '@stargate/shared/options'
+import { STARGATE_VERSION } from '@stargate/shared/version'
 import { DEV_FLAGS, runDev } from './dev.ts'
 
 interface Command {
@@ -46,12 +47,17 @@ function usage(): string {
   const lines = ['Usage: stargate <command> [flags]', '', 'Commands:']
   for (const [name, c] of Object.entries(COMMANDS)) lines.push(`  ${name.padEnd(10)} ${c.summary}`)
   lines.push('', 'Run "stargate <command> --help" for the flags of a command. Every flag can also be set as STARGATE_<FLAG>.')
+  lines.push('"stargate --version" prints the version.')
   return lines.join('\n')
 }
 
 /** Runs the CLI; resolves to the exit code for short commands (long-running ones exit on signals). */
 export async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv
+  if (name === '--version' || name === '-v') {
+    process.stdout.write(`stargate ${STARGATE_VERSION}\n`)
+    return 0
+  }
   if (name == null || name === '--help' || name === '-h' || name === 'help') {
     process.stdout.write(`${usage()}\n`)
     return name == null ? 2 : 0
