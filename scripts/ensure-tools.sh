@@ -13,6 +13,8 @@ HELM_VERSION=v3.19.0
 PROTOC_GEN_GO_VERSION=v1.36.10
 PROTOC_GEN_GO_GRPC_VERSION=v1.5.1
 KUBERNETES_VALIDATE_VERSION=1.37.0
+# Prometheus 3.16.0 (its Go module versions are v0.3xx.y); docker-compose.yml runs the same version.
+PROMETHEUS_VERSION=v0.316.0
 
 log() { echo "ensure-tools: $*" >&2; }
 
@@ -75,6 +77,8 @@ want grpcurl && go_tool grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl "$GR
 want nats-server && go_tool nats-server github.com/nats-io/nats-server/v2 "$NATS_SERVER_VERSION"
 want helm && go_tool helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION"
 want protoc-gen-go && go_tool protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go "$PROTOC_GEN_GO_VERSION"
+want prometheus && go_tool prometheus github.com/prometheus/prometheus/cmd/prometheus "$PROMETHEUS_VERSION"
+want promtool && go_tool promtool github.com/prometheus/prometheus/cmd/promtool "$PROMETHEUS_VERSION"
 want protoc-gen-go-grpc && go_tool protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc "$PROTOC_GEN_GO_GRPC_VERSION"
 want netns && { netns_tool ip iproute2; netns_tool iptables iptables; }
 # Only when asked for by name (TOOLS=docker-compose): it needs apt-get and root or passwordless sudo.

@@ -108,6 +108,7 @@ export class Gateway {
     this.telemetry = new GatewayTelemetry({
       poolConnections: () => this.pool.channelCount(),
       relays: () => this.relays.all(),
+      natsState: () => this.nats?.state ?? NatsState.DISABLED,
       inboundStats: () => this.inbound.stats,
       dedupeBytes: () => this.inbound.rememberedPayloadBytes,
       journal: () => this.inbound.journalUsage(),

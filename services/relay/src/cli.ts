@@ -217,7 +217,7 @@ export async function runRelay(flags: ParsedFlags): Promise<void> {
     await telemetry.shutdown()
     throw err
   }
-  observeRelay(() => relay.snapshot())
+  observeRelay(() => relay.snapshot(), relay.options)
   // Signal handlers go in before the readiness lines: whoever reads them may send SIGTERM at once.
   stopOnSignals(async () => {
     await stun?.stop()

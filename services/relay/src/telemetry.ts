@@ -1,6 +1,6 @@
 import { metrics } from '@opentelemetry/api'
 import { STARGATE_VERSION } from '@stargate/shared/version'
-import type { RelaySnapshot } from './relay.ts'
+import type { RelayOptions, RelaySnapshot } from './relay.ts'
 
 /** Instrumentation scope of the relay's metrics. */
 export const RELAY_SCOPE = 'stargate-relay'
@@ -39,13 +39,27 @@ export function relayReadings(s: RelaySnapshot): RelayReadings {
 
 /**
  * Registers the relay's observable metrics: stargate.relay.reservations, stargate.relay.circuits.active,
- * stargate.relay.connections (gauges); stargate.relay.circuits, stargate.relay.reservations.accepted,
+ * stargate.relay.connections and their limits stargate.relay.reservations.limit and
+ * stargate.relay.connections.limit (gauges); stargate.relay.circuits, stargate.relay.reservations.accepted,
  * stargate.relay.reservations.replaced, stargate.relay.reservations.dropped, stargate.relay.bytes{direction} and
  * stargate.relay.refusals{reason} (counters). Each collection reads one
  * snapshot. A no-op unless the process started the OpenTelemetry SDK.
  */
-export function observeRelay(snapshot: () => RelaySnapshot): void {
+export function observeRelay(snapshot: () => RelaySnapshot, limits: Pick<RelayOptions, 'maxReservations' | 'maxConnections'>): void {
   const meter = metrics.getMeter(RELAY_SCOPE, STARGATE_VERSION)
+  // The limits are fixed at start; as gauges next to the live numbers they let dashboards and alerts show headroom.
+  meter
+    .createObservableGauge('stargate.relay.reservations.limit', {
+      description: 'Most reservations held at once (--max-reservations)',
+      unit: '{reservation}',
+    })
+    .addCallback((r) => r.observe(limits.maxReservations))
+  meter
+    .createObservableGauge('stargate.relay.connections.limit', {
+      description: 'Most libp2p connections held (--max-connections)',
+      unit: '{connection}',
+    })
+    .addCallback((r) => r.observe(limits.maxConnections))
   const reservations = meter.createObservableGauge('stargate.relay.reservations', {
     description: 'Reservations held now',
     unit: '{reservation}',

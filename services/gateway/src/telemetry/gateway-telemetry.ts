@@ -15,7 +15,7 @@ import {
 import { durationToMs } from '@stargate/shared/clock'
 import { Code, StargateError } from '@stargate/shared/errors'
 import type { PeerRequest } from '@stargate/shared/gen/envelope'
-import { AttemptOutcome, Tier } from '@stargate/shared/gen/gateway'
+import { AttemptOutcome, NatsState, Tier } from '@stargate/shared/gen/gateway'
 import { STARGATE_VERSION } from '@stargate/shared/version'
 import type { InboundMeta, InboundObserver, PeerResponseInit } from '../inbound.ts'
 import type { RelayHealthObserver, RelayState } from '../relays.ts'
@@ -72,6 +72,8 @@ export interface GatewayTelemetrySources {
   journal?(): { bytes: number; maxBytes: number } | undefined
   /** The configured relays and their health. */
   relays(): RelayState[]
+  /** State of the NATS connection (DISABLED without --nats). */
+  natsState?(): NatsState
 }
 
 /**
@@ -110,7 +112,15 @@ export class GatewayTelemetry implements RouterObserver, RelayHealthObserver, In
     meter
       .createObservableGauge('stargate.relay.healthy', { description: '1 when the relay is healthy and usable, else 0' })
       .addCallback((r) => {
-        for (const s of sources.relays()) r.observe(s.healthy && !s.suspect ? 1 : 0, { [ATTR.relay]: s.peerId })
+        for (const s of sources.relays()) r.observe(s.healthy && !s.suspect ? 1 : 0, { [ATTR.relay]: s.peerId, [ATTR.relayAddr]: s.addr })
+      })
+    meter
+      .createObservableGauge('stargate.nats.connected', {
+        description: '1 while the NATS connection is up, 0 while it is down or reconnecting (absent without --nats)',
+      })
+      .addCallback((r) => {
+        const state = sources.natsState?.() ?? NatsState.DISABLED
+        if (state !== NatsState.DISABLED) r.observe(state === NatsState.CONNECTED ? 1 : 0)
       })
     meter
       .createObservableGauge('stargate.pool.connections', { description: 'Open pooled peer connections', unit: '{connection}' })
@@ -221,8 +231,9 @@ export class GatewayTelemetry implements RouterObserver, RelayHealthObserver, In
     )
     if (!ok) span.setStatus({ code: SpanStatusCode.ERROR, message: error ?? 'failed' })
     span.end(endMs)
-    this.healthChecks.add(1, { [ATTR.relay]: relay.peerId, [ATTR.outcome]: outcome })
-    if (ok) this.relayRtt.record(rttMs / 1000, { [ATTR.relay]: relay.peerId })
+    // The configured address names the relay even before its peer id is known (an address without /p2p/).
+    this.healthChecks.add(1, { [ATTR.relay]: relay.peerId, [ATTR.relayAddr]: relay.addr, [ATTR.outcome]: outcome })
+    if (ok) this.relayRtt.record(rttMs / 1000, { [ATTR.relay]: relay.peerId, [ATTR.relayAddr]: relay.addr })
   }
 
   async handle(req: PeerRequest, meta: InboundMeta, run: () => Promise<PeerResponseInit>): Promise<PeerResponseInit> {
