@@ -10,6 +10,7 @@ import { join } from 'node:path'
 import { after, describe, it } from 'node:test'
 import { PrometheusRule, ServiceMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1'
 import { GATEWAY_FLAGS, gatewayConfigFromFlags } from '@stargate/gateway/cli'
+import { GATEWAY_DEFAULTS } from '@stargate/gateway/defaults'
 import { RELAY_FLAGS, relayConfigFromFlags } from '@stargate/relay/cli'
 import { envName, parseFlags } from '@stargate/shared/options'
 import { type IStatefulSet, StatefulSet } from 'kubernetes-models/apps/v1'
@@ -526,6 +527,38 @@ describe('helm chart', () => {
     }
   })
 
+  it('helm - the gateway state volume is sized for the journal bound: half of it by default, a larger bound must fit', () => {
+    const bytes = (q: string): number => {
+      const m = /^(\d+)(Ki|Mi|Gi)$/.exec(q)
+      assert.ok(m, q)
+      return Number(m[1]) * { Ki: 1024, Mi: 1024 ** 2, Gi: 1024 ** 3 }[m[2] as 'Ki' | 'Mi' | 'Gi']
+    }
+    const sized = (values: object): { journal: number | undefined; volume: number } => {
+      const objs = render(values)
+      const gw = gatewayOf(objs)
+      const volume = gw.sts.spec?.volumeClaimTemplates?.find(
+        (t) => t.metadata?.name === mountFor(gw.c, gw.env.STARGATE_STATE_DIR ?? '').name,
+      )
+      return {
+        journal: gatewayFlags(gw.env).init.requestJournalMaxBytes,
+        volume: bytes(volume?.spec?.resources?.requests?.storage as string),
+      }
+    }
+    // The default volume keeps the code's default bound.
+    const byDefault = sized({})
+    assert.equal(byDefault.journal, GATEWAY_DEFAULTS.requestJournalMaxBytes)
+    assert.equal(byDefault.journal, byDefault.volume / 2)
+    const large = sized({ gateway: { persistence: { size: '2Gi' } } })
+    assert.equal(large.journal, 1024 ** 3)
+    const explicit = sized({ gateway: { config: { 'request-journal-max-bytes': 100 * 1024 ** 2 } } })
+    assert.equal(explicit.journal, 100 * 1024 ** 2)
+    const tooLarge = runHelm(['template', RELEASE, CHART, '--kube-version', '1.31.0'], {
+      gateway: { config: { 'request-journal-max-bytes': 250 * 1024 ** 2 } },
+    })
+    assert.notEqual(tooLarge.status, 0)
+    assert.match(tooLarge.stderr, /gateway\.config\.request-journal-max-bytes 262144000 does not fit gateway\.persistence\.size 256Mi/)
+  })
+
   it('helm - STUN: UDP port in the relay container, its Services and the NetworkPolicy; --no-stun when disabled', () => {
     const on = render({ networkPolicy: { enabled: true }, relay: { stun: { port: 3479 } } })
     checkCommon(on)
@@ -756,7 +789,7 @@ describe('helm chart', () => {
       gateway: {
         natsUrl: 'nats://nats.nats.svc:4222',
         autoscaling: { enabled: true, minReplicas: 2, maxReplicas: 6 },
-        config: { 'call-deadline-ms': 5000, 'tier-stagger-ms': 250 },
+        config: { 'call-deadline-ms': 5000, 'tier-stagger-ms': 250, 'backoff-factor': 1.5, 'dedupe-max-bytes': 64 * 1024 ** 3 },
         networkPolicy: { apiFrom: [{ namespaceSelector: { matchLabels: { team: 'apps' } } }] },
       },
     })
@@ -781,6 +814,8 @@ describe('helm chart', () => {
     assert.equal(g.init.natsUrl, 'nats://nats.nats.svc:4222')
     assert.equal(g.init.callDeadlineMs, 5000)
     assert.equal(g.init.tierStaggerMs, 250)
+    assert.equal(g.init.backoffFactor, 1.5, 'fractions stay fractions')
+    assert.equal(g.init.dedupeMaxBytes, 64 * 1024 ** 3, 'large whole numbers are written without an exponent')
     assert.equal(g.init.relays?.length, 1)
 
     // The ServiceMonitor scrapes the "metrics" port of exactly the relay (headless) and gateway Services.

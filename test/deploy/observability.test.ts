@@ -4,8 +4,8 @@
 //   - every dashboard query parses (Prometheus' own parser), every metric selector in it matches exported
 //     series, every label it groups by or shows in a legend is on those series, and every panel has data;
 //   - every alert rule loads and evaluates without error, its selectors and labels exist, and each alert goes
-//     pending when its condition is produced for real (a dead relay, a full relay, UNAVAILABLE calls, NATS
-//     killed); promtool checks the rule file.
+//     pending when its condition is produced for real (a dead relay, a full relay, UNAVAILABLE calls, a full
+//     request journal, NATS killed); promtool checks the rule file.
 // A metric or label renamed in the code, the dashboard or the alerts fails here.
 import assert from 'node:assert/strict'
 import { spawn, spawnSync } from 'node:child_process'
@@ -147,9 +147,11 @@ describe('observability pack against real metrics', () => {
     ])
     // Two reservations fill this relay (StargateRelayNearReservationCapacity).
     const relay = await h.relay(['--metrics-listen', `127.0.0.1:${relayMetrics}`, '--max-reservations', '2'], { name: 'relay' })
-    const b = await h.gateway(['--relay', relay.multiaddr, '--nats', nats.url, '--metrics-listen', `127.0.0.1:${bMetrics}`], {
-      name: 'gateway-b',
-    })
+    // B's request journal is small, so calls fill it (StargateJournalNearBound).
+    const b = await h.gateway(
+      ['--relay', relay.multiaddr, '--nats', nats.url, '--metrics-listen', `127.0.0.1:${bMetrics}`, '--request-journal-max-bytes', '8192'],
+      { name: 'gateway-b' },
+    )
     // A also has a relay nobody runs (StargateRelayUnhealthy, failing health checks).
     const a: GatewayHandle = await h.gateway(
       [
@@ -160,6 +162,9 @@ describe('observability pack against real metrics', () => {
     )
     await b.proc.waitFor(/"msg":"reserved on relay"/)
     await a.proc.waitFor(/"msg":"reserved on relay"/)
+    // C (not scraped) finds the relay full (a refusal) and fills B's journal without changing A's call mix.
+    const c = await h.gateway(['--relay', relay.multiaddr], { name: 'gateway-c' })
+    await c.proc.waitFor(/"msg":"reservation failed"/)
     const config = join(work, 'prometheus.yml')
     writeFileSync(
       config,
@@ -205,6 +210,17 @@ describe('observability pack against real metrics', () => {
       (await instant('stargate_call_duration_count{error_type="Unavailable"}')).length > 0 ? true : undefined,
     )
     await round()
+    // Calls to B's Serve handler until its journal refuses one: the journal is then near its bound.
+    for (let i = 0; ; i++) {
+      assert.ok(i < 1000, "B's journal never filled")
+      const refused = await c.client
+        .call({ peerId: b.peerId, method: 'echo', payload: { case: 'json', value: fromJson(ValueSchema, { fill: i }) } })
+        .then(
+          () => false,
+          (e: unknown) => ConnectError.from(e).code === Code.ResourceExhausted,
+        )
+      if (refused) break
+    }
     await eventually('the second round in the scrapes', async () =>
       (await instant('increase(stargate_call_duration_count{error_type="Unavailable"}[1m]) > 0')).length > 0 ? true : undefined,
     )

@@ -154,3 +154,39 @@ a LoadBalancer relay its loadBalancerIP. Empty otherwise (the relay advertises i
 {{- end -}}
 {{- toJson $out -}}
 {{- end -}}
+
+{{/* Bytes of a Kubernetes quantity without fractions: 256Mi -> 268435456, 1G -> 1000000000. */}}
+{{- define "stargate.bytes" -}}
+{{- $q := . | toString -}}
+{{- $n := regexFind "^[0-9]+" $q -}}
+{{- $unit := trimPrefix $n $q -}}
+{{- $factor := dict "" 1 "k" 1000 "M" 1000000 "G" 1000000000 "T" 1000000000000 "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 -}}
+{{- mul (int64 $n) (get $factor $unit) -}}
+{{- end -}}
+
+{{/*
+The gateway's request journal bound (--request-journal-max-bytes), sized to its state volume: half of it
+unless gateway.config sets it, which must then leave a quarter of the volume free.
+*/}}
+{{- define "stargate.gateway.journalMaxBytes" -}}
+{{- $gw := .Values.gateway -}}
+{{- $volume := include "stargate.bytes" $gw.persistence.size | int64 -}}
+{{- $set := index $gw.config "request-journal-max-bytes" -}}
+{{- if $set -}}
+{{- if gt (int64 $set) (div (mul $volume 3) 4) -}}
+{{- fail (printf "gateway.config.request-journal-max-bytes %s does not fit gateway.persistence.size %s: the journal may use at most 3/4 of the state volume (%d bytes); raise the size" (include "stargate.flagValue" $set) $gw.persistence.size (div (mul $volume 3) 4)) -}}
+{{- end -}}
+{{- int64 $set -}}
+{{- else -}}
+{{- div $volume 2 -}}
+{{- end -}}
+{{- end -}}
+
+{{/* A flag value as an environment string: whole numbers without an exponent (YAML numbers arrive as floats). */}}
+{{- define "stargate.flagValue" -}}
+{{- if and (kindIs "float64" .) (eq (float64 (int64 .)) .) -}}
+{{- int64 . -}}
+{{- else -}}
+{{- . | toString -}}
+{{- end -}}
+{{- end -}}
