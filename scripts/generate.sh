@@ -10,6 +10,8 @@ export PATH="$TOOLS_BIN:$PATH"
 buf generate
 # The tunnelling tests' own service (test/proto, stargate.test.v1) into test/gen.
 buf generate --template test/proto/buf.gen.yaml
+# ... and its Go stubs into test/interop/go/gen, next to the stargate.v1 ones.
+buf generate --template test/proto/buf.gen.go.yaml
 buf build proto -o services/shared/src/gen/stargate.binpb
 buf build node_modules/grpc-health-check/proto -o services/shared/src/gen/health.binpb
 
@@ -17,7 +19,11 @@ PY="$(bash test/interop/python/setup.sh | tail -n1)"
 PY_OUT=test/interop/python/gen
 rm -rf "$PY_OUT"
 mkdir -p "$PY_OUT"
-(cd proto && find stargate -name '*.proto' | LC_ALL=C sort) | (
-  cd proto
-  xargs "$PY" -m grpc_tools.protoc -I. --python_out="../$PY_OUT" --pyi_out="../$PY_OUT" --grpc_python_out="../$PY_OUT"
-)
+# stargate.v1 (proto/) and the tunnelling tests' stargate.test.v1 (test/proto/) into one tree.
+OUT="$PWD/$PY_OUT"
+for root in proto test/proto; do
+  (cd "$root" && find stargate -name '*.proto' | LC_ALL=C sort) | (
+    cd "$root"
+    xargs "$PY" -m grpc_tools.protoc -I. --python_out="$OUT" --pyi_out="$OUT" --grpc_python_out="$OUT"
+  )
+done
