@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict'
 import { BinaryWriter } from '@bufbuild/protobuf/wire'
 import { generatedPayload } from '../lib/echo.ts'
-import { type EchoResult, generatedSha256, type MetadataJson, repeatedSha256 } from './echo-programs.ts'
+import { type EchoResult, type EchoServerLang, generatedSha256, type MetadataJson, repeatedSha256 } from './echo-programs.ts'
 
 /** Bytes that are not UTF-8 (0xff, 0xfe, a lone continuation byte) and a NUL: only -bin metadata carries them. */
 export const BIN_VALUE = Buffer.from([0x00, 0x01, 0xff, 0xfe, 0x80, 0x7f, 0x0a, 0x00])
@@ -18,7 +18,15 @@ export const ECHO_METADATA: ReadonlyArray<readonly [string, string]> = [
   ['echo-data-bin', BIN_VALUE.toString('base64')],
 ]
 
-/** ECHO_METADATA as the servers should see it (key → values). */
+/**
+ * The request metadata for a server: the Node one (connect-node, like grpc-js) reads a repeated key as one
+ * comma-joined value, the same under HTTP semantics but not entry for entry, so it gets no repeated key.
+ */
+export function echoMetadataFor(server: EchoServerLang): ReadonlyArray<readonly [string, string]> {
+  return server === 'node' ? ECHO_METADATA.filter(([k]) => k !== 'echo-multi') : ECHO_METADATA
+}
+
+/** Metadata entries as key → values (what the programs print), keys with a prefix. */
 export function metadataJson(entries: ReadonlyArray<readonly [string, string]>, prefix = ''): MetadataJson {
   const out: MetadataJson = {}
   for (const [k, v] of entries) out[`${prefix}${k}`] = [...(out[`${prefix}${k}`] ?? []), v]

@@ -18,8 +18,13 @@ const run = promisify(execFile)
 const HERE = import.meta.dirname
 const BIN_DIR = join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'stargate', 'interop')
 
+/** The languages of the echo clients (and servers). */
 export type EchoLang = 'go' | 'python'
 export const ECHO_LANGS: readonly EchoLang[] = ['go', 'python']
+/** The languages of the echo servers: Node is examples/node/echo-server.ts (the one `npm start` exposes). */
+export type EchoServerLang = EchoLang | 'node'
+export const ECHO_SERVER_LANGS: readonly EchoServerLang[] = ['go', 'python', 'node']
+const NODE_ECHO_SERVER = join(HERE, '../../examples/node/echo-server.ts')
 export type EchoKind = 'unary' | 'server_stream' | 'client_stream' | 'bidi'
 export const ECHO_KINDS: readonly EchoKind[] = ['unary', 'server_stream', 'client_stream', 'bidi']
 /** The fully qualified name of the service the programs serve. */
@@ -103,7 +108,8 @@ export async function prepareEchoPrograms(): Promise<void> {
   await Promise.all([goEchoPrograms(), Promise.resolve(pythonBin())])
 }
 
-async function command(lang: EchoLang, program: 'server' | 'client', args: string[]): Promise<[string, string[]]> {
+async function command(lang: EchoServerLang, program: 'server' | 'client', args: string[]): Promise<[string, string[]]> {
+  if (lang === 'node') return [process.execPath, [NODE_ECHO_SERVER, ...args]]
   if (lang === 'go') return [join(await goEchoPrograms(), `echo-${program}`), args]
   return [pythonBin(), [join(HERE, `python/echo_${program}.py`), ...args]]
 }
@@ -111,14 +117,14 @@ async function command(lang: EchoLang, program: 'server' | 'client', args: strin
 /** A running echo server. */
 export class EchoServer {
   readonly proc: Proc
-  readonly lang: EchoLang
+  readonly lang: EchoServerLang
   /** host:port it serves on. */
   readonly addr: string
   /** Its event lines so far. */
   readonly events: ServerEvent[] = []
   private readonly waiters = new Set<(e: ServerEvent) => void>()
 
-  constructor(lang: EchoLang, proc: Proc, addr: string) {
+  constructor(lang: EchoServerLang, proc: Proc, addr: string) {
     this.lang = lang
     this.proc = proc
     this.addr = addr
@@ -163,8 +169,13 @@ export class EchoServer {
 }
 
 /** Starts an echo server on 127.0.0.1 (port 0); resolves once it serves. */
-export async function startEchoServer(h: Harness, lang: EchoLang, name = `${lang}-echo-server`): Promise<EchoServer> {
-  const [bin, args] = await command(lang, 'server', ['--listen', '127.0.0.1:0'])
+export async function startEchoServer(
+  h: Harness,
+  lang: EchoServerLang,
+  name = `${lang}-echo-server`,
+  listen = '127.0.0.1:0',
+): Promise<EchoServer> {
+  const [bin, args] = await command(lang, 'server', ['--listen', listen])
   const proc = new Proc(name, spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] }))
   h.procs.push(proc)
   const [, addr] = await proc.waitFor(/^LISTENING (\S+)$/, 60_000)
