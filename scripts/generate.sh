@@ -13,7 +13,7 @@ buf generate --template test/proto/buf.gen.yaml
 # ... and its Go stubs into test/interop/go/gen, next to the stargate.v1 ones.
 buf generate --template test/proto/buf.gen.go.yaml
 buf build proto -o services/shared/src/gen/stargate.binpb
-buf build node_modules/grpc-health-check/proto -o services/shared/src/gen/health.binpb
+buf build third_party/grpc-proto -o services/shared/src/gen/grpc.binpb
 
 PY="$(bash test/interop/python/setup.sh | tail -n1)"
 PY_OUT=test/interop/python/gen

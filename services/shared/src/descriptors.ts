@@ -9,8 +9,8 @@ let cached: Uint8Array[] | undefined
 export function stargateDescriptorSets(): Uint8Array[] {
   cached ??= [
     readFileSync(new URL('./gen/stargate.binpb', import.meta.url)),
-    // grpc.health.v1, built from the proto shipped with grpc-health-check (the implementation we serve).
-    readFileSync(new URL('./gen/health.binpb', import.meta.url)),
+    // grpc.health.v1 and grpc.reflection.v1/v1alpha, from third_party/grpc-proto.
+    readFileSync(new URL('./gen/grpc.binpb', import.meta.url)),
   ]
   return cached
 }
