@@ -220,7 +220,7 @@ export class Gateway {
       services: [{ service: GatewayService, impl: gatewayServiceImpl(this.apiView()) }],
       descriptorSets: stargateDescriptorSets(),
       log: this.log.child('api'),
-      middleware: [rpcServerSpans(GATEWAY_SCOPE), ...(security.middleware ?? [])],
+      middleware: [rpcServerSpans(GATEWAY_SCOPE)],
       maxReceiveMessageBytes: maxFrameBytes,
     })
 

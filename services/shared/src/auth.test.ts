@@ -3,10 +3,8 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, describe, it } from 'node:test'
-import { createHandlerContext } from '@connectrpc/connect'
-import { apiAuthOptions, authMiddleware, loadApiSecurity, loadAuthTokens, parseTokenFile, TokenAuthenticator } from './auth.ts'
+import { authGate, loadApiSecurity, loadAuthTokens, parseTokenFile, TokenAuthenticator } from './auth.ts'
 import { Code, StargateError } from './errors.ts'
-import { GatewayService } from './gen/stargate/v1/gateway_pb.js'
 
 function expectUnauthenticated(fn: () => unknown, re?: RegExp): void {
   assert.throws(fn, (err: unknown) => {
@@ -43,34 +41,31 @@ describe('auth', () => {
     assert.throws(() => new TokenAuthenticator(['', '  ']), StargateError)
   })
 
-  it('auth - middleware checks the request header before running the method', async () => {
-    const auth = new TokenAuthenticator(['alpha'])
-    const method = GatewayService.method.getStatus
-    let ran = 0
-    const wrapped = authMiddleware(auth)(GatewayService, method, () => {
-      ran++
-      return { peerId: 'x' }
+  it('auth - the gate refuses every service without a token, tunnelled requests included', () => {
+    const gate = authGate(new TokenAuthenticator(['alpha']), { healthOpen: true })
+    const req = (service: string, header: Record<string, string>, tunnelled = false) => ({
+      service,
+      method: 'M',
+      header: new Headers(header),
+      tunnelled,
     })
-    const ctx = (headers: Record<string, string>) =>
-      createHandlerContext({
-        service: GatewayService,
-        method,
-        protocolName: 'grpc',
-        requestMethod: 'POST',
-        url: '/',
-        requestHeader: new Headers(headers),
-      })
-    expectUnauthenticated(() => wrapped({}, ctx({})))
-    assert.equal(ran, 0)
-    assert.deepEqual(await wrapped({}, ctx({ authorization: 'Bearer alpha' })), { peerId: 'x' })
-    assert.equal(ran, 1)
+    expectUnauthenticated(() => gate(req('stargate.v1.GatewayService', {})))
+    gate(req('stargate.v1.GatewayService', { authorization: 'Bearer alpha' }))
+    expectUnauthenticated(() => gate(req('routeguide.RouteGuide', {}, true)), /authorization: Bearer/)
+    gate(req('routeguide.RouteGuide', { authorization: 'Bearer alpha' }, true))
   })
 
-  it('auth - health is left to an interceptor only when it is closed', () => {
-    const auth = new TokenAuthenticator(['alpha'])
-    assert.equal(apiAuthOptions(auth, { healthOpen: true }).interceptors.length, 0)
-    assert.equal(apiAuthOptions(auth, { healthOpen: false }).interceptors.length, 1)
-    assert.equal(apiAuthOptions(auth, { healthOpen: false }).middleware.length, 1)
+  it('auth - health (while open) and local reflection need no token; reflection passed to a peer does', () => {
+    const open = authGate(new TokenAuthenticator(['alpha']), { healthOpen: true })
+    const closed = authGate(new TokenAuthenticator(['alpha']), { healthOpen: false })
+    const req = (service: string, tunnelled = false) => ({ service, method: 'M', header: new Headers(), tunnelled })
+    open(req('grpc.health.v1.Health'))
+    expectUnauthenticated(() => closed(req('grpc.health.v1.Health')))
+    for (const gate of [open, closed]) {
+      gate(req('grpc.reflection.v1.ServerReflection'))
+      gate(req('grpc.reflection.v1alpha.ServerReflection'))
+      expectUnauthenticated(() => gate(req('grpc.reflection.v1.ServerReflection', true)))
+    }
   })
 
   it('auth - token files: one per line, comments and blanks ignored', async () => {
@@ -92,8 +87,7 @@ describe('auth', () => {
   it('auth - loadApiSecurity: nothing configured is plaintext without auth; bad files stop start-up', async () => {
     assert.deepEqual(await loadApiSecurity({ authHealthOpen: true }), {})
     const withTokens = await loadApiSecurity({ authHealthOpen: false, authTokens: ['alpha'] })
-    assert.equal(withTokens.middleware?.length, 1)
-    assert.equal(withTokens.interceptors?.length, 1)
+    assert.equal(typeof withTokens.gate, 'function')
     assert.equal(withTokens.tls, undefined)
     const notPem = join(dir, 'not.pem')
     await writeFile(notPem, 'not a certificate\n')

@@ -1,18 +1,16 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { createSecureContext } from 'node:tls'
-import * as grpc from '@grpc/grpc-js'
 import { Code, messageOf, StargateError } from './errors.ts'
-import type { ApiServerOptions, MethodMiddleware } from './grpc/server.ts'
+import { HEALTH_SERVICE } from './grpc/health.ts'
+import { REFLECTION_V1, REFLECTION_V1ALPHA } from './grpc/reflection.ts'
+import type { ApiServerOptions, RequestGate } from './grpc/server.ts'
 
 /**
  * Bearer-token authentication of the local API. A client sends `authorization: Bearer <token>`
  * (gRPC metadata or HTTP header); the token must equal one of the configured tokens. Tokens come
  * from a file (one per line, `#` comments) and/or a list (STARGATE_AUTH_TOKENS).
  */
-
-/** The gRPC services that stay reachable without a token while health is open. */
-export const HEALTH_SERVICE = 'grpc.health.v1.Health'
 
 const BEARER = /^Bearer[ \t]+(\S+)[ \t]*$/i
 
@@ -59,51 +57,17 @@ function digest(token: string): Buffer {
   return createHash('sha256').update(token, 'utf8').digest()
 }
 
-/** Middleware that authenticates every method of the registered services (gRPC and Connect alike). */
-export function authMiddleware(auth: TokenAuthenticator): MethodMiddleware {
-  // Unary and streaming alike: the check runs before the first message is read or written.
-  return (_service, _method, impl) => (input, ctx) => {
-    auth.check(ctx.requestHeader.get('authorization'))
-    return impl(input, ctx)
-  }
-}
-
 /**
- * A grpc-js server interceptor that authenticates calls to the given services (full names, e.g.
- * grpc.health.v1.Health) from their metadata; other calls pass untouched. It covers what middleware
- * cannot: services registered on grpc-js directly (health, reflection).
+ * The request gate for token auth: every request needs a token (any protocol, local or tunnelled), except
+ * grpc.health.v1 while health is open and the local server reflection, which only describes the public
+ * schema. Reflection passed through to a peer (a tunnel) needs the token too. The check runs before any
+ * request message is read.
  */
-export function authInterceptor(auth: TokenAuthenticator, services: string[]): grpc.ServerInterceptor {
-  const prefixes = services.map((s) => `/${s}/`)
-  return (method, call) => {
-    if (!prefixes.some((p) => method.path.startsWith(p))) return new grpc.ServerInterceptingCall(call)
-    const listener = new grpc.ServerListenerBuilder()
-      .withOnReceiveMetadata((metadata, next) => {
-        const value = metadata.get('authorization')[0]
-        try {
-          auth.check(typeof value === 'string' ? value : value?.toString('utf8'))
-        } catch (err: unknown) {
-          const e = StargateError.from(err)
-          call.sendStatus({ code: e.code as number as grpc.status, details: e.rawMessage, metadata: new grpc.Metadata() })
-          return
-        }
-        next(metadata)
-      })
-      .build()
-    const responder = new grpc.ResponderBuilder().withStart((next) => next(listener)).build()
-    return new grpc.ServerInterceptingCall(call, responder)
-  }
-}
-
-/** ApiServer options for token auth: spread into `new ApiServer({ ... })`. */
-export function apiAuthOptions(
-  auth: TokenAuthenticator,
-  options: { healthOpen: boolean },
-): { middleware: MethodMiddleware[]; interceptors: grpc.ServerInterceptor[] } {
-  return {
-    middleware: [authMiddleware(auth)],
-    // Reflection stays open either way: it only describes the (public) schema.
-    interceptors: options.healthOpen ? [] : [authInterceptor(auth, [HEALTH_SERVICE])],
+export function authGate(auth: TokenAuthenticator, options: { healthOpen: boolean }): RequestGate {
+  const open = new Set([REFLECTION_V1, REFLECTION_V1ALPHA, ...(options.healthOpen ? [HEALTH_SERVICE] : [])])
+  return (req) => {
+    if (!req.tunnelled && open.has(req.service)) return
+    auth.check(req.header.get('authorization'))
   }
 }
 
@@ -159,7 +123,7 @@ export interface ApiSecurityConfig {
 }
 
 /** The API server options that come from the security configuration. */
-export type ApiSecurity = Pick<ApiServerOptions, 'middleware' | 'interceptors' | 'tls'>
+export type ApiSecurity = Pick<ApiServerOptions, 'gate' | 'tls'>
 
 /**
  * Reads the token and PEM files and returns the ApiServer options for auth and TLS, to spread into
@@ -169,7 +133,7 @@ export type ApiSecurity = Pick<ApiServerOptions, 'middleware' | 'interceptors' |
 export async function loadApiSecurity(config: ApiSecurityConfig): Promise<ApiSecurity> {
   const out: ApiSecurity = {}
   const tokens = await loadAuthTokens({ tokenFile: config.authTokenFile, tokens: config.authTokens })
-  if (tokens.length > 0) Object.assign(out, apiAuthOptions(new TokenAuthenticator(tokens), { healthOpen: config.authHealthOpen }))
+  if (tokens.length > 0) out.gate = authGate(new TokenAuthenticator(tokens), { healthOpen: config.authHealthOpen })
   if ((config.tlsCertFile == null) !== (config.tlsKeyFile == null)) {
     throw new StargateError(Code.InvalidArgument, 'TLS needs both a certificate (--tls-cert) and a key (--tls-key)')
   }

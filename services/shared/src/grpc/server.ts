@@ -1,24 +1,40 @@
-import { readFileSync } from 'node:fs'
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http'
+import {
+  constants,
+  createServer as createHttp2Server,
+  type Http2Server,
+  type IncomingHttpHeaders,
+  type ServerHttp2Session,
+  type ServerHttp2Stream,
+} from 'node:http2'
 import type { AddressInfo } from 'node:net'
 import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net'
 import { createServer as createTlsServer } from 'node:tls'
-import { create, type DescMessage, type DescMethod, type DescService, fromBinary, toBinary } from '@bufbuild/protobuf'
-import { FileDescriptorProtoSchema, FileDescriptorSetSchema } from '@bufbuild/protobuf/wkt'
-import { createContextKey, createHandlerContext, type HandlerContext, type ServiceImpl } from '@connectrpc/connect'
-import { connectNodeAdapter } from '@connectrpc/connect-node'
-import * as grpc from '@grpc/grpc-js'
-import { ReflectionService } from '@grpc/reflection'
-import { HealthImplementation } from 'grpc-health-check'
+import type { DescMethod, DescService } from '@bufbuild/protobuf'
+import { type ConnectRouter, createConnectRouter, type HandlerContext, type ServiceImpl } from '@connectrpc/connect'
+import type { UniversalHandler } from '@connectrpc/connect/protocol'
+import { compressionBrotli, compressionGzip, connectNodeAdapter } from '@connectrpc/connect-node'
 import { Code, StargateError } from '../errors.ts'
+import { Health } from '../gen/grpc/health/v1/health_pb.js'
+import { ServerReflection as ReflectionV1 } from '../gen/grpc/reflection/v1/reflection_pb.js'
+import { ServerReflection as ReflectionV1alpha } from '../gen/grpc/reflection/v1alpha/reflection_pb.js'
 import type { Logger } from '../log.ts'
+import { serveUniversal, webHeaders } from './connect-h2.ts'
+import { type AnyMethodImpl, type GrpcRoute, type RequestGate, respondWithStatus, serveGrpc } from './grpc-handler.ts'
+import { HEALTH_SERVICE, HealthService } from './health.ts'
+import { DescriptorIndex, REFLECTION_V1, REFLECTION_V1ALPHA, reflectionImpls } from './reflection.ts'
+import { grpcSubtype } from './wire.ts'
 
-/** Any method implementation, in connect-es form (request or request stream, handler context). */
-// biome-ignore lint/suspicious/noExplicitAny: method implementations are heterogeneous by design
-export type AnyMethodImpl = (input: any, ctx: HandlerContext) => any
+export type { AnyMethodImpl, GateRequest, RequestGate } from './grpc-handler.ts'
 
-/** Wraps every method implementation; used for auth and server spans on both protocols at once. */
+/** Wraps every method implementation of the registered services (server spans), on every protocol. */
 export type MethodMiddleware = (service: DescService, method: DescMethod, impl: AnyMethodImpl) => AnyMethodImpl
+
+/**
+ * Serves a gRPC request (HTTP/2) for a path this server does not serve, after the request gate let it
+ * through: a tunnel. It owns the stream and must answer it.
+ */
+export type UnknownServiceHandler = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => void
 
 /** A service and its implementation. */
 export interface ServiceRegistration {
@@ -27,20 +43,41 @@ export interface ServiceRegistration {
   impl: object
 }
 
+/** Every default of the API server. */
+export const API_SERVER_DEFAULTS = {
+  /** Largest request message accepted (RESOURCE_EXHAUSTED beyond). */
+  maxReceiveMessageBytes: 8 * 1024 * 1024,
+  /**
+   * Streams one HTTP/2 connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS); gRPC clients
+   * queue calls beyond it. It bounds what one connection can make the server hold: per stream, the message
+   * being read (up to maxReceiveMessageBytes) or, for a stream nobody reads, its 64 KiB HTTP/2 window.
+   */
+  maxConcurrentStreams: 100,
+  /** Largest header block a client may send (SETTINGS_MAX_HEADER_LIST_SIZE). */
+  maxHeaderListBytes: 64 * 1024,
+  /** When stop() cancels the calls left after the grace, how long their statuses get to reach the clients. */
+  cancelFlushMs: 250,
+} as const
+
 export interface ApiServerOptions {
   services: ServiceRegistration[]
   /** Serialized FileDescriptorSets (with source info) served by reflection. */
   descriptorSets: Uint8Array[]
   log: Logger
   middleware?: MethodMiddleware[]
+  /** Runs before every request (local on any protocol, or tunnelled); throws to refuse it. Auth goes here. */
+  gate?: RequestGate
   /**
-   * grpc-js server interceptors. They see every gRPC call, including grpc.health.v1 and reflection
-   * (which middleware does not wrap); Connect / gRPC-Web requests do not pass through them.
+   * gRPC requests for services not served here, and reflection requests that carry a `stargate-peer`
+   * header. Default: UNIMPLEMENTED naming the method.
    */
-  interceptors?: grpc.ServerInterceptor[]
-  /** Serve TLS (and mTLS) instead of plaintext; both protocols share the TLS port. */
+  unknownService?: UnknownServiceHandler
+  /** Serve TLS (and mTLS) instead of plaintext; every protocol shares the TLS port. */
   tls?: ApiTlsOptions
   maxReceiveMessageBytes?: number
+  /** Largest response message sent (RESOURCE_EXHAUSTED beyond); default maxReceiveMessageBytes. */
+  maxSendMessageBytes?: number
+  maxConcurrentStreams?: number
 }
 
 /** TLS of the API port. */
@@ -55,67 +92,107 @@ export interface ApiTlsOptions {
   requireClientCert?: boolean
 }
 
+/** Reflection services: a request carrying this header is for the named peer's backends, not for us. */
+const PEER_HEADER = 'stargate-peer'
+const REFLECTION_SERVICES = new Set([REFLECTION_V1, REFLECTION_V1ALPHA])
+
 /**
- * Serves gRPC (grpc-js, HTTP/2) and Connect + gRPC-Web (connect-node, HTTP/1.1) on one TCP port.
- * The first bytes of a connection pick the stack: the HTTP/2 preface goes to grpc-js, anything
- * else to the HTTP/1.1 server. grpc-js was chosen for gRPC because it served ~2.8x the unary
- * requests per second of connect-node's HTTP/2 handler on the same machine (see BENCHMARKS.md),
- * and because grpc.health.v1 and reflection v1/v1alpha are maintained there.
+ * The API port: gRPC, Connect and gRPC-Web on one TCP port (TLS optional). The first bytes of a connection
+ * pick the stack: the HTTP/2 preface goes to our node:http2 server, anything else to connect-node's HTTP/1.1
+ * handler (Connect and gRPC-Web). On HTTP/2 every stream is dispatched on its own: application/grpc for a
+ * local method → the gRPC handler (grpc-handler.ts); for any other service → the unknownService hook (the
+ * gateway's tunnels); Connect and gRPC-Web → connect-es. One set of connect-es ServiceImpls serves every
+ * protocol, including grpc.health.v1 and server reflection v1/v1alpha.
  */
 export class ApiServer {
-  readonly health: HealthImplementation
-  private readonly grpcServer: grpc.Server
-  private readonly injector: grpc.ConnectionInjector
+  readonly health: HealthService
+  private readonly log: Logger
+  private readonly gate: RequestGate | undefined
+  private readonly unknownService: UnknownServiceHandler
+  private readonly grpcOptions: Parameters<typeof serveGrpc>[4]
+  /** gRPC routes: "/pkg.Service/Method" → the method. */
+  private readonly routes = new Map<string, GrpcRoute>()
+  /** Services served here (a missing method of one is UNIMPLEMENTED, not tunnelled). */
+  private readonly localServices = new Set<string>()
+  /** Connect and gRPC-Web on HTTP/2: request path → connect-es handler. */
+  private readonly connectHandlers = new Map<string, UniversalHandler>()
+  private readonly h2Server: Http2Server
   private readonly httpServer: HttpServer
   private readonly netServer: NetServer
   private readonly shutdown = new AbortController()
-  private readonly log: Logger
+  private readonly sessions = new Set<ServerHttp2Session>()
   private readonly sockets = new Set<Socket>()
   private tlsEnabled = false
+  private draining = false
+  private stopping = false
 
   constructor(options: ApiServerOptions) {
     this.log = options.log
-    const maxBytes = options.maxReceiveMessageBytes ?? 8 * 1024 * 1024
-    this.grpcServer = new grpc.Server({
-      'grpc.max_receive_message_length': maxBytes,
-      'grpc.max_send_message_length': maxBytes,
-      'grpc.keepalive_permit_without_calls': 1,
-      ...(options.interceptors != null && options.interceptors.length > 0 ? { interceptors: options.interceptors } : {}),
-    })
-    const names: string[] = []
-    const wrappedServices: Array<{ service: DescService; impl: Record<string, AnyMethodImpl> }> = []
-    for (const { service, impl } of options.services) {
-      const wrapped = wrapImpl(service, impl, options.middleware ?? [])
-      addGrpcJsService(this.grpcServer, service, wrapped, this.shutdown.signal)
-      wrappedServices.push({ service, impl: wrapped })
-      names.push(service.typeName)
+    this.gate = options.gate
+    this.unknownService = options.unknownService ?? unimplemented
+    const maxReceive = options.maxReceiveMessageBytes ?? API_SERVER_DEFAULTS.maxReceiveMessageBytes
+    const maxSend = options.maxSendMessageBytes ?? maxReceive
+    this.grpcOptions = {
+      maxReceiveMessageBytes: maxReceive,
+      maxSendMessageBytes: maxSend,
+      shutdownSignal: this.shutdown.signal,
+      gate: this.gate,
+      log: this.log,
     }
-    this.health = new HealthImplementation(Object.fromEntries([['', 'SERVING'], ...names.map((n) => [n, 'SERVING'])]))
-    this.health.addToServer(this.grpcServer)
-    const files: Buffer[] = []
-    for (const set of options.descriptorSets) {
-      for (const file of fromBinary(FileDescriptorSetSchema, set).file) {
-        files.push(Buffer.from(toBinary(FileDescriptorProtoSchema, file)))
+
+    const names = options.services.map((s) => s.service.typeName)
+    this.health = new HealthService(names)
+    const reflection = reflectionImpls(new DescriptorIndex(options.descriptorSets), () => [...names, HEALTH_SERVICE])
+    const served: Array<{ service: DescService; impl: Record<string, AnyMethodImpl> }> = [
+      ...options.services.map(({ service, impl }) => ({ service, impl: wrapImpl(service, impl, options.middleware ?? []) })),
+      // Health and reflection are not wrapped: no span per probe (as before).
+      { service: Health, impl: this.health.impl() as unknown as Record<string, AnyMethodImpl> },
+      { service: ReflectionV1, impl: reflection.v1 as unknown as Record<string, AnyMethodImpl> },
+      { service: ReflectionV1alpha, impl: reflection.v1alpha as unknown as Record<string, AnyMethodImpl> },
+    ]
+    for (const { service, impl } of served) {
+      this.localServices.add(service.typeName)
+      for (const method of service.methods) {
+        const fn = impl[method.localName]
+        if (fn != null) this.routes.set(`/${service.typeName}/${method.name}`, { service, method, impl: fn })
       }
     }
-    const reflection = new ReflectionService(
-      {
-        descriptors: { fileDescriptorProtos: files, format: 'Protocol Buffer 3 DescriptorProto' },
-      } as unknown as ConstructorParameters<typeof ReflectionService>[0],
-      { services: [...names, 'grpc.health.v1.Health'] },
-    )
-    reflection.addToServer(this.grpcServer)
-    // With TLS the connection is decrypted by our tls.Server before it reaches grpc-js, so grpc-js
-    // always gets plaintext HTTP/2 (its injector runs the HTTP/2 session over the TLSSocket).
-    this.injector = this.grpcServer.createConnectionInjector(grpc.ServerCredentials.createInsecure())
-    const handler = connectNodeAdapter({
-      routes: (router) => {
-        for (const { service, impl } of wrappedServices) router.service(service, impl as unknown as Partial<ServiceImpl<DescService>>)
-      },
-      readMaxBytes: maxBytes,
+
+    const gate = this.gate
+    const connectOptions = {
+      readMaxBytes: maxReceive,
+      writeMaxBytes: maxSend,
       shutdownSignal: this.shutdown.signal,
+      acceptCompression: [compressionGzip, compressionBrotli],
+      ...(gate != null
+        ? {
+            requestGate: (ctx: HandlerContext): void =>
+              gate({ service: ctx.service.typeName, method: ctx.method.name, header: ctx.requestHeader, tunnelled: false }),
+          }
+        : {}),
+    }
+    const register = (router: ConnectRouter): void => {
+      for (const { service, impl } of served) router.service(service, impl as unknown as Partial<ServiceImpl<DescService>>)
+    }
+    // HTTP/2: Connect and gRPC-Web only (gRPC never reaches connect-es).
+    const h2Router = createConnectRouter({ ...connectOptions, grpc: false })
+    register(h2Router)
+    for (const h of h2Router.handlers) this.connectHandlers.set(h.requestPath, h)
+    this.httpServer = createHttpServer(connectNodeAdapter({ ...connectOptions, routes: register }))
+
+    this.h2Server = createHttp2Server({
+      settings: {
+        maxConcurrentStreams: options.maxConcurrentStreams ?? API_SERVER_DEFAULTS.maxConcurrentStreams,
+        maxHeaderListSize: API_SERVER_DEFAULTS.maxHeaderListBytes,
+      },
     })
-    this.httpServer = createHttpServer(handler)
+    this.h2Server.on('session', (session: ServerHttp2Session) => {
+      this.sessions.add(session)
+      session.once('close', () => this.sessions.delete(session))
+      session.on('error', (err) => this.log.debug('api HTTP/2 session error', { err }))
+      if (this.stopping) session.close()
+    })
+    this.h2Server.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => this.dispatch(stream, headers))
     this.netServer = options.tls == null ? createNetServer((socket) => this.route(socket)) : this.createTlsServer(options.tls)
   }
 
@@ -137,7 +214,7 @@ export class ApiServer {
         ...(tls.caPem != null ? { ca: toPem(tls.caPem) } : {}),
         requestCert: mtls,
         rejectUnauthorized: mtls,
-        // h2 for gRPC clients (grpc-go requires it to be negotiated), http/1.1 for Connect and gRPC-Web.
+        // h2 for gRPC clients (grpc-go requires it to be negotiated) and browsers, http/1.1 for the rest.
         ALPNProtocols: ['h2', 'http/1.1'],
         minVersion: 'TLSv1.2',
       },
@@ -163,47 +240,58 @@ export class ApiServer {
     return { host: addr.address, port: addr.port }
   }
 
-  private draining = false
-
   /**
    * Stops accepting: reports NOT_SERVING and closes the listener (new connections are refused). Calls in
-   * flight go on; open connections are told to go away (GOAWAY) by stop(), once they are done.
+   * flight go on, and open connections may still start calls until stop() tells them to go away.
    */
   drain(): void {
     if (this.draining) return
     this.draining = true
-    this.health.setStatus('', 'NOT_SERVING')
+    this.health.setAllNotServing()
     this.netServer.close()
     this.httpServer.close()
     this.httpServer.closeIdleConnections()
   }
 
   /**
-   * Graceful stop: drain, tell open connections to go away once their calls are done (GOAWAY), wait
-   * for them to close within graceMs, then cancel what is left (handlers see their context signal
-   * abort) and close every connection.
+   * Graceful stop: drain, tell every HTTP/2 connection to go away (GOAWAY: no new streams, the ones open
+   * finish), wait up to graceMs for the connections to close, then cancel what is left (handlers see their
+   * context signal abort; clients get UNAVAILABLE) and close every connection.
    */
   async stop(graceMs: number): Promise<void> {
     this.drain()
-    this.injector.drain(graceMs)
+    this.stopping = true
+    for (const session of this.sessions) session.close()
     this.httpServer.closeIdleConnections()
-    if (this.sockets.size > 0) {
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, graceMs)
-        timer.unref()
-        const check = (): void => {
-          if (this.sockets.size > 0) return
-          clearTimeout(timer)
-          resolve()
-        }
-        for (const socket of this.sockets) socket.once('close', () => setImmediate(check))
-      })
-    }
-    this.shutdown.abort(new StargateError(Code.Unavailable, 'server is shutting down'))
-    this.grpcServer.forceShutdown()
+    await this.socketsClosed(graceMs)
+    this.shutdown.abort(new StargateError(Code.Unavailable, 'the server is shutting down'))
+    await this.socketsClosed(API_SERVER_DEFAULTS.cancelFlushMs)
+    for (const session of this.sessions) session.destroy()
     this.httpServer.closeAllConnections()
-    this.injector.destroy()
     for (const socket of this.sockets) socket.destroy()
+  }
+
+  private async socketsClosed(timeoutMs: number): Promise<void> {
+    if (this.sockets.size === 0) return
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(done, timeoutMs)
+      timer.unref()
+      const check = (): void => {
+        if (this.sockets.size === 0) done()
+      }
+      const listeners = [...this.sockets].map((socket) => {
+        const onClose = (): void => {
+          setImmediate(check)
+        }
+        socket.once('close', onClose)
+        return () => socket.off('close', onClose)
+      })
+      function done(): void {
+        clearTimeout(timer)
+        for (const off of listeners) off()
+        resolve()
+      }
+    })
   }
 
   private route(socket: Socket): void {
@@ -218,16 +306,69 @@ export class ApiServer {
       socket.pause()
       socket.unshift(head)
       if (head.subarray(0, 3).toString('latin1') === 'PRI') {
-        this.injector.injectConnection(socket)
+        // The HTTP/2 session reads the buffered bytes itself and must not be resumed here.
+        this.h2Server.emit('connection', socket)
       } else {
         this.httpServer.emit('connection', socket)
         // The HTTP/1.1 parser reads through the stream API: let the unshifted bytes flow.
-        // (The HTTP/2 session reads the buffered bytes itself and must not be resumed here.)
         socket.resume()
       }
     }
     socket.on('data', onData)
   }
+
+  /** One HTTP/2 stream: a local gRPC method, a tunnel, or Connect / gRPC-Web. */
+  private dispatch(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
+    stream.on('error', (err) => this.log.debug('api HTTP/2 stream error', { err, path: headers[':path'] }))
+    const path = headers[':path'] ?? ''
+    try {
+      const subtype = grpcSubtype(headers['content-type'])
+      if (subtype === undefined) {
+        this.serveConnect(stream, headers, path)
+        return
+      }
+      if (headers[':method'] !== 'POST') {
+        stream.respond({ ':status': 405, allow: 'POST' }, { endStream: true })
+        return
+      }
+      const slash = path.indexOf('/', 1)
+      const service = slash > 0 ? path.slice(1, slash) : path.slice(1)
+      const method = slash > 0 ? path.slice(slash + 1) : ''
+      const passthrough = REFLECTION_SERVICES.has(service) && headers[PEER_HEADER] != null
+      const route = passthrough ? undefined : this.routes.get(path)
+      if (route != null) {
+        serveGrpc(stream, headers, route, subtype, this.grpcOptions)
+        return
+      }
+      if (this.localServices.has(service) && !passthrough) {
+        respondWithStatus(stream, new StargateError(Code.Unimplemented, `method ${method} of ${service} is not implemented here`))
+        return
+      }
+      this.gate?.({ service, method, header: webHeaders(headers), tunnelled: true })
+      this.unknownService(stream, headers)
+    } catch (err: unknown) {
+      respondWithStatus(stream, err)
+    }
+  }
+
+  private serveConnect(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, path: string): void {
+    const query = path.indexOf('?')
+    const handler = this.connectHandlers.get(query < 0 ? path : path.slice(0, query))
+    if (handler == null) {
+      stream.respond({ ':status': 404 }, { endStream: true })
+      return
+    }
+    serveUniversal(handler, stream, headers).catch((err: unknown) => {
+      this.log.debug('api Connect/gRPC-Web request failed', { err, path })
+      if (!stream.destroyed) stream.close(constants.NGHTTP2_INTERNAL_ERROR)
+    })
+  }
+}
+
+/** The default unknownService: nothing here serves the path. */
+function unimplemented(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
+  const path = headers[':path'] ?? ''
+  respondWithStatus(stream, new StargateError(Code.Unimplemented, `method ${path.slice(1)} is not served here (unknown service)`))
 }
 
 function wrapImpl(service: DescService, impl: object, middleware: MethodMiddleware[]): Record<string, AnyMethodImpl> {
@@ -235,146 +376,13 @@ function wrapImpl(service: DescService, impl: object, middleware: MethodMiddlewa
   for (const method of service.methods) {
     const base = (impl as Record<string, AnyMethodImpl | undefined>)[method.localName]
     if (base == null) continue
-    let fn: AnyMethodImpl = base
+    let fn: AnyMethodImpl = base.bind(impl)
     for (const mw of [...middleware].reverse()) fn = mw(service, method, fn)
     out[method.localName] = fn
   }
   return out
 }
 
-function toGrpcStatus(err: unknown): Partial<grpc.StatusObject> {
-  const e = StargateError.from(err)
-  return { code: e.code as number as grpc.status, details: e.rawMessage, metadata: new grpc.Metadata() }
-}
-
-function metadataToHeaders(md: grpc.Metadata): Headers {
-  const headers = new Headers()
-  for (const [key, value] of Object.entries(md.getMap())) {
-    headers.set(key, typeof value === 'string' ? value : value.toString('base64'))
-  }
-  return headers
-}
-
-function contextFor(
-  service: DescService,
-  method: DescMethod,
-  call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>,
-  shutdownSignal: AbortSignal,
-): ReturnType<typeof createHandlerContext> {
-  const deadline = call.getDeadline()
-  const deadlineMs = deadline instanceof Date ? deadline.getTime() : deadline
-  const timeoutMs = Number.isFinite(deadlineMs) ? Math.max(0, deadlineMs - Date.now()) : undefined
-  const request = new AbortController()
-  const ctx = createHandlerContext({
-    service,
-    method,
-    protocolName: 'grpc',
-    requestMethod: 'POST',
-    url: `/${service.typeName}/${method.name}`,
-    timeoutMs,
-    shutdownSignal,
-    requestSignal: request.signal,
-    requestHeader: metadataToHeaders(call.metadata),
-  })
-  const onCancelled = (): void => request.abort(new StargateError(Code.Canceled, 'client cancelled the call'))
-  call.once('cancelled', onCancelled)
-  // Once the handler has settled: stop listening for 'cancelled' (grpc-js also emits it when a finished
-  // call's stream closes) and release the context (its deadline timer and the listener it put on the
-  // long-lived shutdown signal; without this every call leaks one listener there, and adding listeners
-  // gets slower with each one). connect-node's own adapter does the same after every request.
-  ctx.values.set(SETTLED, () => {
-    call.off('cancelled', onCancelled)
-    ctx.abort(CALL_SETTLED)
-  })
-  return ctx
-}
-
-/** The abort reason of a settled call's context (a constant: no DOMException per call). */
-const CALL_SETTLED = new StargateError(Code.Canceled, 'the call has settled')
-
-/** Context value: releases a call's context once its handler has settled. */
-const SETTLED = createContextKey<() => void>(() => {}, { description: 'stargate.settled' })
-
-function serializer(schema: DescMessage): (value: unknown) => Buffer {
-  return (value) => {
-    const msg = create(schema, value as Parameters<typeof create>[1])
-    const bytes = toBinary(schema, msg)
-    return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
-  }
-}
-
-function deserializer(schema: DescMessage): (bytes: Buffer) => unknown {
-  return (bytes) => fromBinary(schema, bytes)
-}
-
-function addGrpcJsService(
-  server: grpc.Server,
-  service: DescService,
-  impl: Record<string, AnyMethodImpl>,
-  shutdownSignal: AbortSignal,
-): void {
-  const definition: Record<string, grpc.MethodDefinition<unknown, unknown>> = {}
-  const handlers: grpc.UntypedServiceImplementation = {}
-  for (const method of service.methods) {
-    const fn = impl[method.localName]
-    const requestStream = method.methodKind === 'client_streaming' || method.methodKind === 'bidi_streaming'
-    const responseStream = method.methodKind === 'server_streaming' || method.methodKind === 'bidi_streaming'
-    definition[method.localName] = {
-      path: `/${service.typeName}/${method.name}`,
-      requestStream,
-      responseStream,
-      requestSerialize: serializer(method.input),
-      requestDeserialize: deserializer(method.input),
-      responseSerialize: serializer(method.output),
-      responseDeserialize: deserializer(method.output),
-      originalName: method.name,
-    }
-    if (fn == null) {
-      handlers[method.localName] = (_call: unknown, callback?: grpc.sendUnaryData<unknown>) => {
-        const status = { code: grpc.status.UNIMPLEMENTED, details: `${method.name} is not served here` }
-        if (callback != null) callback(status)
-      }
-      continue
-    }
-    if (method.methodKind === 'unary') {
-      handlers[method.localName] = (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>): void => {
-        const ctx = contextFor(service, method, call, shutdownSignal)
-        Promise.resolve()
-          .then(() => fn(call.request, ctx))
-          .then(
-            (res: unknown) => callback(null, res),
-            (err: unknown) => callback(toGrpcStatus(err)),
-          )
-          .finally(() => ctx.values.get(SETTLED)())
-      }
-    } else if (method.methodKind === 'bidi_streaming') {
-      handlers[method.localName] = (call: grpc.ServerDuplexStream<unknown, unknown>): void => {
-        const ctx = contextFor(service, method, call, shutdownSignal)
-        const run = async (): Promise<void> => {
-          const output = fn(call as AsyncIterable<unknown>, ctx) as AsyncIterable<unknown>
-          for await (const msg of output) {
-            if (!call.write(msg)) await new Promise<void>((resolve) => call.once('drain', resolve))
-          }
-          call.end()
-        }
-        run()
-          .catch((err: unknown) => {
-            if (!call.destroyed) call.emit('error', toGrpcStatus(err))
-          })
-          .finally(() => ctx.values.get(SETTLED)())
-      }
-    } else {
-      throw new Error(`method kind ${method.methodKind} is not supported by the grpc-js adapter`)
-    }
-  }
-  server.addService(definition as grpc.ServiceDefinition, handlers)
-}
-
 function toPem(pem: string | Uint8Array): string | Buffer {
   return typeof pem === 'string' ? pem : Buffer.from(pem)
-}
-
-/** Reads a FileDescriptorSet produced by `buf build`. */
-export function readDescriptorSet(url: URL): Uint8Array {
-  return readFileSync(url)
 }

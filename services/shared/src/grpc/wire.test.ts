@@ -1,0 +1,103 @@
+import assert from 'node:assert/strict'
+import { describe, it } from 'node:test'
+import { deflateSync, gzipSync } from 'node:zlib'
+import { Code, StargateError } from '../errors.ts'
+import { decodeGrpcMessage, decompress, encodeFrame, encodeGrpcMessage, FrameParser, grpcSubtype, parseGrpcTimeout } from './wire.ts'
+
+function rejectsWith(code: Code, re: RegExp): (err: unknown) => true {
+  return (err: unknown) => {
+    assert.ok(err instanceof StargateError, String(err))
+    assert.equal(err.code, code, err.message)
+    assert.match(err.message, re)
+    return true
+  }
+}
+
+describe('grpc wire', () => {
+  it('content type - gRPC subtypes are recognised, gRPC-Web and others are not', () => {
+    assert.equal(grpcSubtype('application/grpc'), 'proto')
+    assert.equal(grpcSubtype('application/grpc+proto'), 'proto')
+    assert.equal(grpcSubtype('application/grpc+json; charset=utf-8'), 'json')
+    assert.equal(grpcSubtype('application/GRPC+Proto'), 'proto')
+    assert.equal(grpcSubtype('application/grpc;foo=bar'), 'proto')
+    assert.equal(grpcSubtype('application/grpc-web'), undefined)
+    assert.equal(grpcSubtype('application/grpc-web+proto'), undefined)
+    assert.equal(grpcSubtype('application/json'), undefined)
+    assert.equal(grpcSubtype(undefined), undefined)
+  })
+
+  it('grpc-timeout - every unit; malformed values are INVALID_ARGUMENT', () => {
+    assert.equal(parseGrpcTimeout('2H'), 7_200_000)
+    assert.equal(parseGrpcTimeout('3M'), 180_000)
+    assert.equal(parseGrpcTimeout('5S'), 5_000)
+    assert.equal(parseGrpcTimeout('250m'), 250)
+    assert.equal(parseGrpcTimeout('1500u'), 1.5)
+    assert.equal(parseGrpcTimeout('99999999n'), 99.999999)
+    for (const bad of ['', '5', 'S', '123456789S', '5s', '-5S', '1.5S']) {
+      assert.throws(() => parseGrpcTimeout(bad), rejectsWith(Code.InvalidArgument, /malformed grpc-timeout/))
+    }
+  })
+
+  it('grpc-message - percent-encodes bytes outside 0x20-0x7E and %, and decodes back', () => {
+    assert.equal(encodeGrpcMessage('plain message: ok'), 'plain message: ok')
+    assert.equal(encodeGrpcMessage('100% sure'), '100%25 sure')
+    assert.equal(encodeGrpcMessage('caf\u00e9\nnext'), 'caf%C3%A9%0Anext')
+    for (const m of ['', '100% sure', 'caf\u00e9\n\u{1F680}', 'a%zz']) assert.equal(decodeGrpcMessage(encodeGrpcMessage(m)), m)
+    assert.equal(decodeGrpcMessage('bad %E0%A4%A'), 'bad %E0%A4%A')
+  })
+
+  it('frames - split across chunks in any way, several in one chunk, empty messages', () => {
+    const messages = [Buffer.from('hello'), Buffer.alloc(0), Buffer.alloc(70_000, 7), Buffer.from('x')]
+    const wire = Buffer.concat(messages.map((m) => encodeFrame(m)))
+    for (const size of [1, 3, 5, 6, 4096, wire.length]) {
+      const parser = new FrameParser(1 << 20)
+      const got: Uint8Array[] = []
+      for (let at = 0; at < wire.length; at += size) {
+        for (const f of parser.push(wire.subarray(at, at + size))) {
+          assert.equal(f.compressed, false)
+          got.push(f.data)
+        }
+      }
+      assert.equal(parser.partial, false)
+      assert.deepEqual(
+        got.map((g) => Buffer.from(g)),
+        messages,
+      )
+    }
+  })
+
+  it('frames - a message declaring more than the maximum is refused at its prefix, before its bytes arrive', () => {
+    const parser = new FrameParser(1024)
+    const prefix = Buffer.from([0, 0, 0, 4, 1]) // 1025 bytes declared
+    assert.throws(
+      () => parser.push(prefix),
+      rejectsWith(Code.ResourceExhausted, /message of 1025 bytes, more than the maximum of 1024 bytes/),
+    )
+    const exact = new FrameParser(1024)
+    assert.equal(exact.push(encodeFrame(Buffer.alloc(1024))).length, 1)
+  })
+
+  it('frames - the compressed flag is reported; other flag bits are a protocol error', () => {
+    const parser = new FrameParser(100)
+    const [f] = parser.push(Buffer.from([1, 0, 0, 0, 1, 42]))
+    assert.equal(f?.compressed, true)
+    assert.throws(() => new FrameParser(100).push(Buffer.from([2, 0, 0, 0, 0])), rejectsWith(Code.Internal, /flags 0x2/))
+  })
+
+  it('frames - a partial message is reported as partial', () => {
+    const parser = new FrameParser(100)
+    assert.deepEqual(parser.push(Buffer.from([0, 0, 0])), [])
+    assert.equal(parser.partial, true)
+  })
+
+  it('decompress - gzip and deflate; output beyond the maximum is RESOURCE_EXHAUSTED; garbage is INTERNAL', async () => {
+    const data = Buffer.alloc(10_000, 'a')
+    assert.deepEqual(Buffer.from(await decompress('gzip', gzipSync(data), 10_000)), data)
+    assert.deepEqual(Buffer.from(await decompress('deflate', deflateSync(data), 10_000)), data)
+    await assert.rejects(
+      decompress('gzip', gzipSync(data), 9_999),
+      rejectsWith(Code.ResourceExhausted, /more than the maximum of 9999 bytes/),
+    )
+    await assert.rejects(decompress('gzip', Buffer.from('not gzip'), 10_000), rejectsWith(Code.Internal, /could not decompress/))
+  })
+})

@@ -1,0 +1,177 @@
+/**
+ * gRPC over HTTP/2 on the wire (https://github.com/grpc/grpc/blob/master/doc/PROTOCOL-HTTP2.md):
+ * content types, grpc-timeout, percent-encoded grpc-message, length-prefixed messages and their
+ * compression. Pure functions and one incremental parser; no sockets.
+ */
+import { promisify } from 'node:util'
+import { gunzip, inflate } from 'node:zlib'
+import { Code, StargateError } from '../errors.ts'
+
+/** grpc-encoding values this server decompresses (besides identity). */
+export const GRPC_ENCODINGS = ['gzip', 'deflate'] as const
+/** Sent as grpc-accept-encoding. */
+export const GRPC_ACCEPT_ENCODING = `identity,${GRPC_ENCODINGS.join(',')}`
+
+const GRPC_CONTENT_TYPE = /^application\/grpc(?:\+([^;\s]+))?\s*(?:;|$)/i
+
+/**
+ * The sub-type of a gRPC content type: "proto" for application/grpc and application/grpc+proto, "json" for
+ * application/grpc+json, the given suffix otherwise; undefined when it is not gRPC (e.g. application/grpc-web).
+ */
+export function grpcSubtype(contentType: string | undefined): string | undefined {
+  if (contentType == null) return undefined
+  const m = GRPC_CONTENT_TYPE.exec(contentType)
+  if (m == null) return undefined
+  return m[1] == null ? 'proto' : m[1].toLowerCase()
+}
+
+const TIMEOUT = /^(\d{1,8})([HMSmun])$/
+const TIMEOUT_UNIT_MS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1_000, m: 1, u: 0.001, n: 0.000_001 }
+
+/** Parses grpc-timeout ("100m", "5S" …) into milliseconds; throws INVALID_ARGUMENT on a malformed value. */
+export function parseGrpcTimeout(value: string): number {
+  const m = TIMEOUT.exec(value)
+  if (m == null)
+    throw new StargateError(
+      Code.InvalidArgument,
+      `malformed grpc-timeout "${value}" (expected 1-8 digits and a unit of H, M, S, m, u or n)`,
+    )
+  return Number(m[1]) * (TIMEOUT_UNIT_MS[m[2] as string] as number)
+}
+
+const PLAIN_MESSAGE = /^[\x20-\x24\x26-\x7e]*$/
+
+/** Percent-encodes a grpc-message: every byte outside 0x20-0x7E, and '%', becomes %XX (of its UTF-8). */
+export function encodeGrpcMessage(message: string): string {
+  if (PLAIN_MESSAGE.test(message)) return message
+  let out = ''
+  for (const byte of Buffer.from(message, 'utf8')) {
+    out +=
+      byte >= 0x20 && byte <= 0x7e && byte !== 0x25 ? String.fromCharCode(byte) : `%${byte.toString(16).toUpperCase().padStart(2, '0')}`
+  }
+  return out
+}
+
+/** Decodes a percent-encoded grpc-message; invalid sequences are kept as they are. */
+export function decodeGrpcMessage(value: string): string {
+  if (!value.includes('%')) return value
+  try {
+    return decodeURIComponent(value)
+  } catch {
+    return value
+  }
+}
+
+/** One length-prefixed message. */
+export interface GrpcFrame {
+  /** The compressed flag: the message is compressed with the stream's grpc-encoding. */
+  compressed: boolean
+  data: Uint8Array
+}
+
+/** Prefixes a message with its compressed flag (0) and 4-byte big-endian length. */
+export function encodeFrame(message: Uint8Array): Buffer {
+  const out = Buffer.allocUnsafe(5 + message.byteLength)
+  out[0] = 0
+  out.writeUInt32BE(message.byteLength, 1)
+  out.set(message, 5)
+  return out
+}
+
+/**
+ * Splits a byte stream into length-prefixed messages. A message that declares more than maxBytes is refused
+ * as soon as its 5-byte prefix arrives (RESOURCE_EXHAUSTED), so it is never buffered.
+ */
+export class FrameParser {
+  private readonly maxBytes: number
+  private readonly chunks: Buffer[] = []
+  private buffered = 0
+  /** Length of the message being read, or -1 while waiting for a prefix. */
+  private length = -1
+  private compressed = false
+
+  constructor(maxBytes: number) {
+    this.maxBytes = maxBytes
+  }
+
+  /** True while part of a message (or of its prefix) has been read. */
+  get partial(): boolean {
+    return this.buffered > 0 || this.length >= 0
+  }
+
+  /** Adds bytes; returns the messages they complete. */
+  push(chunk: Buffer): GrpcFrame[] {
+    if (chunk.length > 0) {
+      this.chunks.push(chunk)
+      this.buffered += chunk.length
+    }
+    const out: GrpcFrame[] = []
+    for (;;) {
+      if (this.length < 0) {
+        if (this.buffered < 5) break
+        const prefix = this.take(5)
+        const flag = prefix[0] as number
+        if (flag > 1) throw new StargateError(Code.Internal, `invalid gRPC message prefix: flags 0x${flag.toString(16)}`)
+        const length = prefix.readUInt32BE(1)
+        if (length > this.maxBytes) {
+          throw new StargateError(
+            Code.ResourceExhausted,
+            `received a message of ${length} bytes, more than the maximum of ${this.maxBytes} bytes`,
+          )
+        }
+        this.compressed = flag === 1
+        this.length = length
+      }
+      if (this.buffered < this.length) break
+      out.push({ compressed: this.compressed, data: this.take(this.length) })
+      this.length = -1
+    }
+    return out
+  }
+
+  /** Removes n buffered bytes (n <= buffered); no copy when they lie in one chunk. */
+  private take(n: number): Buffer {
+    this.buffered -= n
+    const first = this.chunks[0]
+    if (n === 0) return Buffer.alloc(0)
+    if (first != null && first.length >= n) {
+      if (first.length === n) this.chunks.shift()
+      else this.chunks[0] = first.subarray(n)
+      return first.subarray(0, n)
+    }
+    // Many small chunks (a peer may send tiny DATA frames): copy them out, then drop them in one splice.
+    const out = Buffer.allocUnsafe(n)
+    let at = 0
+    let i = 0
+    while (at < n) {
+      const c = this.chunks[i] as Buffer
+      const used = Math.min(c.length, n - at)
+      c.copy(out, at, 0, used)
+      at += used
+      if (used === c.length) i++
+      else this.chunks[i] = c.subarray(used)
+    }
+    this.chunks.splice(0, i)
+    return out
+  }
+}
+
+const gunzipAsync = promisify(gunzip)
+const inflateAsync = promisify(inflate)
+
+/**
+ * Decompresses one message (off the event loop), refusing output beyond maxBytes (RESOURCE_EXHAUSTED) and
+ * data that does not decompress (INTERNAL, as the gRPC spec asks).
+ */
+export async function decompress(encoding: string, data: Uint8Array, maxBytes: number): Promise<Uint8Array> {
+  const fn = encoding === 'gzip' ? gunzipAsync : encoding === 'deflate' ? inflateAsync : undefined
+  if (fn == null) throw new StargateError(Code.Internal, `a compressed message arrived but grpc-encoding is "${encoding}"`)
+  try {
+    return await fn(data, { maxOutputLength: maxBytes })
+  } catch (err: unknown) {
+    if ((err as { code?: unknown }).code === 'ERR_BUFFER_TOO_LARGE') {
+      throw new StargateError(Code.ResourceExhausted, `a ${encoding} message decompresses to more than the maximum of ${maxBytes} bytes`)
+    }
+    throw new StargateError(Code.Internal, `could not decompress a ${encoding} message: ${(err as Error).message}`, { cause: err })
+  }
+}
