@@ -15,9 +15,8 @@ import { fromJson, toJson } from '@bufbuild/protobuf'
 import { ValueSchema } from '@bufbuild/protobuf/wkt'
 import { type Client, createClient, type Interceptor } from '@connectrpc/connect'
 import { createGrpcTransport } from '@connectrpc/connect-node'
-import { credentials, Metadata, makeGenericClientConstructor } from '@grpc/grpc-js'
 import { GatewayService, Tier } from '@stargate/shared/gen/gateway'
-import { service as healthService } from 'grpc-health-check'
+import { Health, HealthCheckResponse_ServingStatus as ServingStatus } from '@stargate/shared/gen/health'
 
 const list = (name: string): string[] =>
   (process.env[name] ?? '')
@@ -50,33 +49,26 @@ async function eventually<T>(what: string, check: () => Promise<T>): Promise<T> 
   }
 }
 
-const Health = makeGenericClientConstructor(healthService, 'Health')
-function healthCheck(target: string, name: string, tls: boolean): Promise<void> {
-  const creds = tls ? credentials.createSsl(ca) : credentials.createInsecure()
-  const client = new Health(target, creds)
-  const metadata = new Metadata()
-  if (token !== '') metadata.set('authorization', `Bearer ${token}`)
-  return new Promise((resolve, reject) => {
-    client.check({ service: name }, metadata, { deadline: Date.now() + 5_000 }, (err: Error | null, res?: { status?: string }) => {
-      client.close()
-      if (err != null) reject(err)
-      else if (res?.status !== 'SERVING') reject(new Error(`${name || '(server)'} is ${res?.status}`))
-      else resolve()
-    })
+const auth: Interceptor = (next) => (req) => {
+  if (token !== '') req.header.set('authorization', `Bearer ${token}`)
+  return next(req)
+}
+
+function transport(target: string, tls: boolean) {
+  return createGrpcTransport({
+    baseUrl: `${tls ? 'https' : 'http'}://${target}`,
+    nodeOptions: tls && ca != null ? { ca } : {},
+    interceptors: [auth],
   })
 }
 
+async function healthCheck(target: string, name: string, tls: boolean): Promise<void> {
+  const res = await createClient(Health, transport(target, tls)).check({ service: name }, { timeoutMs: 5_000 })
+  if (res.status !== ServingStatus.SERVING) throw new Error(`${name || '(server)'} is ${ServingStatus[res.status]}`)
+}
+
 function gatewayClient(target: string): Client<typeof GatewayService> {
-  const auth: Interceptor = (next) => (req) => {
-    if (token !== '') req.header.set('authorization', `Bearer ${token}`)
-    return next(req)
-  }
-  const transport = createGrpcTransport({
-    baseUrl: `${ca != null ? 'https' : 'http'}://${target}`,
-    nodeOptions: ca != null ? { ca } : {},
-    interceptors: [auth],
-  })
-  return createClient(GatewayService, transport)
+  return createClient(GatewayService, transport(target, ca != null))
 }
 
 if (gateways.length === 0) fail('STARGATE_TEST_GATEWAYS names no gateway')
