@@ -4,7 +4,7 @@
  * in one run, then the ratios between them, failover detection, relay capacity and gateway memory.
  * Every loop is bounded in count and time (see PROFILES). Prints tables, writes
  * bench/results/<timestamp>.json (path printed last) and updates BENCHMARKS.md.
- * `--only raw,stargate,cold,failover,capacity,pool` runs a subset (for development).
+ * `--only raw,api,stargate,cold,failover,capacity,pool` runs a subset (for development).
  */
 import { type ChildProcess, fork, spawn, spawnSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
@@ -198,6 +198,17 @@ async function startServer(mode: string, extra: string[] = []): Promise<{ port: 
   return { port: Number(port), pid: child.pid! }
 }
 
+/** Unary echo calls (grpc-js client) against one of the raw echo servers, with the server's CPU per call. */
+async function loadEchoServer(mode: 'grpc' | 'connect' | 'api'): Promise<LoadFigures> {
+  const server = await startServer(mode)
+  const client = new CallClientJs(`127.0.0.1:${server.port}`)
+  try {
+    return await load(() => client.call({ peerId: 'x', method: 'echo', payload: json({ n: 1 }) }), { server: server.pid })
+  } finally {
+    client.close()
+  }
+}
+
 /** A forked p2p-host worker with a request/reply helper over IPC. */
 interface Host {
   child: ChildProcess
@@ -271,20 +282,9 @@ try {
     relay ??= await h.relay()
     nats ??= await h.nats()
 
-    const grpcServer = await startServer('grpc')
-    const grpcClient = new CallClientJs(`127.0.0.1:${grpcServer.port}`)
-    results.raw.grpc = await load(() => grpcClient.call({ peerId: 'x', method: 'echo', payload: json({ n: 1 }) }), {
-      server: grpcServer.pid,
-    })
-    grpcClient.close()
+    results.raw.grpc = await loadEchoServer('grpc')
     log('raw grpc-js done')
-
-    const connectServer = await startServer('connect')
-    const connectClient = new CallClientJs(`127.0.0.1:${connectServer.port}`)
-    results.raw.connect = await load(() => connectClient.call({ peerId: 'x', method: 'echo', payload: json({ n: 1 }) }), {
-      server: connectServer.pid,
-    })
-    connectClient.close()
+    results.raw.connect = await loadEchoServer('connect')
     log('raw connect-node done')
 
     const host = await forkHost('echo-host')
@@ -330,6 +330,15 @@ try {
       await nc.close()
     }
     log('raw nats done')
+  })
+
+  // ---------------------------------------------------------------- the API server vs raw grpc-js
+  await section('api', args.quick ? 40_000 : 120_000, async () => {
+    // Same client, same messages: grpc-js's own server (measured in 'raw', or here when raw is skipped)
+    // against Stargate's API server answering the same echo.
+    results.raw.grpc ??= await loadEchoServer('grpc')
+    results.raw.api = await loadEchoServer('api')
+    log('raw api server done')
   })
 
   // ---------------------------------------------------------------- Stargate Call per tier

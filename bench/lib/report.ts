@@ -83,6 +83,9 @@ export function computeRatios(r: ReportInput): Record<string, number | null> {
   }
   out['connect_vs_grpcjs.c50_rps'] = ratio(r.raw.connect?.tput.c50?.rps, grpcC50)
   out['connect_vs_grpcjs.p50'] = ratio(r.raw.connect?.seq.p50Ms, grpcP50)
+  out['api_vs_grpcjs.c50_rps'] = ratio(r.raw.api?.tput.c50?.rps, grpcC50)
+  out['api_vs_grpcjs.p50'] = ratio(r.raw.api?.seq.p50Ms, grpcP50)
+  out['api_vs_grpcjs.server_cpu_per_call'] = ratio(r.raw.api?.cpuUsPerCallAt50?.server, r.raw.grpc?.cpuUsPerCallAt50?.server)
   return out
 }
 
