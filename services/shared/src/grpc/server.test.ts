@@ -680,6 +680,7 @@ describe('api server - unknown services, the hook and the gate', { timeout: 60_0
   const GATE_TOKEN = 'Bearer t0ken'
   const gated: GateRequest[] = []
   const hooked: IncomingHttpHeaders[] = []
+  const hookedRaw: string[][] = []
   let plain: string
   let withHook: string
 
@@ -690,8 +691,9 @@ describe('api server - unknown services, the hook and the gate', { timeout: 60_0
         gated.push(req)
         if (req.header.get('authorization') !== GATE_TOKEN) throw new StargateError(Code.Unauthenticated, 'no token')
       },
-      unknownService: (stream, headers) => {
+      unknownService: (stream, headers, rawHeaders) => {
         hooked.push(headers)
+        hookedRaw.push(rawHeaders)
         stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true })
         stream.once('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0', 'x-hook': 'yes' }))
         stream.end(encodeFrame(toBinary(EchoResponse, create(EchoResponse, { text: `tunnelled ${headers[':path']}` } as never))))
@@ -718,6 +720,8 @@ describe('api server - unknown services, the hook and the gate', { timeout: 60_0
     const md = new grpc.Metadata()
     md.set('authorization', GATE_TOKEN)
     md.set('stargate-peer', '12D3KooWpeer')
+    md.add('x-multi', 'one')
+    md.add('x-multi', 'two')
     const out = await new Promise<{ res?: Res; trailers?: grpc.Metadata }>((resolve) => {
       const r: { res?: Res; trailers?: grpc.Metadata } = {}
       const call = js.makeUnaryRequest('/routeguide.RouteGuide/GetFeature', ser, de, {}, md, (_e, res) => {
@@ -731,6 +735,12 @@ describe('api server - unknown services, the hook and the gate', { timeout: 60_0
     assert.equal(out.res?.text, 'tunnelled /routeguide.RouteGuide/GetFeature')
     assert.deepEqual(out.trailers?.get('x-hook'), ['yes'])
     assert.equal(hooked.at(-1)?.['stargate-peer'], '12D3KooWpeer')
+    // rawHeaders keeps repeated metadata entries apart (headers joins them).
+    const raw = hookedRaw.at(-1) ?? []
+    assert.deepEqual(
+      raw.flatMap((v, i) => (i % 2 === 0 && v === 'x-multi' ? [raw[i + 1]] : [])),
+      ['one', 'two'],
+    )
     assert.deepEqual(
       gated.filter((g) => g.service === 'routeguide.RouteGuide').map((g) => [g.method, g.tunnelled]),
       [['GetFeature', true]],

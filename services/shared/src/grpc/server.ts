@@ -32,9 +32,10 @@ export type MethodMiddleware = (service: DescService, method: DescMethod, impl: 
 
 /**
  * Serves a gRPC request (HTTP/2) for a path this server does not serve, after the request gate let it
- * through: a tunnel. It owns the stream and must answer it.
+ * through: a tunnel. It owns the stream and must answer it. headers and rawHeaders are as node:http2's
+ * 'stream' event gives them (rawHeaders keeps repeated metadata entries apart).
  */
-export type UnknownServiceHandler = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => void
+export type UnknownServiceHandler = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, rawHeaders: string[]) => void
 
 /** A service and its implementation. */
 export interface ServiceRegistration {
@@ -192,7 +193,9 @@ export class ApiServer {
       session.on('error', (err) => this.log.debug('api HTTP/2 session error', { err }))
       if (this.stopping) session.close()
     })
-    this.h2Server.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => this.dispatch(stream, headers))
+    this.h2Server.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, _flags: number, rawHeaders: string[]) =>
+      this.dispatch(stream, headers, rawHeaders),
+    )
     this.netServer = options.tls == null ? createNetServer((socket) => this.route(socket)) : this.createTlsServer(options.tls)
   }
 
@@ -318,7 +321,7 @@ export class ApiServer {
   }
 
   /** One HTTP/2 stream: a local gRPC method, a tunnel, or Connect / gRPC-Web. */
-  private dispatch(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
+  private dispatch(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, rawHeaders: string[]): void {
     stream.on('error', (err) => this.log.debug('api HTTP/2 stream error', { err, path: headers[':path'] }))
     const path = headers[':path'] ?? ''
     try {
@@ -345,7 +348,7 @@ export class ApiServer {
         return
       }
       this.gate?.({ service, method, header: webHeaders(headers), tunnelled: true })
-      this.unknownService(stream, headers)
+      this.unknownService(stream, headers, rawHeaders)
     } catch (err: unknown) {
       respondWithStatus(stream, err)
     }
