@@ -7,7 +7,7 @@ import { after, before, describe, it } from 'node:test'
 import { connect as connectTls } from 'node:tls'
 import { promisify } from 'node:util'
 import { Code, ConnectError, createClient } from '@connectrpc/connect'
-import { createConnectTransport, createGrpcTransport } from '@connectrpc/connect-node'
+import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from '@connectrpc/connect-node'
 import { GatewayService } from '@stargate/shared/gen/gateway'
 import { type GatewayHandle, Harness } from '../lib/harness.ts'
 import { tool } from '../lib/tools.ts'
@@ -231,6 +231,29 @@ describe('auth', () => {
     const grpc = createClient(GatewayService, createGrpcTransport({ baseUrl: `https://${tls.api}`, nodeOptions: { ca } }))
     assert.equal((await grpc.getStatus({}, { headers })).peerId, tls.peerId)
     await assert.rejects(grpc.getStatus({}), expectUnauthenticated)
+  })
+
+  it('tls - Connect and gRPC-Web over HTTP/2 (ALPN h2, as browsers negotiate it), with the token', async () => {
+    const ca = await readFile(join(pki, 'ca.pem'))
+    const headers = { authorization: `Bearer ${TOKEN}` }
+    for (const transport of [
+      createConnectTransport({ baseUrl: `https://${tls.api}`, httpVersion: '2', nodeOptions: { ca } }),
+      createGrpcWebTransport({ baseUrl: `https://${tls.api}`, httpVersion: '2', nodeOptions: { ca } }),
+    ]) {
+      const client = createClient(GatewayService, transport)
+      assert.equal((await client.getStatus({}, { headers })).peerId, tls.peerId)
+      await assert.rejects(client.getStatus({}), expectUnauthenticated)
+    }
+    // The connection really is HTTP/2 over TLS: ALPN picked h2.
+    const alpn = await new Promise<string | false>((resolve, reject) => {
+      const [host, port] = tls.api.split(':') as [string, string]
+      const socket = connectTls({ host, port: Number(port), ca, ALPNProtocols: ['h2'] }, () => {
+        resolve(socket.alpnProtocol ?? false)
+        socket.destroy()
+      })
+      socket.on('error', reject)
+    })
+    assert.equal(alpn, 'h2')
   })
 
   it('mtls - a client without a certificate is refused, one with a CA-signed certificate gets in', async () => {
