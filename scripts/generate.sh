@@ -12,6 +12,8 @@ buf generate
 buf generate --template test/proto/buf.gen.yaml
 # ... and its Go stubs into test/interop/go/gen, next to the stargate.v1 ones.
 buf generate --template test/proto/buf.gen.go.yaml
+# ... and its descriptors, with comments, for the server reflection of examples/node/echo-server.ts.
+buf build test/proto -o test/gen/echo.binpb
 buf build proto -o services/shared/src/gen/stargate.binpb
 buf build third_party/grpc-proto -o services/shared/src/gen/grpc.binpb
 

@@ -1,6 +1,6 @@
 /**
  * An ordinary gRPC server in Node: stargate.test.v1.EchoService (test/proto, all four call kinds) on
- * connect-node over h2c, from the protoc-gen-es code in test/gen. It knows nothing about Stargate: `npm start`
+ * connect-node over h2c, from the protoc-gen-es code in test/gen, with server reflection. It knows nothing about Stargate: `npm start`
  * puts it behind gateway B with `--expose`, and the tunnelling tests call it through gateway A like the Go
  * and Python echo servers of test/interop, whose output it shares.
  *
@@ -15,12 +15,16 @@
  */
 import { createHash } from 'node:crypto'
 import { once } from 'node:events'
+import { readFileSync } from 'node:fs'
 import { createServer } from 'node:http2'
 import type { AddressInfo } from 'node:net'
 import { parseArgs } from 'node:util'
 import { BinaryReader } from '@bufbuild/protobuf/wire'
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from '@connectrpc/connect'
 import { connectNodeAdapter } from '@connectrpc/connect-node'
+import { ServerReflection } from '../../services/shared/src/gen/grpc/reflection/v1/reflection_pb.js'
+import { ServerReflection as ServerReflectionV1alpha } from '../../services/shared/src/gen/grpc/reflection/v1alpha/reflection_pb.js'
+import { DescriptorIndex, REFLECTION_V1, REFLECTION_V1ALPHA, reflectionImpls } from '../../services/shared/src/grpc/reflection.ts'
 import { type Behavior, EchoService } from '../../test/gen/stargate/test/v1/echo_pb.js'
 
 /** Byte i of generated response n: (n + i) mod 256. */
@@ -150,9 +154,14 @@ const echo: ServiceImpl<typeof EchoService> = {
 const { values } = parseArgs({ options: { listen: { type: 'string', default: '127.0.0.1:0' } } })
 const listen = values.listen
 const colon = listen.lastIndexOf(':')
+// Server reflection (v1 and v1alpha) from the descriptors buf built, comments included, so grpcurl needs no proto.
+const gen = (file: string): Uint8Array => readFileSync(new URL(file, import.meta.url))
+const index = new DescriptorIndex([gen('../../test/gen/echo.binpb'), gen('../../services/shared/src/gen/grpc.binpb')])
+const reflection = reflectionImpls(index, () => [EchoService.typeName, REFLECTION_V1, REFLECTION_V1ALPHA])
 const server = createServer(
   connectNodeAdapter({
-    routes: (router) => router.service(EchoService, echo),
+    routes: (router) =>
+      router.service(EchoService, echo).service(ServerReflection, reflection.v1).service(ServerReflectionV1alpha, reflection.v1alpha),
     grpc: true,
     connect: false,
     grpcWeb: false,
