@@ -4,11 +4,19 @@
  * Methods: echo (returns the payload), fail (answers the status code given as JSON {"code":N}),
  * slow (waits {"ms":N} then echoes), big (returns {"bytes":N} bytes). Prints "REGISTERED <peer id>" once
  * registered and "HANDLED <method> <request id> <tier>" for every call it runs.
+ *
+ * Tracing: each call runs in a SERVER span named after its method that continues the caller's trace
+ * (InboundCall.trace_context, extracted with the W3C TraceContext propagator: its parent is the gateway's
+ * delivery span). It prints "TRACE <method> <trace id> <parent span id>" per call; with
+ * OTEL_EXPORTER_OTLP_ENDPOINT set it starts the OpenTelemetry SDK and exports those spans over OTLP.
  */
 import { create, toJson } from '@bufbuild/protobuf'
 import { ValueSchema } from '@bufbuild/protobuf/wkt'
 import { createClient } from '@connectrpc/connect'
 import { createGrpcTransport } from '@connectrpc/connect-node'
+import { context, propagation, ROOT_CONTEXT, SpanKind, trace } from '@opentelemetry/api'
+import { W3CTraceContextPropagator } from '@opentelemetry/core'
+import { startNodeSdk } from '@opentelemetry/sdk-node'
 import { GatewayService, type ServeRequest, ServeRequestSchema } from '@stargate/shared/gen/gateway'
 
 const [target, ...methodArgs] = process.argv.slice(2)
@@ -38,6 +46,20 @@ async function* requests(): AsyncGenerator<ServeRequest> {
   }
 }
 
+// Spans are exported only when an OTLP endpoint is configured; the W3C propagator reads trace_context either way.
+const propagator = new W3CTraceContextPropagator()
+const sdk =
+  (process.env.OTEL_EXPORTER_OTLP_ENDPOINT ?? '') !== ''
+    ? startNodeSdk({
+        resourceAttributes: { 'service.name': 'serve-client' },
+        propagators: [propagator],
+        metricReaders: [],
+        logRecordProcessors: [],
+      })
+    : undefined
+if (sdk == null) propagation.setGlobalPropagator(propagator)
+const tracer = trace.getTracer('stargate-serve-client')
+
 const ac = new AbortController()
 process.on('SIGTERM', () => ac.abort())
 process.on('SIGINT', () => ac.abort())
@@ -51,6 +73,18 @@ try {
     if (msg.kind.case !== 'call') continue
     const call = msg.kind.value
     process.stdout.write(`HANDLED ${call.method} ${call.requestId} ${call.tier}\n`)
+    // Continue the caller's trace: the gateway's delivery span is the parent of this handler's span.
+    const parent = propagation.extract(ROOT_CONTEXT, call.traceContext)
+    const remote = trace.getSpanContext(parent)
+    process.stdout.write(`TRACE ${call.method} ${remote?.traceId ?? '-'} ${remote?.spanId ?? '-'}\n`)
+    const span = tracer.startSpan(
+      call.method,
+      {
+        kind: SpanKind.SERVER,
+        attributes: { 'rpc.system.name': 'stargate', 'rpc.method': call.method, 'stargate.request_id': call.requestId },
+      },
+      parent,
+    )
     const json = call.payload.case === 'json' ? (toJson(ValueSchema, call.payload.value) as Record<string, number>) : {}
     const reply = async (): Promise<void> => {
       switch (call.method) {
@@ -96,7 +130,7 @@ try {
         }),
       )
     }
-    void reply()
+    void context.with(trace.setSpan(parent, span), reply).finally(() => span.end())
   }
 } catch (err: unknown) {
   if (!ac.signal.aborted) {
@@ -104,4 +138,5 @@ try {
     process.exit(1)
   }
 }
+await sdk?.shutdown()
 process.exit(0)

@@ -4,13 +4,17 @@ import { createServer, type Server, type Socket } from 'node:net'
 import { after, before, describe, it } from 'node:test'
 import { fromJson } from '@bufbuild/protobuf'
 import { ValueSchema } from '@bufbuild/protobuf/wkt'
+import { Code, ConnectError } from '@connectrpc/connect'
 import { AttemptOutcome, Tier } from '@stargate/shared/gen/gateway'
+import { clientServe, goClient, type Lang, pythonBin } from '../interop/clients.ts'
 import { freePort, type GatewayHandle, Harness, type Proc, type RelayHandle } from '../lib/harness.ts'
 import { type Attrs, matches, OtlpReceiver, type ReceivedSpan } from '../lib/otlp-receiver.ts'
 
 const json = (v: unknown) => ({ case: 'json' as const, value: fromJson(ValueSchema, v as never) })
 
 const SPAN_KIND_SERVER = 2
+/** A valid peer id no process has: calls to it find no tier. */
+const UNKNOWN_PEER = '12D3KooWGzxzKZYveHXtpG6AsrUJBcWxHBFS2HsEoGTxrMLvKXtf'
 
 /** OTEL_* settings of the processes under test: OTLP/HTTP protobuf to the receiver, short intervals. */
 function otelEnv(endpoint: string): NodeJS.ProcessEnv {
@@ -48,6 +52,8 @@ describe('telemetry - traces and metrics over OTLP/HTTP for every tier', () => {
   let b: GatewayHandle // direct target
   let c: GatewayHandle // relay-only target
   let d: GatewayHandle // NATS-only target; A has a dead direct address for it (direct attempts hang until cancelled)
+  /** The Serve client (examples/node/serve-client.ts, exporting its spans) of each target. */
+  const serveOf = new Map<GatewayHandle, Proc>()
 
   /** The spans of one Call on the caller, found by request id: the call span and its attempt spans. */
   async function callTrace(requestId: string, attempts: number): Promise<{ call: ReceivedSpan; attempts: ReceivedSpan[] }> {
@@ -61,7 +67,10 @@ describe('telemetry - traces and metrics over OTLP/HTTP for every tier', () => {
     return { call, attempts: found }
   }
 
-  /** The remote gateway's inbound span in the caller's trace, and its Serve delivery span. */
+  /**
+   * The remote gateway's inbound span in the caller's trace, its Serve delivery span, and the Serve handler
+   * continuing the trace from InboundCall.trace_context (its span is a child of the delivery span).
+   */
   async function inboundOf(call: ReceivedSpan, target: GatewayHandle, tier: string): Promise<ReceivedSpan> {
     const inbound = await otlp.waitFor(`inbound span on ${tier}`, () =>
       otlp.spans.find(
@@ -81,6 +90,13 @@ describe('telemetry - traces and metrics over OTLP/HTTP for every tier', () => {
     )
     assert.equal(deliver.traceId, call.traceId)
     assert.equal(deliver.attrs['stargate.method'], 'echo')
+    await serveOf.get(target)?.waitFor(new RegExp(`^TRACE echo ${call.traceId} ${deliver.spanId}$`), 10_000)
+    const handler = await otlp.waitFor('the Serve handler span', () =>
+      otlp.spans.find((s) => s.resource['service.name'] === 'serve-client' && s.parentSpanId === deliver.spanId),
+    )
+    assert.equal(handler.traceId, call.traceId, 'the handler continues the caller trace')
+    assert.equal(handler.name, 'echo')
+    assert.equal(handler.kind, SPAN_KIND_SERVER)
     return inbound
   }
 
@@ -110,9 +126,7 @@ describe('telemetry - traces and metrics over OTLP/HTTP for every tier', () => {
       name: 'gateway-a',
       env,
     })
-    await h.serveClient(b.api)
-    await h.serveClient(c.api)
-    await h.serveClient(d.api)
+    for (const g of [b, c, d]) serveOf.set(g, await h.serveClient(g.api, [], { env }))
     // A learns B's direct and C's circuit address from their presence records
     await otlp.waitFor('presence of B and C on A', async () => {
       const peers = (await a.client.listPeers({})).peers
@@ -298,6 +312,75 @@ describe('telemetry - traces and metrics over OTLP/HTTP for every tier', () => {
     })
     for (const p of [a, b, c, d]) assert.deepEqual(telemetryNoise(p.proc), [], `${p.proc.name} logged no telemetry errors`)
   })
+})
+
+describe('telemetry - the trace reaches the logs and Serve handlers in Go and Python', () => {
+  const h = new Harness()
+  const otlp = new OtlpReceiver()
+  let a: GatewayHandle // caller, with one quick retry
+  let b: GatewayHandle // target with a Go and a Python Serve client
+  const serving = new Map<Lang, Proc>()
+
+  before(async () => {
+    await otlp.start()
+    const env = otelEnv(otlp.endpoint)
+    // The Go binary builds and the Python venv is set up while the gateways start.
+    const [target] = await Promise.all([
+      h.gateway(['--p2p-listen', '/ip4/127.0.0.1/tcp/0'], { name: 'gateway-b', env }),
+      goClient(),
+      Promise.resolve(pythonBin()),
+    ])
+    b = target
+    a = await h.gateway(['--peer', `${b.peerId}=${b.multiaddrs[0]}`, '--max-retries', '1', '--backoff-base-ms', '50'], {
+      name: 'gateway-a',
+      env,
+    })
+    for (const lang of ['go', 'python'] as const) serving.set(lang, await clientServe(h, lang, b.api, lang))
+  })
+  after(async () => {
+    await h.close()
+    await otlp.stop()
+  })
+
+  it('logs - a line written during a traced call carries the trace_id and span_id of its span at the receiver', async () => {
+    const traceId = 'a3ce929d0e0e47364bf92f3577b34da6'
+    await assert.rejects(
+      a.client.call({ peerId: UNKNOWN_PEER, method: 'echo' }, { headers: { traceparent: `00-${traceId}-00f067aa0ba902b7-01` } }),
+      (e: unknown) => ConnectError.from(e).code === Code.Unavailable,
+    )
+    // The router logs the retry while the call span is active.
+    const [line] = await a.proc.waitFor(/^\{.*"msg":"retrying call".*\}$/)
+    const logged = JSON.parse(line) as { trace_id?: string; span_id?: string; peerId: string }
+    assert.equal(logged.peerId, UNKNOWN_PEER)
+    assert.equal(logged.trace_id, traceId, 'the line carries the trace of the call')
+    const call = await otlp.waitFor('the call span', () => otlp.spans.find((s) => s.name === 'stargate.call' && s.traceId === traceId))
+    assert.equal(logged.span_id, call.spanId, 'the line names the span that was active: the call span')
+    assert.equal(call.resource['stargate.peer_id'], a.peerId)
+    // Lines written outside any span carry no trace.
+    const started = a.proc.stderr.find((l) => l.includes('"msg":"gateway started"'))
+    assert.ok(started != null, a.proc.dump())
+    assert.doesNotMatch(started, /"(trace|span)_id"/)
+  })
+
+  for (const lang of ['go', 'python'] as const) {
+    it(`serve - a ${lang} Serve handler receives the caller's trace context: the call's trace, the delivery span as parent`, async () => {
+      const traceId = lang === 'go' ? '0af7651916cd43dd8448eb211c80319c' : 'b7ad6b7169203331b7ad6b7169203331'
+      const res = await a.client.call(
+        { peerId: b.peerId, method: `${lang}.echo`, payload: json({ lang }) },
+        { headers: { traceparent: `00-${traceId}-b7ad6b7169203331-01` } },
+      )
+      assert.equal(res.tier, Tier.DIRECT)
+      const call = await otlp.waitFor('the call span', () => otlp.spans.find((s) => s.name === 'stargate.call' && s.traceId === traceId))
+      const deliver = await otlp.waitFor('the delivery span on B', () =>
+        otlp.spans.find((s) => s.name === 'stargate.serve.deliver' && s.traceId === traceId),
+      )
+      assert.equal(deliver.resource['stargate.peer_id'], b.peerId)
+      assert.equal(deliver.attrs['stargate.method'], `${lang}.echo`)
+      const [, printedTrace, printedParent] = await serving.get(lang)!.waitFor(new RegExp(`^TRACE ${lang}\\.echo (\\S+) (\\S+)$`), 10_000)
+      assert.equal(printedTrace, call.traceId, 'same trace as the caller span')
+      assert.equal(printedParent, deliver.spanId, "parent is the gateway's delivery span")
+    })
+  }
 })
 
 describe('telemetry - off by default, harmless when the collector is down', () => {

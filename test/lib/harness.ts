@@ -204,10 +204,11 @@ export class Harness {
     return { proc, url: `nats://127.0.0.1:${p}`, port: p }
   }
 
-  /** Starts examples/node/serve-client.ts against a gateway API; resolves once registered. */
-  async serveClient(api: string, methods: string[] = []): Promise<Proc> {
+  /** Starts examples/node/serve-client.ts against a gateway API (env added to the test's); resolves once registered. */
+  async serveClient(api: string, methods: string[] = [], opts: { env?: NodeJS.ProcessEnv } = {}): Promise<Proc> {
     const child = spawn(process.execPath, [join(import.meta.dirname, '../../examples/node/serve-client.ts'), api, ...methods], {
       stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, ...opts.env },
     })
     const proc = new Proc('serve-client', child)
     this.procs.push(proc)

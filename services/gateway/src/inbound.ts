@@ -46,8 +46,11 @@ export interface InboundMeta {
 export interface InboundObserver {
   /** Wraps the handling of one request; must return run()'s result. */
   handle?(req: PeerRequest, meta: InboundMeta, run: () => Promise<PeerResponseInit>): Promise<PeerResponseInit>
-  /** Wraps the delivery of one request to a Serve client; must return run()'s result. */
-  deliver?(req: PeerRequest, run: () => Promise<HandlerResult>): Promise<HandlerResult>
+  /**
+   * Wraps the delivery of one request to a Serve client; must return run()'s result. `run` takes the W3C
+   * trace context to hand to the client (the delivery span's, so the handler continues the caller's trace).
+   */
+  deliver?(req: PeerRequest, run: (traceContext: Record<string, string>) => Promise<HandlerResult>): Promise<HandlerResult>
 }
 
 /** Counters of inbound traffic. */
@@ -306,7 +309,8 @@ export class InboundDispatcher {
       throw new StargateError(Code.Unimplemented, `no handler for method "${req.method}" on peer ${this.o.peerId}`)
     }
     onHandedOver()
-    const deliver = (): Promise<HandlerResult> => session.deliver(req, meta, signal)
+    const deliver = (traceContext: Record<string, string> = {}): Promise<HandlerResult> =>
+      session.deliver(req, { ...meta, traceContext }, signal)
     return this.observer.deliver != null ? this.observer.deliver(req, deliver) : deliver()
   }
 

@@ -13,6 +13,15 @@ export type HandlerResult =
 
 type Outgoing = MessageInitShape<typeof ServeResponseSchema>
 
+/** What a Serve client is told about a call besides its request. */
+export interface DeliveryMeta {
+  callerPeerId: string
+  tier: Tier
+  deadlineAtMs: number
+  /** W3C trace context (traceparent, tracestate) of the delivery, for the client to continue. */
+  traceContext?: Record<string, string>
+}
+
 interface PendingCall {
   resolve: (r: HandlerResult) => void
   reject: (e: StargateError) => void
@@ -61,8 +70,11 @@ export class ServeSession {
     }
   }
 
-  /** Delivers a call and waits for the client's reply (or the deadline / cancellation). */
-  deliver(req: PeerRequest, meta: { callerPeerId: string; tier: Tier; deadlineAtMs: number }, signal: AbortSignal): Promise<HandlerResult> {
+  /**
+   * Delivers a call and waits for the client's reply (or the deadline / cancellation). `meta.traceContext` is
+   * the W3C trace context handed to the client (InboundCall.trace_context).
+   */
+  deliver(req: PeerRequest, meta: DeliveryMeta, signal: AbortSignal): Promise<HandlerResult> {
     if (this.closed) return Promise.reject(new StargateError(Code.Unavailable, 'serving client went away'))
     const callId = randomUUID()
     return new Promise<HandlerResult>((resolve, reject) => {
@@ -92,6 +104,7 @@ export class ServeSession {
             deadline: timestampFromMs(meta.deadlineAtMs),
             tier: meta.tier,
             requestId: req.requestId,
+            traceContext: meta.traceContext ?? {},
           },
         },
       })

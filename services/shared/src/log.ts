@@ -1,9 +1,24 @@
+import { context, isSpanContextValid, trace } from '@opentelemetry/api'
+
 /** Log levels in increasing severity. */
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent'
 
 const LEVELS: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40, silent: 100 }
 
-/** A namespaced logger writing JSON lines to stderr. */
+/**
+ * The trace and span of the active OpenTelemetry span, if any. Without a started SDK the API's context is the
+ * no-op root context, so this is one lookup that finds nothing; a non-recording span that only carries a remote
+ * context (sampled out) still names its trace.
+ */
+function activeSpanIds(): { trace_id: string; span_id: string } | undefined {
+  const sc = trace.getSpanContext(context.active())
+  return sc != null && isSpanContextValid(sc) ? { trace_id: sc.traceId, span_id: sc.spanId } : undefined
+}
+
+/**
+ * A namespaced logger writing JSON lines to stderr. A line written while an OpenTelemetry span is active
+ * carries its `trace_id` and `span_id` (lowercase hex, as in W3C traceparent and OTLP), so logs and traces join.
+ */
 export interface Logger {
   readonly namespace: string
   debug(msg: string, fields?: Record<string, unknown>): void
@@ -33,6 +48,11 @@ export function createLogger(namespace: string, options: LoggerOptions = {}): Lo
   const emit = (lvl: LogLevel, msg: string, fields?: Record<string, unknown>): void => {
     if (LEVELS[lvl] < threshold) return
     const record: Record<string, unknown> = { time: new Date().toISOString(), level: lvl, ns: namespace, msg }
+    const ids = activeSpanIds()
+    if (ids != null) {
+      record.trace_id = ids.trace_id
+      record.span_id = ids.span_id
+    }
     if (fields != null) for (const [k, v] of Object.entries(fields)) record[k] = serialise(v)
     write(JSON.stringify(record))
   }

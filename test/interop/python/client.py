@@ -9,6 +9,9 @@ call prints the CallResponse as one JSON line ("tier": "TIER_RELAY", ...) and ex
 prints "ERROR <CODE> <message>" on stdout and exits 1.
 serve registers PREFIX.echo (answers with the payload) and PREFIX.fail (answers the gRPC status code given as
 {"code": N}), prints "READY <peer id> <methods>" once registered and "HANDLED <method> <tier> <caller>" per call.
+Each call continues the caller's trace: InboundCall.trace_context is extracted with the W3C TraceContext
+propagator (its parent is the gateway's delivery span) and printed as "TRACE <method> <trace id> <parent span id>";
+spans a handler starts from that context join the trace once an OpenTelemetry SDK is installed.
 """
 
 import argparse
@@ -22,6 +25,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "gen
 
 import grpc  # noqa: E402
 from google.protobuf import json_format, struct_pb2  # noqa: E402
+from opentelemetry import trace  # noqa: E402
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator  # noqa: E402
 
 from stargate.v1 import gateway_pb2, gateway_pb2_grpc  # noqa: E402
 
@@ -41,6 +46,17 @@ def call(args: argparse.Namespace) -> int:
             return 1
     print(json.dumps(json_format.MessageToDict(res, preserving_proto_field_name=True)), flush=True)
     return 0
+
+
+def handle(call: gateway_pb2.InboundCall) -> None:
+    """Continues the caller's trace: a span started in the extracted context is a child of the delivery span."""
+    ctx = TraceContextTextMapPropagator().extract(carrier=dict(call.trace_context))
+    remote = trace.get_current_span(ctx).get_span_context()
+    print(f"TRACE {call.method} {trace.format_trace_id(remote.trace_id)} {trace.format_span_id(remote.span_id)}", flush=True)
+    with trace.get_tracer("stargate-interop-python").start_as_current_span(
+        call.method, context=ctx, kind=trace.SpanKind.SERVER
+    ):
+        pass
 
 
 def reply_for(call: gateway_pb2.InboundCall, prefix: str) -> gateway_pb2.ServeReply:
@@ -92,6 +108,7 @@ def serve(args: argparse.Namespace) -> int:
                 elif kind == "call":
                     c = msg.call
                     print(f"HANDLED {c.method} {gateway_pb2.Tier.Name(c.tier)} {c.caller_peer_id}", flush=True)
+                    handle(c)
                     outbox.put(gateway_pb2.ServeRequest(reply=reply_for(c, args.prefix)))
         except grpc.RpcError as err:
             if err.code() == grpc.StatusCode.CANCELLED:

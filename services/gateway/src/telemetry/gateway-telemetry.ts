@@ -268,10 +268,14 @@ export class GatewayTelemetry implements RouterObserver, RelayHealthObserver, In
     }
   }
 
-  async deliver(req: PeerRequest, run: () => Promise<HandlerResult>): Promise<HandlerResult> {
+  /** The delivery to a Serve client in its own span, whose W3C context the client gets (InboundCall.trace_context). */
+  async deliver(req: PeerRequest, run: (traceContext: Record<string, string>) => Promise<HandlerResult>): Promise<HandlerResult> {
     const span = this.tracer.startSpan('stargate.serve.deliver', { kind: SpanKind.INTERNAL, attributes: { [ATTR.method]: req.method } })
+    const ctx = trace.setSpan(context.active(), span)
+    const carrier: Record<string, string> = {}
+    propagation.inject(ctx, carrier)
     try {
-      return await context.with(trace.setSpan(context.active(), span), run)
+      return await context.with(ctx, () => run(carrier))
     } catch (err: unknown) {
       const e = StargateError.from(err)
       span.setAttribute(ATTR.errorType, codeName(e.code))

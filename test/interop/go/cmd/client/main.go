@@ -8,7 +8,10 @@
 // error it prints "ERROR <Code> <message>" on stdout and exits 1.
 // serve registers PREFIX.echo (answers with the payload) and PREFIX.fail (answers the gRPC status code given
 // as {"code": N}), prints "READY <peer id> <methods>" once registered and "HANDLED <method> <tier> <caller>"
-// for each call.
+// for each call. Each call continues the caller's trace: InboundCall.trace_context is extracted with the W3C
+// TraceContext propagator (its parent is the gateway's delivery span) and printed as
+// "TRACE <method> <trace id> <parent span id>"; spans a handler starts from that context join the trace
+// once an OpenTelemetry SDK is installed.
 package main
 
 import (
@@ -23,6 +26,9 @@ import (
 	"time"
 
 	stargatev1 "github.com/stargate/stargate/test/interop/go/gen/stargate/v1"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -137,6 +143,7 @@ func serve(args []string) int {
 		case *stargatev1.ServeResponse_Call:
 			c := kind.Call
 			fmt.Printf("HANDLED %s %s %s\n", c.Method, c.Tier, c.CallerPeerId)
+			handle(ctx, c)
 			// One Send at a time on a gRPC stream: replies are sent from this loop.
 			if err := stream.Send(&stargatev1.ServeRequest{Kind: &stargatev1.ServeRequest_Reply{Reply: reply(c, *prefix)}}); err != nil {
 				fmt.Fprintf(os.Stderr, "reply: %v\n", err)
@@ -144,6 +151,16 @@ func serve(args []string) int {
 			}
 		}
 	}
+}
+
+// handle continues the caller's trace for one call: a span started from the extracted context is a child
+// of the gateway's delivery span (with no SDK installed the global tracer records nothing).
+func handle(ctx context.Context, c *stargatev1.InboundCall) {
+	ctx = propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier(c.TraceContext))
+	remote := trace.SpanContextFromContext(ctx)
+	fmt.Printf("TRACE %s %s %s\n", c.Method, remote.TraceID(), remote.SpanID())
+	_, span := otel.Tracer("stargate-interop-go").Start(ctx, c.Method, trace.WithSpanKind(trace.SpanKindServer))
+	span.End()
 }
 
 func reply(c *stargatev1.InboundCall, prefix string) *stargatev1.ServeReply {

@@ -833,6 +833,16 @@ export declare type InboundCall = Message<"stargate.v1.InboundCall"> & {
    * @generated from field: string request_id = 8;
    */
   requestId: string;
+
+  /**
+   * trace_context is the W3C trace context of this delivery ("traceparent" and, when the trace has one,
+   * "tracestate", as in HTTP headers): the caller's trace, with the gateway's delivery span as parent.
+   * A handler that extracts it with a W3C TraceContext propagator and starts its spans from it continues
+   * the caller's trace. Empty only when the gateway runs with OTEL_SDK_DISABLED=true.
+   *
+   * @generated from field: map<string, string> trace_context = 9;
+   */
+  traceContext: { [key: string]: string };
 };
 
 /**
@@ -896,6 +906,16 @@ export declare type InboundCallJson = {
    * @generated from field: string request_id = 8;
    */
   requestId?: string;
+
+  /**
+   * trace_context is the W3C trace context of this delivery ("traceparent" and, when the trace has one,
+   * "tracestate", as in HTTP headers): the caller's trace, with the gateway's delivery span as parent.
+   * A handler that extracts it with a W3C TraceContext propagator and starts its spans from it continues
+   * the caller's trace. Empty only when the gateway runs with OTEL_SDK_DISABLED=true.
+   *
+   * @generated from field: map<string, string> trace_context = 9;
+   */
+  traceContext?: { [key: string]: string };
 };
 
 /**

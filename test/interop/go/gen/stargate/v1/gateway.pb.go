@@ -1213,7 +1213,12 @@ type InboundCall struct {
 	// tier is the tier the call arrived on.
 	Tier Tier `protobuf:"varint,7,opt,name=tier,proto3,enum=stargate.v1.Tier" json:"tier,omitempty"`
 	// request_id is the caller's idempotency key for this call.
-	RequestId     string `protobuf:"bytes,8,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	RequestId string `protobuf:"bytes,8,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// trace_context is the W3C trace context of this delivery ("traceparent" and, when the trace has one,
+	// "tracestate", as in HTTP headers): the caller's trace, with the gateway's delivery span as parent.
+	// A handler that extracts it with a W3C TraceContext propagator and starts its spans from it continues
+	// the caller's trace. Empty only when the gateway runs with OTEL_SDK_DISABLED=true.
+	TraceContext  map[string]string `protobuf:"bytes,9,rep,name=trace_context,json=traceContext,proto3" json:"trace_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1313,6 +1318,13 @@ func (x *InboundCall) GetRequestId() string {
 		return x.RequestId
 	}
 	return ""
+}
+
+func (x *InboundCall) GetTraceContext() map[string]string {
+	if x != nil {
+		return x.TraceContext
+	}
+	return nil
 }
 
 type isInboundCall_Payload interface {
@@ -2583,7 +2595,7 @@ const file_stargate_v1_gateway_proto_rawDesc = "" +
 	"\x04kind\"D\n" +
 	"\x0fServeRegistered\x12\x18\n" +
 	"\amethods\x18\x01 \x03(\tR\amethods\x12\x17\n" +
-	"\apeer_id\x18\x02 \x01(\tR\x06peerId\"\xb1\x02\n" +
+	"\apeer_id\x18\x02 \x01(\tR\x06peerId\"\xc3\x03\n" +
 	"\vInboundCall\x12\x17\n" +
 	"\acall_id\x18\x01 \x01(\tR\x06callId\x12\x16\n" +
 	"\x06method\x18\x02 \x01(\tR\x06method\x12$\n" +
@@ -2593,7 +2605,11 @@ const file_stargate_v1_gateway_proto_rawDesc = "" +
 	"\bdeadline\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x12%\n" +
 	"\x04tier\x18\a \x01(\x0e2\x11.stargate.v1.TierR\x04tier\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\b \x01(\tR\trequestIdB\t\n" +
+	"request_id\x18\b \x01(\tR\trequestId\x12O\n" +
+	"\rtrace_context\x18\t \x03(\v2*.stargate.v1.InboundCall.TraceContextEntryR\ftraceContext\x1a?\n" +
+	"\x11TraceContextEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\t\n" +
 	"\apayload\"\x12\n" +
 	"\x10GetStatusRequest\"\xc3\x01\n" +
 	"\tNatStatus\x12/\n" +
@@ -2739,7 +2755,7 @@ func file_stargate_v1_gateway_proto_rawDescGZIP() []byte {
 }
 
 var file_stargate_v1_gateway_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_stargate_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_stargate_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_stargate_v1_gateway_proto_goTypes = []any{
 	(Tier)(0),                      // 0: stargate.v1.Tier
 	(AttemptOutcome)(0),            // 1: stargate.v1.AttemptOutcome
@@ -2775,71 +2791,73 @@ var file_stargate_v1_gateway_proto_goTypes = []any{
 	(*ListPeersResponse)(nil),      // 31: stargate.v1.ListPeersResponse
 	(*DiscoverRequest)(nil),        // 32: stargate.v1.DiscoverRequest
 	(*DiscoverResponse)(nil),       // 33: stargate.v1.DiscoverResponse
-	(*durationpb.Duration)(nil),    // 34: google.protobuf.Duration
-	(*structpb.Value)(nil),         // 35: google.protobuf.Value
-	(*timestamppb.Timestamp)(nil),  // 36: google.protobuf.Timestamp
+	nil,                            // 34: stargate.v1.InboundCall.TraceContextEntry
+	(*durationpb.Duration)(nil),    // 35: google.protobuf.Duration
+	(*structpb.Value)(nil),         // 36: google.protobuf.Value
+	(*timestamppb.Timestamp)(nil),  // 37: google.protobuf.Timestamp
 }
 var file_stargate_v1_gateway_proto_depIdxs = []int32{
-	34, // 0: stargate.v1.CallOptions.backoff_base:type_name -> google.protobuf.Duration
+	35, // 0: stargate.v1.CallOptions.backoff_base:type_name -> google.protobuf.Duration
 	0,  // 1: stargate.v1.CallOptions.allowed_tiers:type_name -> stargate.v1.Tier
-	34, // 2: stargate.v1.CallOptions.attempt_timeout:type_name -> google.protobuf.Duration
-	35, // 3: stargate.v1.CallRequest.json:type_name -> google.protobuf.Value
+	35, // 2: stargate.v1.CallOptions.attempt_timeout:type_name -> google.protobuf.Duration
+	36, // 3: stargate.v1.CallRequest.json:type_name -> google.protobuf.Value
 	5,  // 4: stargate.v1.CallRequest.options:type_name -> stargate.v1.CallOptions
 	0,  // 5: stargate.v1.Attempt.tier:type_name -> stargate.v1.Tier
 	1,  // 6: stargate.v1.Attempt.outcome:type_name -> stargate.v1.AttemptOutcome
-	34, // 7: stargate.v1.Attempt.duration:type_name -> google.protobuf.Duration
-	35, // 8: stargate.v1.CallResponse.json:type_name -> google.protobuf.Value
+	35, // 7: stargate.v1.Attempt.duration:type_name -> google.protobuf.Duration
+	36, // 8: stargate.v1.CallResponse.json:type_name -> google.protobuf.Value
 	0,  // 9: stargate.v1.CallResponse.tier:type_name -> stargate.v1.Tier
 	7,  // 10: stargate.v1.CallResponse.attempts:type_name -> stargate.v1.Attempt
 	11, // 11: stargate.v1.ServeRequest.register:type_name -> stargate.v1.ServeRegistration
 	12, // 12: stargate.v1.ServeRequest.reply:type_name -> stargate.v1.ServeReply
-	35, // 13: stargate.v1.ServeReply.json:type_name -> google.protobuf.Value
+	36, // 13: stargate.v1.ServeReply.json:type_name -> google.protobuf.Value
 	9,  // 14: stargate.v1.ServeReply.error:type_name -> stargate.v1.ErrorStatus
 	14, // 15: stargate.v1.ServeResponse.registered:type_name -> stargate.v1.ServeRegistered
 	15, // 16: stargate.v1.ServeResponse.call:type_name -> stargate.v1.InboundCall
-	35, // 17: stargate.v1.InboundCall.json:type_name -> google.protobuf.Value
-	36, // 18: stargate.v1.InboundCall.deadline:type_name -> google.protobuf.Timestamp
+	36, // 17: stargate.v1.InboundCall.json:type_name -> google.protobuf.Value
+	37, // 18: stargate.v1.InboundCall.deadline:type_name -> google.protobuf.Timestamp
 	0,  // 19: stargate.v1.InboundCall.tier:type_name -> stargate.v1.Tier
-	2,  // 20: stargate.v1.NatStatus.nat_type:type_name -> stargate.v1.NatType
-	36, // 21: stargate.v1.NatStatus.detected_at:type_name -> google.protobuf.Timestamp
-	3,  // 22: stargate.v1.NatsStatus.state:type_name -> stargate.v1.NatsState
-	17, // 23: stargate.v1.GetStatusResponse.nat_status:type_name -> stargate.v1.NatStatus
-	19, // 24: stargate.v1.GetStatusResponse.relays:type_name -> stargate.v1.RelayStatus
-	18, // 25: stargate.v1.GetStatusResponse.nats:type_name -> stargate.v1.NatsStatus
-	36, // 26: stargate.v1.GetStatusResponse.started_at:type_name -> google.protobuf.Timestamp
-	0,  // 27: stargate.v1.PeerMetrics.connection_type:type_name -> stargate.v1.Tier
-	36, // 28: stargate.v1.PeerMetrics.last_call_at:type_name -> google.protobuf.Timestamp
-	22, // 29: stargate.v1.GetPeerMetricsResponse.peers:type_name -> stargate.v1.PeerMetrics
-	36, // 30: stargate.v1.RelayHealth.last_success:type_name -> google.protobuf.Timestamp
-	36, // 31: stargate.v1.RelayHealth.last_check:type_name -> google.protobuf.Timestamp
-	25, // 32: stargate.v1.GetRelayHealthResponse.relays:type_name -> stargate.v1.RelayHealth
-	34, // 33: stargate.v1.GetPoolStatsResponse.ttl:type_name -> google.protobuf.Duration
-	2,  // 34: stargate.v1.PeerInfo.nat_type:type_name -> stargate.v1.NatType
-	4,  // 35: stargate.v1.PeerInfo.source:type_name -> stargate.v1.PeerSource
-	36, // 36: stargate.v1.PeerInfo.last_seen:type_name -> google.protobuf.Timestamp
-	29, // 37: stargate.v1.ListPeersResponse.peers:type_name -> stargate.v1.PeerInfo
-	29, // 38: stargate.v1.DiscoverResponse.peers:type_name -> stargate.v1.PeerInfo
-	6,  // 39: stargate.v1.GatewayService.Call:input_type -> stargate.v1.CallRequest
-	10, // 40: stargate.v1.GatewayService.Serve:input_type -> stargate.v1.ServeRequest
-	16, // 41: stargate.v1.GatewayService.GetStatus:input_type -> stargate.v1.GetStatusRequest
-	21, // 42: stargate.v1.GatewayService.GetPeerMetrics:input_type -> stargate.v1.GetPeerMetricsRequest
-	24, // 43: stargate.v1.GatewayService.GetRelayHealth:input_type -> stargate.v1.GetRelayHealthRequest
-	27, // 44: stargate.v1.GatewayService.GetPoolStats:input_type -> stargate.v1.GetPoolStatsRequest
-	30, // 45: stargate.v1.GatewayService.ListPeers:input_type -> stargate.v1.ListPeersRequest
-	32, // 46: stargate.v1.GatewayService.Discover:input_type -> stargate.v1.DiscoverRequest
-	8,  // 47: stargate.v1.GatewayService.Call:output_type -> stargate.v1.CallResponse
-	13, // 48: stargate.v1.GatewayService.Serve:output_type -> stargate.v1.ServeResponse
-	20, // 49: stargate.v1.GatewayService.GetStatus:output_type -> stargate.v1.GetStatusResponse
-	23, // 50: stargate.v1.GatewayService.GetPeerMetrics:output_type -> stargate.v1.GetPeerMetricsResponse
-	26, // 51: stargate.v1.GatewayService.GetRelayHealth:output_type -> stargate.v1.GetRelayHealthResponse
-	28, // 52: stargate.v1.GatewayService.GetPoolStats:output_type -> stargate.v1.GetPoolStatsResponse
-	31, // 53: stargate.v1.GatewayService.ListPeers:output_type -> stargate.v1.ListPeersResponse
-	33, // 54: stargate.v1.GatewayService.Discover:output_type -> stargate.v1.DiscoverResponse
-	47, // [47:55] is the sub-list for method output_type
-	39, // [39:47] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	34, // 20: stargate.v1.InboundCall.trace_context:type_name -> stargate.v1.InboundCall.TraceContextEntry
+	2,  // 21: stargate.v1.NatStatus.nat_type:type_name -> stargate.v1.NatType
+	37, // 22: stargate.v1.NatStatus.detected_at:type_name -> google.protobuf.Timestamp
+	3,  // 23: stargate.v1.NatsStatus.state:type_name -> stargate.v1.NatsState
+	17, // 24: stargate.v1.GetStatusResponse.nat_status:type_name -> stargate.v1.NatStatus
+	19, // 25: stargate.v1.GetStatusResponse.relays:type_name -> stargate.v1.RelayStatus
+	18, // 26: stargate.v1.GetStatusResponse.nats:type_name -> stargate.v1.NatsStatus
+	37, // 27: stargate.v1.GetStatusResponse.started_at:type_name -> google.protobuf.Timestamp
+	0,  // 28: stargate.v1.PeerMetrics.connection_type:type_name -> stargate.v1.Tier
+	37, // 29: stargate.v1.PeerMetrics.last_call_at:type_name -> google.protobuf.Timestamp
+	22, // 30: stargate.v1.GetPeerMetricsResponse.peers:type_name -> stargate.v1.PeerMetrics
+	37, // 31: stargate.v1.RelayHealth.last_success:type_name -> google.protobuf.Timestamp
+	37, // 32: stargate.v1.RelayHealth.last_check:type_name -> google.protobuf.Timestamp
+	25, // 33: stargate.v1.GetRelayHealthResponse.relays:type_name -> stargate.v1.RelayHealth
+	35, // 34: stargate.v1.GetPoolStatsResponse.ttl:type_name -> google.protobuf.Duration
+	2,  // 35: stargate.v1.PeerInfo.nat_type:type_name -> stargate.v1.NatType
+	4,  // 36: stargate.v1.PeerInfo.source:type_name -> stargate.v1.PeerSource
+	37, // 37: stargate.v1.PeerInfo.last_seen:type_name -> google.protobuf.Timestamp
+	29, // 38: stargate.v1.ListPeersResponse.peers:type_name -> stargate.v1.PeerInfo
+	29, // 39: stargate.v1.DiscoverResponse.peers:type_name -> stargate.v1.PeerInfo
+	6,  // 40: stargate.v1.GatewayService.Call:input_type -> stargate.v1.CallRequest
+	10, // 41: stargate.v1.GatewayService.Serve:input_type -> stargate.v1.ServeRequest
+	16, // 42: stargate.v1.GatewayService.GetStatus:input_type -> stargate.v1.GetStatusRequest
+	21, // 43: stargate.v1.GatewayService.GetPeerMetrics:input_type -> stargate.v1.GetPeerMetricsRequest
+	24, // 44: stargate.v1.GatewayService.GetRelayHealth:input_type -> stargate.v1.GetRelayHealthRequest
+	27, // 45: stargate.v1.GatewayService.GetPoolStats:input_type -> stargate.v1.GetPoolStatsRequest
+	30, // 46: stargate.v1.GatewayService.ListPeers:input_type -> stargate.v1.ListPeersRequest
+	32, // 47: stargate.v1.GatewayService.Discover:input_type -> stargate.v1.DiscoverRequest
+	8,  // 48: stargate.v1.GatewayService.Call:output_type -> stargate.v1.CallResponse
+	13, // 49: stargate.v1.GatewayService.Serve:output_type -> stargate.v1.ServeResponse
+	20, // 50: stargate.v1.GatewayService.GetStatus:output_type -> stargate.v1.GetStatusResponse
+	23, // 51: stargate.v1.GatewayService.GetPeerMetrics:output_type -> stargate.v1.GetPeerMetricsResponse
+	26, // 52: stargate.v1.GatewayService.GetRelayHealth:output_type -> stargate.v1.GetRelayHealthResponse
+	28, // 53: stargate.v1.GatewayService.GetPoolStats:output_type -> stargate.v1.GetPoolStatsResponse
+	31, // 54: stargate.v1.GatewayService.ListPeers:output_type -> stargate.v1.ListPeersResponse
+	33, // 55: stargate.v1.GatewayService.Discover:output_type -> stargate.v1.DiscoverResponse
+	48, // [48:56] is the sub-list for method output_type
+	40, // [40:48] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_stargate_v1_gateway_proto_init() }
@@ -2879,7 +2897,7 @@ func file_stargate_v1_gateway_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_stargate_v1_gateway_proto_rawDesc), len(file_stargate_v1_gateway_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   29,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

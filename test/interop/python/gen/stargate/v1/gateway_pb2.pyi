@@ -190,7 +190,14 @@ class ServeRegistered(_message.Message):
     def __init__(self, methods: _Optional[_Iterable[str]] = ..., peer_id: _Optional[str] = ...) -> None: ...
 
 class InboundCall(_message.Message):
-    __slots__ = ("call_id", "method", "caller_peer_id", "data", "json", "deadline", "tier", "request_id")
+    __slots__ = ("call_id", "method", "caller_peer_id", "data", "json", "deadline", "tier", "request_id", "trace_context")
+    class TraceContextEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
     METHOD_FIELD_NUMBER: _ClassVar[int]
     CALLER_PEER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -199,6 +206,7 @@ class InboundCall(_message.Message):
     DEADLINE_FIELD_NUMBER: _ClassVar[int]
     TIER_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     call_id: str
     method: str
     caller_peer_id: str
@@ -207,7 +215,8 @@ class InboundCall(_message.Message):
     deadline: _timestamp_pb2.Timestamp
     tier: Tier
     request_id: str
-    def __init__(self, call_id: _Optional[str] = ..., method: _Optional[str] = ..., caller_peer_id: _Optional[str] = ..., data: _Optional[bytes] = ..., json: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tier: _Optional[_Union[Tier, str]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    trace_context: _containers.ScalarMap[str, str]
+    def __init__(self, call_id: _Optional[str] = ..., method: _Optional[str] = ..., caller_peer_id: _Optional[str] = ..., data: _Optional[bytes] = ..., json: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tier: _Optional[_Union[Tier, str]] = ..., request_id: _Optional[str] = ..., trace_context: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class GetStatusRequest(_message.Message):
     __slots__ = ()
