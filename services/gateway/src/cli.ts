@@ -1,5 +1,6 @@
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
+import { messageOf } from '@stargate/shared/errors'
 import { loadOrCreateIdentity, peerIdOf } from '@stargate/shared/identity'
 import { exitOnProcessFaults, stopOnSignals } from '@stargate/shared/lifecycle'
 import { createLogger } from '@stargate/shared/log'
@@ -9,6 +10,8 @@ import { GATEWAY_DEFAULTS as D } from './defaults.ts'
 import { createGateway, type Gateway, type GatewayAddresses } from './gateway.ts'
 import { type GatewayInit, relayAddrProblem, type StaticPeer } from './options.ts'
 import { resolveStatePaths } from './state.ts'
+import { ExposeTable, parseExposeFlag } from './tunnel/expose.ts'
+import { parseRouteFlag, RouteTable } from './tunnel/routes.ts'
 
 /** Flags of `stargate gateway`. */
 export const GATEWAY_FLAGS: FlagSpec[] = [
@@ -179,6 +182,38 @@ export const GATEWAY_FLAGS: FlagSpec[] = [
     description: 'id and response bytes remembered at most per calling peer (its oldest responses go first)',
     defaultText: String(D.dedupeMaxBytesPerCaller),
   },
+  {
+    name: 'expose',
+    type: 'string',
+    multiple: true,
+    description:
+      'SERVICE=HOST:PORT: tunnelled gRPC calls for SERVICE (fully qualified, or * for every service) go to this h2c backend; https://HOST:PORT for TLS',
+  },
+  {
+    name: 'expose-ca',
+    type: 'string',
+    description: 'PEM CA bundle that the certificates of TLS --expose backends must chain to',
+    defaultText: "the system's CAs",
+  },
+  {
+    name: 'route',
+    type: 'string',
+    multiple: true,
+    description:
+      'SERVICE=PEER_ID: tunnel gRPC calls for SERVICE (or * for every service) to this peer when the request has no stargate-peer header',
+  },
+  {
+    name: 'tunnel-window-bytes',
+    type: 'string',
+    description: 'flow-control window of each tunnelled stream and direction (what a gateway buffers per stream)',
+    defaultText: String(D.tunnelWindowBytes),
+  },
+  {
+    name: 'tunnel-max-message-bytes',
+    type: 'string',
+    description: 'largest gRPC message tunnelled in either direction (larger: RESOURCE_EXHAUSTED)',
+    defaultText: String(D.tunnelMaxMessageBytes),
+  },
 ]
 
 function parsePeer(value: string): StaticPeer {
@@ -197,6 +232,27 @@ function parsePeer(value: string): StaticPeer {
     throw new UsageError(`--peer "${value}": "${addr}" is not a valid multiaddr`)
   }
   return { peerId, addr }
+}
+
+/** Parses each value of a repeatable flag, turning a parse error into a usage error. */
+function parsedList<T>(flags: ParsedFlags, name: string, parse: (value: string) => T): T[] {
+  return list(flags, name).map((v) => {
+    try {
+      return parse(v)
+    } catch (err: unknown) {
+      throw new UsageError(messageOf(err))
+    }
+  })
+}
+
+/** Runs a whole-list check (a service given twice), turning its error into a usage error. */
+function checked<T>(values: T, check: (values: T) => unknown): T {
+  try {
+    check(values)
+  } catch (err: unknown) {
+    throw new UsageError(messageOf(err))
+  }
+  return values
 }
 
 function multiaddrs(flags: ParsedFlags, name: string): string[] {
@@ -294,6 +350,11 @@ export function gatewayConfigFromFlags(flags: ParsedFlags): {
         return v
       }),
       natDetectIntervalMs: int(flags, 'nat-detect-interval-ms', 1),
+      expose: checked(parsedList(flags, 'expose', parseExposeFlag), (e) => new ExposeTable(e)),
+      exposeCaFile: str(flags, 'expose-ca'),
+      routes: checked(parsedList(flags, 'route', parseRouteFlag), (r) => new RouteTable(r)),
+      tunnelWindowBytes: int(flags, 'tunnel-window-bytes', 65_536, 2 ** 31 - 1),
+      tunnelMaxMessageBytes: int(flags, 'tunnel-max-message-bytes', 1, 2 ** 32 - 1),
     },
     identityFile,
     stateDir,

@@ -121,6 +121,13 @@ export const GATEWAY_DEFAULTS = {
   exposeConnectTimeoutMs: 5_000,
   /** --expose backends: an HTTP/2 session idle this long is closed (reopened on the next call). */
   exposeSessionIdleMs: 300_000,
+  /**
+   * Tunnelled gRPC, idempotent calls: request bytes one call keeps (caller) and response bytes one call
+   * records (callee) so it can be retried on another tier without running twice; larger calls are not kept.
+   */
+  tunnelReplayMaxBytesPerCall: 1024 * 1024,
+  /** The same, all calls at once (per gateway and side). */
+  tunnelReplayMaxBytes: 64 * 1024 * 1024,
 } as const
 
 /** Bounds of per-call options, enforced for CallOptions and for the flags alike. */

@@ -1,3 +1,4 @@
+import { readFile } from 'node:fs/promises'
 import { type ApiSecurity, loadApiSecurity } from '@stargate/shared/auth'
 import { stargateDescriptorSets } from '@stargate/shared/descriptors'
 import { Code, messageOf, StargateError } from '@stargate/shared/errors'
@@ -27,6 +28,12 @@ import { GATEWAY_SCOPE, GatewayTelemetry } from './telemetry/gateway-telemetry.t
 import { createTiers } from './tiers/index.ts'
 import { LoopbackTier } from './tiers/loopback.ts'
 import type { TierModule } from './tiers/tier.ts'
+import { BackendPool } from './tunnel/backends.ts'
+import { TunnelCallee } from './tunnel/callee.ts'
+import { TunnelEgress } from './tunnel/egress.ts'
+import { ExposeTable } from './tunnel/expose.ts'
+import { ReplayBudget } from './tunnel/replay.ts'
+import { serviceCapability } from './tunnel/targets.ts'
 
 /** Where a started gateway can be reached. */
 export interface GatewayAddresses {
@@ -43,6 +50,7 @@ export interface GatewayAddresses {
 export async function createGateway(init: GatewayInit): Promise<Gateway> {
   const options = resolveGatewayOptions(init)
   const security = await loadApiSecurity(options)
+  const exposeCaPem = options.exposeCaFile != null ? await readPem(options.exposeCaFile, '--expose-ca') : undefined
   const node = await createGatewayNode({
     privateKey: options.privateKey,
     listen: options.p2pListen,
@@ -53,7 +61,21 @@ export async function createGateway(init: GatewayInit): Promise<Gateway> {
     dialTimeoutMs: D.dialTimeoutMs,
     yamuxMaxMessageBytes: D.yamuxMaxMessageBytes,
   })
-  return new Gateway(options, node, security)
+  return new Gateway(options, node, security, { exposeCaPem })
+}
+
+async function readPem(file: string, flag: string): Promise<Buffer> {
+  try {
+    return await readFile(file)
+  } catch (err: unknown) {
+    throw new StargateError(Code.InvalidArgument, `cannot read ${flag} ${file}: ${messageOf(err)}`, { cause: err })
+  }
+}
+
+/** Files the gateway reads before it is built (a bad one stops createGateway, before anything listens). */
+export interface GatewayFiles {
+  /** --expose-ca: the CA bundle TLS backends must chain to. */
+  exposeCaPem?: Uint8Array
 }
 
 /**
@@ -78,6 +100,8 @@ export class Gateway {
   private readonly nats?: NatsBus
   private readonly presence?: Presence
   private readonly inbound: InboundDispatcher
+  private readonly backends: BackendPool
+  private readonly exposed: ExposeTable
   private readonly tiers: TierModule[]
   private readonly router: Router
   private readonly outbound: Outbound
@@ -87,7 +111,7 @@ export class Gateway {
   /** Until when a stopping API server lets calls finish (0: at once, as when start() rolls back). */
   private graceEndsAtMs = 0
 
-  constructor(options: GatewayOptions, node: GatewayNode, security: ApiSecurity) {
+  constructor(options: GatewayOptions, node: GatewayNode, security: ApiSecurity, files: GatewayFiles = {}) {
     const o = options
     this.o = o
     this.log = o.log
@@ -152,7 +176,9 @@ export class Gateway {
         current: () => ({
           directAddrs: this.directAddrs(),
           circuitAddrs: this.circuitAddrs(),
-          capabilities: [...new Set([...o.capabilities, ...this.registry.capabilities()])].sort(),
+          capabilities: [
+            ...new Set([...o.capabilities, ...this.registry.capabilities(), ...this.exposed.services.map(serviceCapability)]),
+          ].sort(),
           natType: this.nat.status().natType ?? NatType.UNSPECIFIED,
         }),
       })
@@ -180,12 +206,33 @@ export class Gateway {
       this.inflight,
       this.telemetry,
     )
+    const tunnelLimits = { windowBytes: o.tunnelWindowBytes, maxMessageBytes: o.tunnelMaxMessageBytes }
+    this.exposed = new ExposeTable(o.expose)
+    this.backends = new BackendPool({
+      log: this.log.child('backends'),
+      windowBytes: o.tunnelWindowBytes,
+      ...(files.exposeCaPem != null ? { caPem: files.exposeCaPem } : {}),
+    })
+    const callee = new TunnelCallee({
+      egress: new TunnelEgress({ expose: this.exposed, backends: this.backends, log: this.log.child('egress') }),
+      memory: this.inbound,
+      inflight: this.inflight,
+      budget: new ReplayBudget(D.tunnelReplayMaxBytes, D.tunnelReplayMaxBytesPerCall),
+      limits: tunnelLimits,
+      observer: this.telemetry,
+      log: this.log.child('tunnel'),
+    })
     this.tiers = createTiers({
       libp2p: {
         node,
         pool: this.pool,
         peers: this.peers,
-        channel: { maxFrameBytes, livenessProbeMs: D.livenessProbeMs, livenessProbeTimeoutMs: D.livenessProbeTimeoutMs },
+        channel: {
+          maxFrameBytes,
+          livenessProbeMs: D.livenessProbeMs,
+          livenessProbeTimeoutMs: D.livenessProbeTimeoutMs,
+          tunnel: { localPeerId: this.peerId, ...tunnelLimits },
+        },
         log: this.log.child('tiers'),
       },
       relays: this.relays,
@@ -193,6 +240,7 @@ export class Gateway {
       nats: { bus: this.nats, codec: sealedCodec(o.privateKey), attemptTimeoutMs: o.attemptTimeoutMs },
       selfPeerId: this.peerId,
       inbound: this.inbound,
+      streams: callee,
       reader: { maxFrameBytes, frameDeadlineMs: o.frameStallTimeoutMs },
     })
     this.router = new Router(
@@ -209,7 +257,7 @@ export class Gateway {
       },
       {
         tiers: this.tiers.map((t) => t.transport),
-        loopback: new LoopbackTier(this.peerId, this.inbound),
+        loopback: new LoopbackTier(this.peerId, this.inbound, callee, this.log.child('loopback')),
         metrics: this.metrics,
         observer: this.telemetry,
       },
@@ -253,6 +301,11 @@ export class Gateway {
       await step(
         () => this.node.start(),
         () => this.node.stop(),
+      )
+      // Backend sessions open on first use; whatever is open is closed when the gateway stops.
+      await step(
+        () => {},
+        () => this.backends.close(),
       )
       for (const t of this.tiers) {
         const inbound = t.inbound

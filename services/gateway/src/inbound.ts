@@ -68,6 +68,40 @@ export interface InboundStats {
 /** Interval between warnings about refusals for a full memory or journal. */
 const FULL_WARN_INTERVAL_MS = 10_000
 
+/**
+ * Remembered answers of idempotent tunnelled calls start with this character (a Call's answer, an encoded
+ * PeerResponse, never does: 0xff is no protobuf tag), so one idempotency key names one operation across
+ * Calls and tunnelled calls alike. The rest is an encoded StreamRecord; nothing after it means the call ran
+ * but its response was not kept.
+ */
+const TUNNEL_RECORD_TAG = '\xff'
+
+/** What the duplicate-request memory says about an idempotent tunnelled call. */
+export type TunnelAdmission =
+  /** A new call: run it (handOver first), then settle its ticket. */
+  | { kind: 'new'; ticket: TunnelTicket }
+  /** A repeat: its original's answer (awaited while the original still runs). */
+  | { kind: 'duplicate'; recalled: Promise<TunnelRecall> }
+  /** Refused (the memory is full, or the key is invalid): answer with this status, run nothing. */
+  | { kind: 'refused'; code: Code; message: string }
+
+/** A repeat's answer: the recorded response, or a status saying why there is none. */
+export type TunnelRecall = { kind: 'record'; record: Uint8Array } | { kind: 'status'; code: Code; message: string }
+
+/** A new idempotent tunnelled call's place in the memory and the journal. */
+export interface TunnelTicket {
+  /**
+   * Journals the call as handed to its backend; call it before the backend sees the request. Throws a
+   * StargateError (RESOURCE_EXHAUSTED, UNAVAILABLE) when the record cannot be written: do not run it then.
+   */
+  handOver(): void
+  /**
+   * The call ended: remember its response (an encoded StreamRecord; undefined when it was too large to
+   * keep, so a repeat is told it already ran). Nothing handed over: the call is forgotten and may run later.
+   */
+  settle(record: Uint8Array | undefined): void
+}
+
 function errorResult(code: Code, message: string): PeerResponseInit {
   return { result: { case: 'error', value: { code, message } } }
 }
@@ -192,6 +226,65 @@ export class InboundDispatcher {
       .finally(requestDeadline.dispose)
   }
 
+  /**
+   * Offers an idempotent tunnelled call (StreamOpen.idempotent) to the duplicate-request memory and the
+   * journal that Calls use: the same limits, the same fail-closed refusals, the same recovery after a
+   * restart. A key used before by this caller is a repeat, whatever it was used for.
+   */
+  admitTunnelled(callerPeerId: string, requestId: string): TunnelAdmission {
+    const invalid = this.validateRequestId(requestId)
+    if (invalid != null) return { kind: 'refused', code: Code.InvalidArgument, message: invalid }
+    const admission = this.memory.begin(callerPeerId, requestId)
+    if (admission.kind === 'duplicate') {
+      this.stats.replayed++
+      return { kind: 'duplicate', recalled: admission.recalled.then((r) => this.recalledTunnelled(r)) }
+    }
+    if (admission.kind === 'full') {
+      this.warnFull(admission.message)
+      return { kind: 'refused', code: Code.ResourceExhausted, message: admission.message }
+    }
+    const ticket = admission.ticket
+    const key = `${callerPeerId}/${requestId}`
+    let handedOver = false
+    this.stats.handled++
+    return {
+      kind: 'new',
+      ticket: {
+        handOver: () => {
+          this.journalStarted(key, ticket.expiresAtMs)
+          handedOver = true
+        },
+        settle: (record) => {
+          const bytes = Buffer.alloc(1 + (record?.byteLength ?? 0), 0xff)
+          if (record != null) bytes.set(record, 1)
+          this.memory.settle(ticket, packed(bytes), bytes.byteLength, handedOver)
+          if (handedOver) this.journal?.done(key, ticket.expiresAtMs, bytes)
+        },
+      },
+    }
+  }
+
+  private recalledTunnelled(r: Recalled<string>): TunnelRecall {
+    const ran = (bytes: number): TunnelRecall => ({
+      kind: 'status',
+      code: Code.AlreadyExists,
+      message: `this call already ran on ${this.o.peerId}; its response (${bytes} bytes) is no longer kept, so it is not run again`,
+    })
+    if (r.kind === 'ran') return ran(r.bytes)
+    if (r.value.startsWith(TUNNEL_RECORD_TAG)) {
+      if (r.value.length === 1) return ran(0)
+      return { kind: 'record', record: Buffer.from(r.value.slice(1), 'latin1') }
+    }
+    // The key was used by a Call (or the call was interrupted by a restart: its ABORTED answer).
+    const res = fromBinary(PeerResponseSchema, Buffer.from(r.value, 'latin1'))
+    if (res.result.case === 'error') return { kind: 'status', code: res.result.value.code as Code, message: res.result.value.message }
+    return {
+      kind: 'status',
+      code: Code.AlreadyExists,
+      message: `idempotency key already used by another call on ${this.o.peerId}; use a new key for a new call`,
+    }
+  }
+
   /** A transport dropped something a peer sent (malformed, forged, replayed): counted and logged here. */
   dropped(reason: string, fields: Record<string, unknown> = {}): void {
     this.stats.malformed++
@@ -265,6 +358,12 @@ export class InboundDispatcher {
   }
 
   private recalled(r: Recalled<string>): PeerResponseInit {
+    if (r.kind === 'response' && r.value.startsWith(TUNNEL_RECORD_TAG)) {
+      return errorResult(
+        Code.AlreadyExists,
+        `idempotency key already used by a tunnelled call on ${this.o.peerId}; use a new key for a new call`,
+      )
+    }
     if (r.kind === 'response') return fromBinary(PeerResponseSchema, Buffer.from(r.value, 'latin1'))
     return errorResult(
       Code.AlreadyExists,
@@ -322,13 +421,19 @@ export class InboundDispatcher {
     return { case: 'json', value: fromJson(ValueSchema, { echo, peerId: this.o.peerId, time: new Date().toISOString() }) }
   }
 
-  private validate(req: PeerRequest): string | undefined {
-    if (req.requestId === '') return 'request_id is required'
-    if (req.method === '') return 'method is required'
-    const idBytes = Buffer.byteLength(req.requestId)
+  private validateRequestId(requestId: string): string | undefined {
+    if (requestId === '') return 'request_id is required'
+    const idBytes = Buffer.byteLength(requestId)
     if (idBytes > this.o.maxRequestIdBytes) {
       return `request_id is ${idBytes} bytes, longer than the limit of ${this.o.maxRequestIdBytes} bytes (use a shorter idempotency key)`
     }
+    return undefined
+  }
+
+  private validate(req: PeerRequest): string | undefined {
+    const badId = this.validateRequestId(req.requestId)
+    if (badId != null) return badId
+    if (req.method === '') return 'method is required'
     const methodBytes = Buffer.byteLength(req.method)
     if (methodBytes > this.o.maxMethodBytes)
       return `method is ${methodBytes} bytes, longer than the limit of ${this.o.maxMethodBytes} bytes`

@@ -4,6 +4,8 @@ import { multiaddr } from '@multiformats/multiaddr'
 import type { Logger } from '@stargate/shared/log'
 import { GATEWAY_DEFAULTS } from './defaults.ts'
 import { parseObserver } from './nat/detector.ts'
+import type { ExposeEntry } from './tunnel/expose.ts'
+import type { RouteEntry } from './tunnel/routes.ts'
 
 /** A static peer given with --peer PEERID=MULTIADDR. */
 export interface StaticPeer {
@@ -77,6 +79,16 @@ export interface GatewayOptions {
   stunRetransmitMs: number
   natDetectIntervalMs: number
   natAddrPollMs: number
+  /** --expose: the local gRPC backends tunnelled calls for each service go to. */
+  expose: ExposeEntry[]
+  /** --expose-ca: CA bundle (PEM file) that TLS backends must chain to; the system's CAs when unset. */
+  exposeCaFile?: string
+  /** --route: the peer tunnelled calls for a service go to when the request names none. */
+  routes: RouteEntry[]
+  /** Flow-control window of each tunnelled stream and direction. */
+  tunnelWindowBytes: number
+  /** Largest gRPC message tunnelled, either direction. */
+  tunnelMaxMessageBytes: number
 }
 
 /**
@@ -119,6 +131,8 @@ export function resolveGatewayOptions(init: GatewayInit): GatewayOptions {
     capabilities: [],
     authTokens: [],
     stunServers: [],
+    expose: [],
+    routes: [],
     ...defined,
   }
   if ((o.tlsCertFile == null) !== (o.tlsKeyFile == null)) {
@@ -168,6 +182,12 @@ export function resolveGatewayOptions(init: GatewayInit): GatewayOptions {
   ]
   for (const k of positive) {
     if (!((o[k] as number) > 0)) throw new RangeError(`${k} must be positive, got ${String(o[k])}`)
+  }
+  if (!(Number.isSafeInteger(o.tunnelWindowBytes) && o.tunnelWindowBytes >= 65_536 && o.tunnelWindowBytes <= 2 ** 31 - 1)) {
+    throw new RangeError(`tunnelWindowBytes must be an integer from 65536 to ${2 ** 31 - 1}, got ${o.tunnelWindowBytes}`)
+  }
+  if (!(Number.isSafeInteger(o.tunnelMaxMessageBytes) && o.tunnelMaxMessageBytes >= 1 && o.tunnelMaxMessageBytes <= 2 ** 32 - 1)) {
+    throw new RangeError(`tunnelMaxMessageBytes must be an integer from 1 to ${2 ** 32 - 1}, got ${o.tunnelMaxMessageBytes}`)
   }
   if (o.backoffFactor < 1) throw new RangeError(`backoffFactor must be at least 1, got ${o.backoffFactor}`)
   if (o.maxRetries < 0) throw new RangeError(`maxRetries must not be negative, got ${o.maxRetries}`)

@@ -8,7 +8,7 @@ import { type PeerResponse, PeerResponseSchema } from '@stargate/shared/gen/enve
 import { AttemptOutcome, CallRequestSchema, Tier } from '@stargate/shared/gen/gateway'
 import { createLogger } from '@stargate/shared/log'
 import { type AttemptInit, final, Router, type RouterOptions } from './router.ts'
-import type { PeerRequestInit, TierLink, TierTransport } from './tiers/tier.ts'
+import type { PeerRequestInit, Purpose, TierLink, TierTransport } from './tiers/tier.ts'
 
 const log = createLogger('test', { level: 'silent' })
 const PEER = 'target-peer'
@@ -18,6 +18,8 @@ const SELF = 'self-peer'
 interface Behaviour {
   /** Skip the tier with this reason. */
   unavailable?: string
+  /** Skip the tier with this reason for tunnelled streams only. */
+  noStreams?: string
   /** Connecting takes this long (fake time)... */
   connectMs?: number
   /** ...and then fails with this message instead of connecting. */
@@ -39,8 +41,8 @@ class FakeTier implements TierTransport {
     this.clock = clock
   }
 
-  async unavailableReason(): Promise<string | undefined> {
-    return this.behaviour.unavailable
+  async unavailableReason(_peerId: string, purpose: Purpose): Promise<string | undefined> {
+    return this.behaviour.unavailable ?? (purpose === 'stream' ? this.behaviour.noStreams : undefined)
   }
 
   connect(_peerId: string, signal: AbortSignal): Promise<TierLink> {
@@ -261,7 +263,7 @@ describe('router', () => {
 
   it('router - a failure marked final is never tried on another tier', async () => {
     const { clock, router, direct, relay } = setup()
-    const plan = router.defaultPlan(PEER, '/pkg.Svc/Stream', 'r1', 10_000)
+    const plan = router.defaultPlan(PEER, 'stream', '/pkg.Svc/Stream', 'r1', 10_000)
     const routed = router.run(
       plan,
       { run: () => Promise.reject(final(new StargateError(Code.Unavailable, 'link broke mid-stream'))) },
@@ -270,6 +272,27 @@ describe('router', () => {
     await assert.rejects(drive(clock, routed), (err: unknown) => err instanceof StargateError && err.code === Code.Unavailable)
     assert.equal(direct.connectsAtMs.length, 1)
     assert.equal(relay.connectsAtMs.length, 0)
+  })
+
+  it('router - a stream skips a tier that carries no streams, with its reason, and runs without a deadline', async () => {
+    const { clock, router, direct, relay, nats } = setup()
+    direct.behaviour = { connectError: 'refused' }
+    relay.behaviour = { connectError: 'no reservation' }
+    nats.behaviour = { noStreams: 'tunnelled gRPC streams are not supported on the NATS tier yet' }
+    const plan = { ...router.defaultPlan(PEER, 'stream', '/pkg.Svc/Stream', 'r1', Number.POSITIVE_INFINITY), maxRetries: 0 }
+    const routed = router.run(plan, { run: async () => 'ok' }, new AbortController().signal)
+    await assert.rejects(
+      drive(clock, routed),
+      (err: unknown) =>
+        err instanceof StargateError &&
+        err.code === Code.Unavailable &&
+        err.rawMessage.includes('nats: tunnelled gRPC streams are not supported on the NATS tier yet'),
+    )
+    assert.equal(nats.connectsAtMs.length, 0, 'the NATS tier is skipped, not tried')
+    // A Call still uses it.
+    const res = await drive(clock, router.run({ ...plan, purpose: 'call' }, { run: async () => 'ok' }, new AbortController().signal))
+    assert.equal(res.tier, Tier.NATS)
+    assert.equal(clock.pending, 0, 'no deadline timer is left behind')
   })
 
   it('router - a call to this gateway itself goes through the loopback tier only, with a timeout', async () => {

@@ -8,7 +8,7 @@ import { AttemptOutcome, type AttemptSchema, type CallRequest, type CallResponse
 import type { Logger } from '@stargate/shared/log'
 import { deadline, sleep } from '@stargate/shared/signals'
 import { GATEWAY_LIMITS } from './defaults.ts'
-import { type TierLink, type TierTransport, tierName } from './tiers/tier.ts'
+import { type Purpose, type TierLink, type TierTransport, tierName } from './tiers/tier.ts'
 
 export type AttemptInit = MessageInitShape<typeof AttemptSchema>
 export type CallResponseInit = MessageInitShape<typeof CallResponseSchema>
@@ -35,7 +35,7 @@ export interface RouterMetrics {
 }
 
 /** What an observer sees of a plan: enough to name the exchange (the object identifies it). */
-export type RouteObserverPlan = Pick<RoutePlan, 'peerId' | 'method' | 'requestId'>
+export type RouteObserverPlan = Pick<RoutePlan, 'peerId' | 'method' | 'requestId' | 'purpose'>
 
 /** Observes routed exchanges and their attempts (telemetry hooks in here); `plan` identifies the exchange. */
 export interface RouterObserver {
@@ -46,7 +46,9 @@ export interface RouterObserver {
 /** How one exchange with a peer is routed: target, retry policy, tiers, deadline. */
 export interface RoutePlan {
   peerId: string
-  /** What is called (a Call method or a tunnelled /service/method), for telemetry and logs. */
+  /** A unary Call or a tunnelled stream: tiers that cannot carry it are skipped with their reason. */
+  purpose: Purpose
+  /** What is called (a Call method or a tunnelled /package.Service/Method), for telemetry and logs. */
   method: string
   /** The idempotency key the exchange travels under. */
   requestId: string
@@ -56,7 +58,7 @@ export interface RoutePlan {
   attemptTimeoutMs: number
   /** Tiers that may be tried; empty means all. */
   allowedTiers: Tier[]
-  /** The instant the exchange must be over by. */
+  /** The instant the exchange must be over by (Infinity: none, as for a gRPC call without a deadline). */
   deadlineAtMs: number
 }
 
@@ -100,7 +102,8 @@ export function final(err: StargateError): StargateError {
   return err
 }
 
-function isFinal(err: StargateError): boolean {
+/** True for a failure marked with `final()`. */
+export function isFinal(err: StargateError): boolean {
   return (err as unknown as Record<symbol, boolean>)[FINAL] === true
 }
 
@@ -162,6 +165,7 @@ export class Router {
     }
     return {
       peerId: req.peerId,
+      purpose: 'call',
       method: req.method,
       payload: req.payload,
       requestId: req.idempotencyKey !== '' ? req.idempotencyKey : randomUUID(),
@@ -174,10 +178,14 @@ export class Router {
     }
   }
 
-  /** A route plan with the gateway's defaults, for exchanges that are not Call requests (tunnelled streams). */
-  defaultPlan(peerId: string, method: string, requestId: string, timeoutMs: number): RoutePlan {
+  /**
+   * A route plan with the gateway's defaults, for exchanges that are not Call requests (tunnelled streams).
+   * timeoutMs may be Infinity (no deadline).
+   */
+  defaultPlan(peerId: string, purpose: Purpose, method: string, requestId: string, timeoutMs: number): RoutePlan {
     return {
       peerId,
+      purpose,
       method,
       requestId,
       maxRetries: this.o.maxRetries,
@@ -284,7 +292,7 @@ export class Router {
     const candidates: TierTransport[] = []
     const cooled: TierTransport[] = []
     for (const t of this.tiersFor(plan)) {
-      const reason = await t.unavailableReason(plan.peerId)
+      const reason = await t.unavailableReason(plan.peerId, plan.purpose)
       if (reason != null) {
         record({ tier: t.tier, round, outcome: AttemptOutcome.SKIPPED, reason, duration: durationFromMs(0) })
         continue
@@ -423,6 +431,13 @@ export class Router {
       }
       launch()
     })
+  }
+
+  /** True when some tier failed toward the peer within the cool-down (it is being probed). */
+  failing(peerId: string): boolean {
+    const now = this.clock.nowMs()
+    for (const at of this.failedAt.get(peerId)?.values() ?? []) if (now - at < this.o.tierCooldownMs) return true
+    return false
   }
 
   private coolingDown(peerId: string, tier: Tier): boolean {

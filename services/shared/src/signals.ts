@@ -16,7 +16,10 @@ export interface Deadline {
   dispose(): void
 }
 
-/** A signal aborted when `parent` aborts (with its reason) or after `ms` (with a TimeoutError). */
+/**
+ * A signal aborted when `parent` aborts (with its reason) or after `ms` (with a TimeoutError); an `ms` of
+ * Infinity sets no timer.
+ */
 export function deadline(ms: number, parent?: AbortSignal, clock: Clock = systemClock): Deadline {
   const ctl = new AbortController()
   let timedOut = false
@@ -25,15 +28,17 @@ export function deadline(ms: number, parent?: AbortSignal, clock: Clock = system
     dispose()
     ctl.abort(parent?.reason)
   }
-  const timer = clock.setTimeout(() => {
-    timedOut = true
-    dispose()
-    ctl.abort(new DOMException(`The operation timed out after ${ms} ms`, 'TimeoutError'))
-  }, ms)
+  const timer = Number.isFinite(ms)
+    ? clock.setTimeout(() => {
+        timedOut = true
+        dispose()
+        ctl.abort(new DOMException(`The operation timed out after ${ms} ms`, 'TimeoutError'))
+      }, ms)
+    : undefined
   function dispose(): void {
     if (disposed) return
     disposed = true
-    timer.clear()
+    timer?.clear()
     parent?.removeEventListener('abort', onParentAbort)
   }
   if (parent?.aborted === true) onParentAbort()

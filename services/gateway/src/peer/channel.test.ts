@@ -9,8 +9,12 @@ import { PeerChannel } from './channel.ts'
 import { onFrames, writeFrame } from './frames.ts'
 
 const log = createLogger('test', { level: 'silent' })
-const connection = { remotePeer: { toString: () => 'peer' }, status: 'open' } as unknown as Connection
-const channelOptions = { maxFrameBytes: 1024 * 1024, livenessProbeMs: 0, livenessProbeTimeoutMs: 1_000 }
+const connection = {
+  remotePeer: { toString: () => 'peer' },
+  remoteAddr: { toString: () => '/ip4/127.0.0.1/tcp/4001' },
+  status: 'open',
+} as unknown as Connection
+const channelOptions = { maxFrameBytes: 1024 * 1024, livenessProbeMs: 0, livenessProbeTimeoutMs: 1_000, tunnel: { localPeerId: 'me' } }
 
 describe('peer channel', () => {
   it('channel - a request stuck behind a stream that never drains ends with the call signal', async () => {

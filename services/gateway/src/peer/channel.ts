@@ -2,9 +2,11 @@ import type { MessageInitShape } from '@bufbuild/protobuf'
 import type { Connection, Stream } from '@libp2p/interface'
 import { Code, StargateError } from '@stargate/shared/errors'
 import type { PeerFrame, PeerRequestSchema, PeerResponse } from '@stargate/shared/gen/envelope'
+import { Tier } from '@stargate/shared/gen/gateway'
 import type { Logger } from '@stargate/shared/log'
 import { deadline } from '@stargate/shared/signals'
-import { chunkBytes, onFrames, writeFrame } from './frames.ts'
+import { TunnelClient, type TunnelClientOptions } from '../tunnel/client.ts'
+import { chunkBytes, isCircuitConnection, isStreamFrame, onFrames, streamLink, writeFrame } from './frames.ts'
 
 /** How a caller's channel reads frames and watches its connection. */
 export interface PeerChannelOptions {
@@ -17,6 +19,8 @@ export interface PeerChannelOptions {
   livenessProbeMs: number
   /** A probe unanswered for this long fails the connection. */
   livenessProbeTimeoutMs: number
+  /** The tunnelled streams the channel carries (this gateway's peer id, window, limits). */
+  tunnel: Omit<TunnelClientOptions, 'log' | 'remotePeerId' | 'tier'>
 }
 
 interface Pending {
@@ -26,11 +30,14 @@ interface Pending {
 
 /**
  * The caller side of a long-lived /stargate/call/1.0.0 stream: many calls multiplexed by exchange id
- * (measured ~3x faster than a stream per call; see BENCHMARKS.md). One channel per peer and tier.
+ * (measured ~3x faster than a stream per call; see BENCHMARKS.md), and the tunnelled gRPC streams of
+ * `tunnel` on the same stream. One channel per peer and tier.
  */
 export class PeerChannel {
   readonly stream: Stream
   readonly connection: Connection
+  /** The caller half of the tunnelled streams carried by this channel; it fails when the channel does. */
+  readonly tunnel: TunnelClient
   readonly openedAtMs = Date.now()
   lastUsedAtMs = Date.now()
   private readonly pending = new Map<bigint, Pending>()
@@ -47,6 +54,17 @@ export class PeerChannel {
     this.connection = connection
     this.log = log
     this.o = options
+    const remotePeerId = connection.remotePeer.toString()
+    this.tunnel = new TunnelClient(
+      streamLink(stream, () => this.tunnel),
+      {
+        ...options.tunnel,
+        log: log.child('tunnel'),
+        remotePeerId,
+        tier: isCircuitConnection(connection) ? Tier.RELAY : Tier.DIRECT,
+        onOpen: () => this.armWatchdog(),
+      },
+    )
     onFrames(
       stream,
       { maxFrameBytes: options.maxFrameBytes },
@@ -67,9 +85,9 @@ export class PeerChannel {
     return this.closedError == null && this.stream.status === 'open' && this.connection.status === 'open'
   }
 
-  /** Calls in flight on this channel. */
+  /** Calls and tunnelled streams in flight on this channel. */
   get inflight(): number {
-    return this.pending.size
+    return this.pending.size + this.tunnel.stats.streams
   }
 
   /** Sends a request and resolves with the response; rejects on transport failure, abort or timeout. */
@@ -123,7 +141,8 @@ export class PeerChannel {
 
   private onFrame(frame: PeerFrame): void {
     if (frame.kind.case !== 'response') {
-      this.log.warn('unexpected frame on caller stream', { kind: frame.kind.case })
+      if (isStreamFrame(frame)) this.tunnel.receive(frame)
+      else this.log.warn('unexpected frame on caller stream', { kind: frame.kind.case })
       return
     }
     const res = frame.kind.value
@@ -137,7 +156,7 @@ export class PeerChannel {
     if (this.o.livenessProbeMs <= 0 || this.watchdog != null || this.closedError != null) return
     this.watchdog = setTimeout(() => {
       this.watchdog = undefined
-      if (this.pending.size === 0 || this.closedError != null) return
+      if (this.inflight === 0 || this.closedError != null) return
       if (Date.now() - this.lastFrameAt < this.o.livenessProbeMs || this.probing) {
         this.armWatchdog()
         return
@@ -173,6 +192,7 @@ export class PeerChannel {
       this.pending.delete(id)
       p.reject(err)
     }
+    this.tunnel.fail(this.closedError)
   }
 }
 

@@ -1,10 +1,13 @@
 import { create, type MessageInitShape, toBinary } from '@bufbuild/protobuf'
-import type { Stream } from '@libp2p/interface'
+import type { Connection, Stream } from '@libp2p/interface'
 import { decodePeerFrame } from '@stargate/shared/envelope'
 import { Code, StargateError } from '@stargate/shared/errors'
 import { encodeFrame, FrameDecoder } from '@stargate/shared/framing'
 import { type PeerFrame, PeerFrameSchema } from '@stargate/shared/gen/envelope'
+import { Uint8ArrayList } from 'uint8arraylist'
 import { GATEWAY_DEFAULTS } from '../defaults.ts'
+import type { TunnelEndpoint, TunnelLink } from '../tunnel/endpoint.ts'
+import { encodeDataFrameChunks } from '../tunnel/frames.ts'
 
 /**
  * Frame I/O of /stargate/call/1.0.0 streams, used by both ends: the caller's channel (channel.ts) and the
@@ -15,6 +18,16 @@ import { GATEWAY_DEFAULTS } from '../defaults.ts'
 export const CALL_PROTOCOL = '/stargate/call/1.0.0'
 
 export type PeerFrameInit = MessageInitShape<typeof PeerFrameSchema>
+
+/** True for a relayed connection (a circuit through a relay), false for a direct one. */
+export function isCircuitConnection(connection: Connection): boolean {
+  return connection.remoteAddr.toString().includes('/p2p-circuit')
+}
+
+/** True for the frames of tunnelled streams (open, headers, data, close, reset, window). */
+export function isStreamFrame(frame: PeerFrame): boolean {
+  return frame.kind.case?.startsWith('stream') === true
+}
 
 /** The bytes of a stream message event (a Uint8Array or a Uint8ArrayList). */
 export function chunkBytes(data: Uint8Array | { subarray(): Uint8Array }): Uint8Array {
@@ -51,6 +64,32 @@ function sendBatch(stream: Stream, batch: Batch): void {
   }
 }
 
+/** Adds a small frame to the stream's batch for this event-loop turn (starting one when there is none). */
+function enqueue(stream: Stream, bytes: Uint8Array): Batch {
+  let batch = batches.get(stream)
+  if (batch == null) {
+    let settle: Batch['settle'] = () => {}
+    const sent = new Promise<boolean>((resolve, reject) => {
+      settle = (err, ok) => (err === undefined ? resolve(ok === true) : reject(err))
+    })
+    // A batch of tunnel frames only has no awaiter: its failure is reported by the stream's close.
+    sent.catch(() => {})
+    const created: Batch = { chunks: [], bytes: 0, sent, settle }
+    batch = created
+    batches.set(stream, created)
+    setImmediate(() => sendBatch(stream, created))
+  }
+  batch.chunks.push(bytes)
+  batch.bytes += bytes.byteLength
+  return batch
+}
+
+/** Sends what is batched for the stream now (a large frame must not overtake it). */
+function flushBatch(stream: Stream): void {
+  const pending = batches.get(stream)
+  if (pending != null) sendBatch(stream, pending)
+}
+
 /**
  * Writes one frame, waiting for the stream to drain when its buffer is full. The wait ends with the signal:
  * a stream whose remote stops reading (a relay that stalls the circuit) never drains, and must not hold a
@@ -64,26 +103,53 @@ export async function writeFrame(stream: Stream, frame: PeerFrameInit, signal?: 
   const bytes = encodeFrame(toBinary(PeerFrameSchema, create(PeerFrameSchema, frame)))
   let room: boolean
   if (bytes.byteLength > GATEWAY_DEFAULTS.batchFrameMaxBytes) {
-    const pending = batches.get(stream)
-    if (pending != null) sendBatch(stream, pending)
+    flushBatch(stream)
     room = stream.send(bytes)
   } else {
-    let batch = batches.get(stream)
-    if (batch == null) {
-      let settle: Batch['settle'] = () => {}
-      const sent = new Promise<boolean>((resolve, reject) => {
-        settle = (err, ok) => (err === undefined ? resolve(ok === true) : reject(err))
-      })
-      const created: Batch = { chunks: [], bytes: 0, sent, settle }
-      batch = created
-      batches.set(stream, created)
-      setImmediate(() => sendBatch(stream, created))
-    }
-    batch.chunks.push(bytes)
-    batch.bytes += bytes.byteLength
-    room = await batch.sent
+    room = await enqueue(stream, bytes).sent
   }
   if (!room) await stream.onDrain({ signal })
+}
+
+/**
+ * A tunnel endpoint's link over a peer stream (the caller's channel or the callee's stream server): frames
+ * leave in order with every other frame written on the stream, small ones batched per event-loop turn like
+ * writeFrame's, a large data frame as its encoded header followed by the payload uncopied. send() returns
+ * false while the stream needs to drain; the endpoint is told when it has. A send that throws (the stream
+ * closed) fails the endpoint.
+ */
+export function streamLink(stream: Stream, endpoint: () => TunnelEndpoint | undefined): TunnelLink {
+  stream.addEventListener('drain', () => endpoint()?.drained())
+  return {
+    send(frame: PeerFrame): boolean {
+      try {
+        const kind = frame.kind
+        if (kind.case === 'streamData') {
+          const [header, data] = encodeDataFrameChunks(kind.value.exchangeId, kind.value.data, kind.value.endOfStream)
+          const size = header.byteLength + data.byteLength
+          if (size > GATEWAY_DEFAULTS.batchFrameMaxBytes) {
+            flushBatch(stream)
+            return stream.send(new Uint8ArrayList(header, data))
+          }
+          const bytes = new Uint8Array(size)
+          bytes.set(header)
+          bytes.set(data, header.byteLength)
+          enqueue(stream, bytes)
+        } else {
+          const bytes = encodeFrame(toBinary(PeerFrameSchema, frame))
+          if (bytes.byteLength > GATEWAY_DEFAULTS.batchFrameMaxBytes) {
+            flushBatch(stream)
+            return stream.send(bytes)
+          }
+          enqueue(stream, bytes)
+        }
+        return !stream.writableNeedsDrain
+      } catch (err: unknown) {
+        endpoint()?.fail(StargateError.from(err, Code.Unavailable))
+        return true
+      }
+    },
+  }
 }
 
 /** How a stream's incoming frames are read. */

@@ -14,7 +14,7 @@ import {
 } from '@opentelemetry/api'
 import { durationToMs } from '@stargate/shared/clock'
 import { Code, StargateError } from '@stargate/shared/errors'
-import type { PeerRequest } from '@stargate/shared/gen/envelope'
+import type { PeerRequest, StreamOpen } from '@stargate/shared/gen/envelope'
 import { AttemptOutcome, NatsState, Tier } from '@stargate/shared/gen/gateway'
 import { STARGATE_VERSION } from '@stargate/shared/version'
 import type { InboundMeta, InboundObserver, PeerResponseInit } from '../inbound.ts'
@@ -22,6 +22,8 @@ import type { RelayHealthObserver, RelayState } from '../relays.ts'
 import type { AttemptInit, RouteObserverPlan, RouterObserver } from '../router.ts'
 import type { HandlerResult } from '../serve.ts'
 import { tierName } from '../tiers/tier.ts'
+import type { TunnelCalleeObserver, TunnelCallTrace } from '../tunnel/callee.ts'
+import { STATUS_OK } from '../tunnel/endpoint.ts'
 
 /** Instrumentation scope of the gateway's spans and metrics. */
 export const GATEWAY_SCOPE = 'stargate-gateway'
@@ -42,7 +44,21 @@ export const ATTR = {
   relayAddr: 'stargate.relay.addr',
   rttMs: 'stargate.relay.rtt_ms',
   errorType: 'error.type',
+  rpcSystem: 'rpc.system',
+  rpcService: 'rpc.service',
+  rpcMethod: 'rpc.method',
+  grpcStatus: 'rpc.grpc.status_code',
 } as const
+
+/** The counter of tunnelled calls (by rpc.service, stargate.tier and rpc.grpc.status_code), for dashboards. */
+export const TUNNEL_CALLS_METRIC = 'stargate.tunnel.calls'
+
+/** rpc.* attributes of a tunnelled /package.Service/Method (none for a Call). */
+function rpcAttributes(plan: RouteObserverPlan): Attributes {
+  if (plan.purpose !== 'stream') return {}
+  const slash = plan.method.indexOf('/', 1)
+  return { [ATTR.rpcSystem]: 'grpc', [ATTR.rpcService]: plan.method.slice(1, slash), [ATTR.rpcMethod]: plan.method.slice(slash + 1) }
+}
 
 const OUTCOMES: Record<number, string> = {
   [AttemptOutcome.SUCCESS]: 'success',
@@ -82,9 +98,11 @@ export interface GatewayTelemetrySources {
  * (a SERVER span joining the caller's trace through the envelope's trace_context, with a child span for
  * the delivery to a Serve client). Without a configured SDK every instrument is a no-op.
  */
-export class GatewayTelemetry implements RouterObserver, RelayHealthObserver, InboundObserver {
+export class GatewayTelemetry implements RouterObserver, RelayHealthObserver, InboundObserver, TunnelCalleeObserver {
   private readonly tracer = trace.getTracer(GATEWAY_SCOPE, STARGATE_VERSION)
   private readonly calls = new WeakMap<RouteObserverPlan, Span>()
+  private readonly tunnelCalls: Counter
+  private readonly tunnelInbound: Counter
   private readonly attempts: Counter
   private readonly attemptDuration: Histogram
   private readonly callDuration: Histogram
@@ -107,6 +125,14 @@ export class GatewayTelemetry implements RouterObserver, RelayHealthObserver, In
     this.relayRtt = meter.createHistogram('stargate.relay.rtt', { description: 'Round-trip time of relay health pings', unit: 's' })
     this.inboundCalls = meter.createCounter('stargate.inbound.calls', {
       description: 'Calls received from other gateways',
+      unit: '{call}',
+    })
+    this.tunnelCalls = meter.createCounter(TUNNEL_CALLS_METRIC, {
+      description: 'Tunnelled gRPC calls made through this gateway, by service, tier and gRPC status',
+      unit: '{call}',
+    })
+    this.tunnelInbound = meter.createCounter('stargate.tunnel.inbound.calls', {
+      description: 'Tunnelled gRPC calls received from other gateways (or this one), by service, tier and gRPC status',
       unit: '{call}',
     })
     meter
@@ -166,7 +192,12 @@ export class GatewayTelemetry implements RouterObserver, RelayHealthObserver, In
   async traceCall<T>(plan: RouteObserverPlan, run: (traceContext: Record<string, string>) => Promise<T>): Promise<T> {
     const span = this.tracer.startSpan('stargate.call', {
       kind: SpanKind.CLIENT,
-      attributes: { [ATTR.peerId]: plan.peerId, [ATTR.method]: plan.method, [ATTR.requestId]: plan.requestId },
+      attributes: {
+        [ATTR.peerId]: plan.peerId,
+        [ATTR.method]: plan.method,
+        [ATTR.requestId]: plan.requestId,
+        ...rpcAttributes(plan),
+      },
     })
     const ctx = trace.setSpan(context.active(), span)
     const carrier: Record<string, string> = {}
@@ -191,6 +222,7 @@ export class GatewayTelemetry implements RouterObserver, RelayHealthObserver, In
       [ATTR.attempt]: a.round ?? 0,
       [ATTR.peerId]: peerId,
       [ATTR.outcome]: outcome,
+      ...rpcAttributes(plan),
     }
     if (a.reason) attrs[ATTR.reason] = a.reason
     if (a.via) attrs[ATTR.via] = a.via
@@ -215,7 +247,54 @@ export class GatewayTelemetry implements RouterObserver, RelayHealthObserver, In
     const span = this.calls.get(plan)
     if (span == null) return
     span.setAttributes(attrs)
+    if (plan.purpose === 'stream') span.setAttribute(ATTR.grpcStatus, ok ? STATUS_OK : (code ?? Code.Unknown))
     if (!ok) span.setStatus({ code: SpanStatusCode.ERROR, message: code != null ? codeName(code) : 'error' })
+  }
+
+  /** A tunnelled call made through this gateway ended (once per client call, whatever peers and tiers it tried). */
+  tunnelled(service: string, tier: Tier, code: number): void {
+    this.tunnelCalls.add(1, { [ATTR.rpcService]: service, [ATTR.tier]: tierName(tier), [ATTR.grpcStatus]: code })
+  }
+
+  /**
+   * A tunnelled call arrives: a SERVER span joining the caller's trace (through the StreamOpen's trace
+   * context), whose own context goes on to the backend request, so the trace runs client → caller gateway
+   * → callee gateway → backend.
+   */
+  start(open: StreamOpen, meta: InboundMeta): TunnelCallTrace {
+    const parent: Context = propagation.extract(ROOT_CONTEXT, open.traceContext)
+    const slash = open.method.indexOf('/', 1)
+    const service = open.method.slice(1, slash)
+    const tier = tierName(meta.tier)
+    const span = this.tracer.startSpan(
+      'stargate.tunnel.inbound',
+      {
+        kind: SpanKind.SERVER,
+        attributes: {
+          [ATTR.tier]: tier,
+          [ATTR.callerPeerId]: meta.callerPeerId,
+          [ATTR.requestId]: open.requestId,
+          [ATTR.rpcSystem]: 'grpc',
+          [ATTR.rpcService]: service,
+          [ATTR.rpcMethod]: open.method.slice(slash + 1),
+        },
+      },
+      parent,
+    )
+    const traceContext: Record<string, string> = {}
+    propagation.inject(trace.setSpan(parent, span), traceContext)
+    return {
+      traceContext,
+      end: (status, replayed) => {
+        span.setAttributes({ [ATTR.grpcStatus]: status.code, [ATTR.replayed]: replayed })
+        if (status.code !== STATUS_OK) {
+          span.setAttribute(ATTR.errorType, codeName(status.code))
+          span.setStatus({ code: SpanStatusCode.ERROR, message: status.message })
+        }
+        span.end()
+        this.tunnelInbound.add(1, { [ATTR.rpcService]: service, [ATTR.tier]: tier, [ATTR.grpcStatus]: status.code })
+      },
+    }
   }
 
   check(relay: RelayState, ok: boolean, rttMs: number, error: string | undefined): void {

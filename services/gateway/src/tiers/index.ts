@@ -1,5 +1,5 @@
 import type { FrameReaderOptions } from '../peer/frames.ts'
-import type { RequestSink } from '../peer/server.ts'
+import type { RequestSink, StreamSink } from '../peer/server.ts'
 import { DirectTier } from './direct.ts'
 import { type Libp2pTierComponents, libp2pInbound } from './libp2p.ts'
 import { NatsTier, type NatsTierComponents, natsInbound } from './nats.ts'
@@ -14,6 +14,8 @@ export interface TierComponents {
   selfPeerId: string
   /** Where inbound requests go (the inbound dispatcher). */
   inbound: RequestSink
+  /** Where inbound tunnelled streams go (the tunnel egress). */
+  streams: StreamSink
   /** How inbound peer streams are read. */
   reader: FrameReaderOptions
 }
@@ -25,7 +27,7 @@ export interface TierComponents {
  */
 export function createTiers(c: TierComponents): TierModule[] {
   return [
-    { transport: new DirectTier(c.libp2p), inbound: libp2pInbound(c.libp2p, c.inbound, c.reader) },
+    { transport: new DirectTier(c.libp2p), inbound: libp2pInbound(c.libp2p, c.inbound, c.streams, c.reader) },
     { transport: new RelayTier(c.libp2p, c.relays) },
     {
       transport: new NatsTier(c.nats),

@@ -6,7 +6,7 @@ import { GATEWAY_DEFAULTS } from '../defaults.ts'
 import { type GatewayNode, transportManagerOf } from '../node.ts'
 import { PeerChannel, type PeerChannelOptions } from '../peer/channel.ts'
 import { CALL_PROTOCOL, type FrameReaderOptions } from '../peer/frames.ts'
-import { type RequestSink, serveCallStream } from '../peer/server.ts'
+import { type RequestSink, type StreamSink, serveCallStream } from '../peer/server.ts'
 import type { PeerBook } from '../peers.ts'
 import type { ChannelPool, PooledChannel } from '../pool.ts'
 import type { TierInbound, TierLink } from './tier.ts'
@@ -43,7 +43,10 @@ export async function dialTransport(node: GatewayNode, ma: Multiaddr, signal: Ab
   return transportManagerOf(node).dial(ma, { signal })
 }
 
-/** The link over a pooled channel; a failed send (not a cancelled one) reports the channel broken. */
+/**
+ * The link over a pooled channel: calls and tunnelled streams. A failed send (not a cancelled one), or a
+ * stream that cannot be opened because the channel failed, reports the channel broken.
+ */
 export function linkFor(pooled: PooledChannel, onFailure: () => void): TierLink {
   return {
     via: pooled.via,
@@ -54,6 +57,11 @@ export function linkFor(pooled: PooledChannel, onFailure: () => void): TierLink 
         if (!signal.aborted) onFailure()
         throw err
       }
+    },
+    openStream: (init, events) => {
+      const tunnel = pooled.channel.tunnel
+      if (!tunnel.usable) onFailure()
+      return tunnel.open(init, events)
     },
   }
 }
@@ -67,14 +75,18 @@ export function unavailable(err: unknown): StargateError {
  * The callee side of both libp2p tiers: one handler for /stargate/call/1.0.0 streams, on direct and on
  * relayed connections alike, feeding the inbound dispatcher.
  */
-export function libp2pInbound(c: Libp2pTierComponents, sink: RequestSink, reader: FrameReaderOptions): TierInbound {
+export function libp2pInbound(c: Libp2pTierComponents, sink: RequestSink, streams: StreamSink, reader: FrameReaderOptions): TierInbound {
   return {
     start: () =>
-      c.node.handle(CALL_PROTOCOL, (stream, connection) => serveCallStream(stream, connection, sink, reader, c.log.child('peer')), {
-        runOnLimitedConnection: true,
-        maxInboundStreams: GATEWAY_DEFAULTS.maxStreamsPerConnection,
-        maxOutboundStreams: GATEWAY_DEFAULTS.maxStreamsPerConnection,
-      }),
+      c.node.handle(
+        CALL_PROTOCOL,
+        (stream, connection) => serveCallStream(stream, connection, sink, streams, reader, c.log.child('peer')),
+        {
+          runOnLimitedConnection: true,
+          maxInboundStreams: GATEWAY_DEFAULTS.maxStreamsPerConnection,
+          maxOutboundStreams: GATEWAY_DEFAULTS.maxStreamsPerConnection,
+        },
+      ),
     stop: () => c.node.unhandle(CALL_PROTOCOL),
   }
 }

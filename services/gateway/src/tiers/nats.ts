@@ -6,7 +6,7 @@ import { type PeerFrame, PeerFrameSchema, type PeerResponse } from '@stargate/sh
 import { Tier } from '@stargate/shared/gen/gateway'
 import type { NatsBus } from '../nats.ts'
 import type { RequestSink } from '../peer/server.ts'
-import type { TierInbound, TierLink, TierTransport } from './tier.ts'
+import type { Purpose, TierInbound, TierLink, TierTransport } from './tier.ts'
 
 /** Seals and opens NATS payloads (end-to-end encryption to the recipient, authenticated sender). */
 export interface NatsCodec {
@@ -23,6 +23,9 @@ export interface NatsTierComponents {
   attemptTimeoutMs: number
 }
 
+/** Why the NATS tier is skipped for tunnelled gRPC streams (it carries unary Calls only, for now). */
+export const NATS_STREAMS_UNSUPPORTED = 'tunnelled gRPC streams are not supported on the NATS tier yet'
+
 /** Tier 3: NATS request-reply on the target's subject, carrying the same envelope as libp2p, sealed. */
 export class NatsTier implements TierTransport {
   readonly tier = Tier.NATS
@@ -32,9 +35,10 @@ export class NatsTier implements TierTransport {
     this.c = components
   }
 
-  async unavailableReason(): Promise<string | undefined> {
+  async unavailableReason(_peerId?: string, purpose: Purpose = 'call'): Promise<string | undefined> {
     const bus = this.c.bus
     if (bus == null) return 'NATS is not configured (--nats)'
+    if (purpose === 'stream') return NATS_STREAMS_UNSUPPORTED
     if (!bus.connected) return `NATS is not connected (${bus.url})`
     return undefined
   }

@@ -1,13 +1,23 @@
 import type { MessageInitShape } from '@bufbuild/protobuf'
 import type { PeerRequestSchema, PeerResponse } from '@stargate/shared/gen/envelope'
 import { Tier } from '@stargate/shared/gen/gateway'
+import type { ClientStreamEvents, OpenInit, TunnelClientStream } from '../tunnel/client.ts'
 
 export type PeerRequestInit = MessageInitShape<typeof PeerRequestSchema>
+
+/** What an exchange with a peer is: a unary Call (envelope request/response) or a tunnelled gRPC stream. */
+export type Purpose = 'call' | 'stream'
 
 /** An established way to exchange with one peer on one tier. */
 export interface TierLink {
   /** Sends a request; rejects with a StargateError on transport failure. */
   send(req: PeerRequestInit, signal: AbortSignal): Promise<PeerResponse>
+  /**
+   * Opens a tunnelled gRPC stream on the link (absent on tiers that carry no streams). Throws a
+   * StargateError when the stream cannot be opened (the link failed, the per-link stream limit): nothing
+   * was sent then. The StreamOpen leaves at the end of the event-loop turn (`openSent` tells when).
+   */
+  openStream?(init: OpenInit, events: ClientStreamEvents): TunnelClientStream
   /** The address, relay circuit or subject used. */
   readonly via: string
 }
@@ -18,8 +28,11 @@ export interface TierLink {
  */
 export interface TierTransport {
   readonly tier: Tier
-  /** Why this tier cannot reach peerId right now (it is skipped), or undefined when it can be tried. */
-  unavailableReason(peerId: string): Promise<string | undefined>
+  /**
+   * Why this tier cannot carry an exchange of this purpose with peerId right now (it is skipped, with the
+   * reason recorded), or undefined when it can be tried.
+   */
+  unavailableReason(peerId: string, purpose: Purpose): Promise<string | undefined>
   /** Connects, or reuses a pooled connection. Rejects with a StargateError. */
   connect(peerId: string, signal: AbortSignal): Promise<TierLink>
 }

@@ -23,8 +23,10 @@ export interface ClientStreamEvents extends StreamEvents {
 export interface OpenInit {
   /** Full method path, "/package.Service/Method". */
   method: string
-  /** Identifies the call across attempts (its idempotency key). */
+  /** Identifies the call across attempts (its idempotency key when `idempotent`). */
   requestId: string
+  /** True when requestId is the client's idempotency key: the callee runs the call at most once. */
+  idempotent?: boolean
   /** Request metadata in wire form, already filtered (wire.ts metadataFromRawHeaders). */
   metadata: MetadataEntry[]
   /** When the call's deadline passes (none: no deadline). The stream ends DEADLINE_EXCEEDED then. */
@@ -41,6 +43,8 @@ export interface TunnelClientOptions extends Partial<TunnelOptions> {
   remotePeerId: string
   /** The tier the link runs on. */
   tier: Tier
+  /** Called when a stream opens (the owner of a link watches its liveness while streams are open). */
+  onOpen?: () => void
 }
 
 const EMPTY = new Uint8Array(0)
@@ -55,6 +59,7 @@ const METHOD_PATH = /^\/[^/]+\/[^/]+$/
 export class TunnelClient extends EndpointCore {
   private readonly localPeerId: string
   private readonly tier: Tier
+  private readonly onOpen?: () => void
   private nextId = 1n
   private readonly opening: TunnelClientStream[] = []
   private flushScheduled = false
@@ -63,6 +68,7 @@ export class TunnelClient extends EndpointCore {
     super(link, options.remotePeerId, resolveTunnelOptions(options))
     this.localPeerId = options.localPeerId
     this.tier = options.tier
+    this.onOpen = options.onOpen
   }
 
   /** True while streams can be opened (the link has not failed). */
@@ -102,6 +108,7 @@ export class TunnelClient extends EndpointCore {
       initialWindowBytes: this.options.windowBytes,
       data: EMPTY,
       endOfStream: false,
+      idempotent: init.idempotent === true,
     }
     const stream = new TunnelClientStream(this, open, events, init.deadlineAtMs)
     this.streams.set(exchangeId, stream)
@@ -110,6 +117,7 @@ export class TunnelClient extends EndpointCore {
       this.flushScheduled = true
       setImmediate(this.flushOpens)
     }
+    this.onOpen?.()
     return stream
   }
 
@@ -129,6 +137,7 @@ export class TunnelClient extends EndpointCore {
           code: kind.value.code,
           message: kind.value.message,
           trailers: kind.value.trailers,
+          from: 'peer',
         })
         return
       default:
@@ -156,11 +165,16 @@ export class TunnelClientStream extends TunnelStream {
     this.clientEvents = events
     this.opening = open
     this.deadlineAtMs = deadlineAtMs
-    this.timeoutMs = deadlineAtMs == null ? 0 : Math.max(0, deadlineAtMs - client.options.clock.now())
+    this.timeoutMs = deadlineAtMs == null ? 0 : Math.max(0, deadlineAtMs - client.options.clock.nowMs())
     if (deadlineAtMs != null) this.armDeadline(this.timeoutMs)
   }
 
   protected get announced(): boolean {
+    return this.opening == null
+  }
+
+  /** True once the StreamOpen was handed to the link: from then on the callee may have seen the call. */
+  get openSent(): boolean {
     return this.opening == null
   }
 
@@ -169,7 +183,7 @@ export class TunnelClientStream extends TunnelStream {
     const open = this.opening
     if (open == null || this.ended) return
     this.opening = undefined
-    if (this.deadlineAtMs != null) open.timeout = durationOfMs(this.deadlineAtMs - this.core.options.clock.now())
+    if (this.deadlineAtMs != null) open.timeout = durationOfMs(this.deadlineAtMs - this.core.options.clock.nowMs())
     this.core.send(openFrame(open))
     this.flush()
   }

@@ -42,7 +42,13 @@ const ANSWERED: ServerStreamEvents = {
   onWritable: () => {},
 }
 
-/** Forwards tunnelled calls to the exposed backends; `handle` is the TunnelServer's handler. */
+/**
+ * Where the egress sends a call's response: the tunnel stream itself, or something between (the callee's
+ * recording of an idempotent call) with the same contract as TunnelServerStream's methods.
+ */
+export type EgressSink = Pick<TunnelServerStream, 'sendHeaders' | 'write' | 'close' | 'resume'>
+
+/** Forwards tunnelled calls to the exposed backends; `handle` is a TunnelServer's handler. */
 export class TunnelEgress {
   private readonly expose: ExposeTable
   private readonly backends: BackendPool
@@ -54,33 +60,46 @@ export class TunnelEgress {
     this.log = options.log
   }
 
-  readonly handle: TunnelHandler = (stream, open) => {
-    const service = open.method.slice(1, open.method.indexOf('/', 1))
+  /** The backend of a service, or the UNIMPLEMENTED status naming the flag when it is not exposed. */
+  target(service: string): BackendTarget | TunnelStatus {
     const target = this.expose.lookup(service)
-    if (target == null) {
-      stream.close(
-        Code.Unimplemented,
-        `service ${service} is not exposed by this gateway: start it with --expose ${service}=HOST:PORT (or --expose '${EVERY_SERVICE}=HOST:PORT' for every service)`,
-        [],
-      )
+    if (target != null) return target
+    return {
+      code: Code.Unimplemented,
+      message: `service ${service} is not exposed by this gateway: start it with --expose ${service}=HOST:PORT (or --expose '${EVERY_SERVICE}=HOST:PORT' for every service)`,
+      trailers: [],
+    }
+  }
+
+  readonly handle: TunnelHandler = (stream, open) => this.start(stream, open)
+
+  /**
+   * Starts the backend request of a call; its response goes to `sink`. The backend request carries
+   * `traceContext` (the callee's span) when given, else the caller's trace context from the StreamOpen.
+   */
+  start(sink: EgressSink, open: StreamOpen, traceContext: Record<string, string> = open.traceContext): ServerStreamEvents {
+    const service = open.method.slice(1, open.method.indexOf('/', 1))
+    const target = this.target(service)
+    if (!('url' in target)) {
+      sink.close(target.code, target.message, [])
       return ANSWERED
     }
     if (open.timeout != null && msOfDuration(open.timeout) <= 0) {
-      stream.close(Code.DeadlineExceeded, 'deadline exceeded before the call reached the backend', [])
+      sink.close(Code.DeadlineExceeded, 'deadline exceeded before the call reached the backend', [])
       return ANSWERED
     }
     let request: ClientHttp2Stream
     try {
-      request = this.backends.session(target).request(requestHeaders(target, open), { endStream: false })
+      request = this.backends.session(target).request(requestHeaders(target, open, traceContext), { endStream: false })
     } catch (err: unknown) {
-      stream.close(Code.Unavailable, unreachable(target, service, err), [])
+      sink.close(Code.Unavailable, unreachable(target, service, err), [])
       return ANSWERED
     }
-    return new EgressCall(stream, request, target, service, this.log)
+    return new EgressCall(sink, request, target, service, this.log)
   }
 }
 
-function requestHeaders(target: BackendTarget, open: StreamOpen): string[] {
+function requestHeaders(target: BackendTarget, open: StreamOpen, trace: Record<string, string>): string[] {
   const raw = [
     ':method',
     'POST',
@@ -93,7 +112,6 @@ function requestHeaders(target: BackendTarget, open: StreamOpen): string[] {
     'te',
     'trailers',
   ]
-  const trace = open.traceContext
   const replaceTrace = trace.traceparent != null
   appendRawHeaders(raw, open.metadata, replaceTrace ? TRACE_HEADERS : undefined)
   if (!open.metadata.some((m) => m.key === 'content-type')) raw.push('content-type', 'application/grpc')
@@ -113,7 +131,7 @@ function unreachable(target: BackendTarget, service: string, err: unknown): stri
 
 /** One call to a backend (the consumer of its tunnel stream). */
 class EgressCall implements ServerStreamEvents {
-  private readonly stream: TunnelServerStream
+  private readonly stream: EgressSink
   private readonly request: ClientHttp2Stream
   private readonly target: BackendTarget
   private readonly service: string
@@ -122,7 +140,7 @@ class EgressCall implements ServerStreamEvents {
   private failure?: unknown
   private done = false
 
-  constructor(stream: TunnelServerStream, request: ClientHttp2Stream, target: BackendTarget, service: string, log: Logger) {
+  constructor(stream: EgressSink, request: ClientHttp2Stream, target: BackendTarget, service: string, log: Logger) {
     this.stream = stream
     this.request = request
     this.target = target

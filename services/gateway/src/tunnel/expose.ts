@@ -28,6 +28,11 @@ export interface ExposeEntry {
 export const EVERY_SERVICE = '*'
 
 const SERVICE_RE = /^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$/
+
+/** True for a fully qualified protobuf service name (package.Service). */
+export function isServiceName(name: string): boolean {
+  return SERVICE_RE.test(name)
+}
 const HOST_PORT_RE = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/
 
 const FORM =
@@ -43,7 +48,7 @@ export function parseExposeFlag(value: string): ExposeEntry {
   if (eq < 0) bad('no "="')
   const service = value.slice(0, eq).trim()
   let rest = value.slice(eq + 1).trim()
-  if (service !== EVERY_SERVICE && !SERVICE_RE.test(service)) bad(`${JSON.stringify(service)} is not a service name`)
+  if (service !== EVERY_SERVICE && !isServiceName(service)) bad(`${JSON.stringify(service)} is not a service name`)
   let tls = false
   if (rest.startsWith('https://')) {
     tls = true

@@ -1,12 +1,20 @@
 import { randomUUID } from 'node:crypto'
 import type { IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2'
+import { type Clock, systemClock, type Timer } from '@stargate/shared/clock'
 import { Code, StargateError } from '@stargate/shared/errors'
 import type { MetadataEntry } from '@stargate/shared/gen/envelope'
 import type { Logger } from '@stargate/shared/log'
+import { GATEWAY_DEFAULTS } from '../defaults.ts'
 import type { ClientStreamEvents, OpenInit, TunnelClientStream } from './client.ts'
-import { systemClock, type TimerHandle, type TunnelClock } from './clock.ts'
 import type { TunnelStatus } from './endpoint.ts'
-import { appendRawHeaders, encodeGrpcMessage, headersObject, metadataFromRawHeaders, parseGrpcTimeout } from './wire.ts'
+import {
+  appendRawHeaders,
+  encodeGrpcMessage,
+  headersObject,
+  IDEMPOTENCY_KEY_HEADER,
+  metadataFromRawHeaders,
+  parseGrpcTimeout,
+} from './wire.ts'
 
 /**
  * The caller gateway's HTTP/2 side of a tunnelled call: an ordinary gRPC request on the API port, for a
@@ -19,9 +27,16 @@ import { appendRawHeaders, encodeGrpcMessage, headersObject, metadataFromRawHead
  * stream at once. Messages are never decoded: compressed ones pass as they are.
  */
 
-/** What a tunnelled call is opened on: a TunnelClient (or anything that opens its streams). */
+/**
+ * A tunnelled call as the ingress drives it: a TunnelClientStream, or the gateway's routed stream that
+ * opens one on the tier the router picks (and again on another tier when it may).
+ */
+export type TunnelCallStream = Pick<TunnelClientStream, 'write' | 'end' | 'resume' | 'reset'>
+
+/** What a tunnelled call is opened on: a TunnelClient, or the gateway's routing of the call's target. */
 export interface TunnelOpener {
-  open(init: OpenInit, events: ClientStreamEvents): TunnelClientStream
+  /** Opens the call; its response and status go to `events`. Throws a StargateError the client sees as its status. */
+  open(init: OpenInit, events: ClientStreamEvents): TunnelCallStream
 }
 
 /** A gRPC request to tunnel, as the routing sees it. */
@@ -46,9 +61,11 @@ export type TunnelConnector = (request: IngressRequest, signal: AbortSignal) => 
 export interface TunnelIngressOptions {
   connect: TunnelConnector
   log: Logger
-  clock?: TunnelClock
+  clock?: Clock
   /** Headers this gateway consumed itself (e.g. authorization when API auth is on): never forwarded. */
   consumedHeaders?: readonly string[]
+  /** Longest idempotency key accepted (stargate-idempotency-key); default GATEWAY_DEFAULTS.maxRequestIdBytes. */
+  maxIdempotencyKeyBytes?: number
 }
 
 /** Per-call values from the gateway (telemetry, idempotency). */
@@ -65,14 +82,16 @@ const METHOD_PATH = /^\/([^/]+)\/[^/]+$/
 export class TunnelIngress {
   /** @internal */ readonly connect: TunnelConnector
   /** @internal */ readonly log: Logger
-  /** @internal */ readonly clock: TunnelClock
+  /** @internal */ readonly clock: Clock
   /** @internal */ readonly consumed: ReadonlySet<string>
+  /** @internal */ readonly maxKeyBytes: number
 
   constructor(options: TunnelIngressOptions) {
     this.connect = options.connect
     this.log = options.log
     this.clock = options.clock ?? systemClock
     this.consumed = new Set((options.consumedHeaders ?? []).map((h) => h.toLowerCase()))
+    this.maxKeyBytes = options.maxIdempotencyKeyBytes ?? GATEWAY_DEFAULTS.maxRequestIdBytes
   }
 
   /**
@@ -92,11 +111,6 @@ export class TunnelIngress {
 /** The shared 'error' listener of client streams: errors end in 'close', handled there. */
 function ignoreStreamError(): void {}
 
-/** The shared connect-deadline timer function. */
-function onConnectDeadline(call: IngressCall): void {
-  call.connectDeadline()
-}
-
 /** One tunnelled call on the API port (the consumer of its tunnel stream). */
 class IngressCall implements ClientStreamEvents {
   private readonly ingress: TunnelIngress
@@ -104,10 +118,12 @@ class IngressCall implements ClientStreamEvents {
   private readonly headers: IncomingHttpHeaders
   private readonly rawHeaders: readonly string[]
   private readonly call: IngressCallOptions
-  private tunnel?: TunnelClientStream
+  private tunnel?: TunnelCallStream
   private readonly connecting = new AbortController()
-  private timer?: TimerHandle
+  private timer?: Timer
   private deadlineAtMs?: number
+  /** The client's idempotency key (stargate-idempotency-key). */
+  private key?: string
   private responded = false
   private done = false
   private trailers?: Record<string, string | string[]>
@@ -147,6 +163,15 @@ class IngressCall implements ClientStreamEvents {
       )
       return result
     }
+    const key = this.headers[IDEMPOTENCY_KEY_HEADER]
+    if (key != null) {
+      const bad = badKey(key, this.ingress.maxKeyBytes)
+      if (bad != null) {
+        this.finish(error(Code.InvalidArgument, bad))
+        return result
+      }
+    }
+    this.key = key as string | undefined
     const timeout = this.headers['grpc-timeout']
     if (timeout != null) {
       let ms: number
@@ -156,8 +181,8 @@ class IngressCall implements ClientStreamEvents {
         this.finish(statusOf(err, Code.InvalidArgument))
         return result
       }
-      this.deadlineAtMs = this.ingress.clock.now() + ms
-      this.timer = this.ingress.clock.setTimer(onConnectDeadline, ms, this)
+      this.deadlineAtMs = this.ingress.clock.nowMs() + ms
+      this.timer = this.ingress.clock.setTimeout(() => this.connectDeadline(), ms)
     }
     const request: IngressRequest = { method: path, service: m[1]!, headers: this.headers }
     if (this.deadlineAtMs != null) request.deadlineAtMs = this.deadlineAtMs
@@ -175,14 +200,15 @@ class IngressCall implements ClientStreamEvents {
   }
 
   private opened(opener: TunnelOpener, method: string): void {
-    if (this.timer != null) this.ingress.clock.clearTimer(this.timer)
+    this.timer?.clear()
     this.timer = undefined
     if (this.done) return
     const init: OpenInit = {
       method,
-      requestId: this.call.requestId ?? randomUUID(),
+      requestId: this.key ?? this.call.requestId ?? randomUUID(),
       metadata: metadataFromRawHeaders(this.rawHeaders, this.ingress.consumed),
     }
+    if (this.key != null) init.idempotent = true
     if (this.deadlineAtMs != null) init.deadlineAtMs = this.deadlineAtMs
     if (this.call.traceContext != null) init.traceContext = this.call.traceContext
     try {
@@ -258,7 +284,7 @@ class IngressCall implements ClientStreamEvents {
     if (this.done) return
     this.done = true
     this.connecting.abort()
-    if (this.timer != null) this.ingress.clock.clearTimer(this.timer)
+    this.timer?.clear()
     const status = error(Code.Canceled, 'the client cancelled the call')
     this.tunnel?.reset(status.code, status.message)
     this.resolve(status)
@@ -269,7 +295,7 @@ class IngressCall implements ClientStreamEvents {
     if (this.done) return
     this.done = true
     this.connecting.abort()
-    if (this.timer != null) this.ingress.clock.clearTimer(this.timer)
+    this.timer?.clear()
     this.timer = undefined
     // Unread request data is discarded from now on (flow control keeps going, nothing is held).
     this.stream.off('data', this.onRequestData)
@@ -305,6 +331,15 @@ const TRAILER_SKIP: ReadonlySet<string> = new Set(['content-type'])
 function hasKey(metadata: readonly MetadataEntry[], key: string): boolean {
   for (const m of metadata) if (m.key === key) return true
   return false
+}
+
+/** Why an idempotency key header is unusable, or undefined. */
+function badKey(value: string | string[], maxBytes: number): string | undefined {
+  if (Array.isArray(value)) return `the ${IDEMPOTENCY_KEY_HEADER} header is given ${value.length} times; give one key`
+  const n = Buffer.byteLength(value)
+  if (n === 0) return `the ${IDEMPOTENCY_KEY_HEADER} header is empty; give a key of 1 to ${maxBytes} bytes, or leave it out`
+  if (n > maxBytes) return `the ${IDEMPOTENCY_KEY_HEADER} header is ${n} bytes, longer than the limit of ${maxBytes} bytes`
+  return undefined
 }
 
 function error(code: number, message: string): TunnelStatus {

@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
+import { FakeClock } from '@stargate/shared/clock'
 import { Code, StargateError } from '@stargate/shared/errors'
 import type { MetadataEntry, PeerFrame, StreamOpen } from '@stargate/shared/gen/envelope'
 import { Tier } from '@stargate/shared/gen/gateway'
 import { createLogger } from '@stargate/shared/log'
 import { GATEWAY_DEFAULTS } from '../defaults.ts'
 import { type ClientStreamEvents, TunnelClient, type TunnelClientStream } from './client.ts'
-import type { TimerHandle, TunnelClock } from './clock.ts'
 import type { TunnelLink, TunnelStatus } from './endpoint.ts'
 import { dataFrame, metadataEntry, OPEN_CREDIT_BYTES, openFrame, windowFrame } from './frames.ts'
 import { Loopback } from './loopback.ts'
@@ -15,32 +15,6 @@ import { type ServerStreamEvents, TunnelServer, type TunnelServerStream } from '
 const log = createLogger('test:tunnel', { level: 'silent' })
 const CALLER = '12D3KooWCaller'
 const CALLEE = '12D3KooWCallee'
-
-/** A clock that moves only when told to. */
-class FakeClock implements TunnelClock {
-  t = 1_000_000
-  private timers: Array<{ at: number; fn: (a: unknown) => void; arg: unknown }> = []
-  now(): number {
-    return this.t
-  }
-  setTimer<A>(fn: (arg: A) => void, ms: number, arg: A): TimerHandle {
-    const timer = { at: this.t + ms, fn: fn as (a: unknown) => void, arg }
-    this.timers.push(timer)
-    return timer
-  }
-  clearTimer(timer: TimerHandle): void {
-    this.timers = this.timers.filter((t) => t !== timer)
-  }
-  advance(ms: number): void {
-    this.t += ms
-    for (;;) {
-      const due = this.timers.filter((t) => t.at <= this.t).sort((a, b) => a.at - b.at)[0]
-      if (due == null) return
-      this.timers = this.timers.filter((t) => t !== due)
-      due.fn(due.arg)
-    }
-  }
-}
 
 /** Message bytes: a gRPC length prefix and `length` bytes of a pattern. */
 function message(length: number, seed = 0): Uint8Array {
@@ -353,17 +327,17 @@ describe('tunnel', () => {
   it('tunnel - the open carries the time left; the caller ends DEADLINE_EXCEEDED at its deadline and resets the callee', async () => {
     const { clock, nextAccepted, open, client } = pair()
     const rec = new Recorder()
-    const s = open(rec, { deadlineAtMs: clock.now() + 1_000 })
-    clock.advance(300)
+    // The call's 1000 ms deadline was set 300 ms before the stream opened (time spent at the ingress).
+    const s = open(rec, { deadlineAtMs: clock.nowMs() - 300 + 1_000 })
     s.write(message(1))
     const a = await nextAccepted()
     assert.ok(a.open.timeout != null)
     assert.equal(Number(a.open.timeout.seconds) * 1000 + a.open.timeout.nanos / 1e6, 700)
-    clock.advance(699)
+    await clock.advance(699)
     assert.equal(rec.status, undefined)
-    clock.advance(1)
+    await clock.advance(1)
     assert.equal(rec.last()?.code, Code.DeadlineExceeded)
-    assert.match(rec.last()?.message ?? '', /1000 ms deadline/)
+    assert.match(rec.last()?.message ?? '', /700 ms deadline/)
     const st = await a.events.closed()
     assert.equal(st.code, Code.DeadlineExceeded)
     assert.equal(client.stats.streams, 0)
@@ -375,9 +349,9 @@ describe('tunnel', () => {
     const rec = new Recorder()
     const server = new TunnelServer({ send: (f) => sent.push(f) > 0 }, { log, clock, remotePeerId: CALLER, handler: () => rec })
     server.receive(openFrame(openOf(1n, { timeout: { $typeName: 'google.protobuf.Duration', seconds: 2n, nanos: 0 } })))
-    clock.advance(1_999)
+    await clock.advance(1_999)
     assert.equal(rec.status, undefined)
-    clock.advance(1)
+    await clock.advance(1)
     assert.equal(rec.last()?.code, Code.DeadlineExceeded)
     const reset = sent.find((f) => f.kind.case === 'streamReset')
     assert.ok(reset?.kind.case === 'streamReset')
@@ -596,6 +570,7 @@ function openOf(exchangeId: bigint, extra: Partial<StreamOpen> = {}): StreamOpen
     initialWindowBytes: 65_536,
     data: new Uint8Array(0),
     endOfStream: false,
+    idempotent: false,
     ...extra,
   }
 }

@@ -9,6 +9,15 @@ import { metadataEntry } from './frames.ts'
  * statuses, and a scanner of length-prefixed message boundaries. Messages themselves are never decoded.
  */
 
+/** The request header naming the peer a tunnelled call goes to (it beats --route and discovery). */
+export const PEER_HEADER = 'stargate-peer'
+
+/**
+ * The request header carrying a tunnelled call's idempotency key: the callee runs the call at most once per
+ * caller and key, so the call may be retried on another tier even after its request left.
+ */
+export const IDEMPOTENCY_KEY_HEADER = 'stargate-idempotency-key'
+
 const TIMEOUT_UNIT_MS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1_000, m: 1, u: 0.001, n: 0.000_001 }
 const TIMEOUT_RE = /^(\d{1,8})([HMSmun])$/
 

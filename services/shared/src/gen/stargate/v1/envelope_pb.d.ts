@@ -629,6 +629,15 @@ export declare type StreamOpen = Message<"stargate.v1.StreamOpen"> & {
    * @generated from field: bool end_of_stream = 11;
    */
   endOfStream: boolean;
+
+  /**
+   * idempotent is true when request_id is the client's idempotency key (header stargate-idempotency-key):
+   * the callee runs the call at most once per caller and request_id, and answers a repeat of it (a retry on
+   * another tier) with the recorded response instead of calling the backend again.
+   *
+   * @generated from field: bool idempotent = 12;
+   */
+  idempotent: boolean;
 };
 
 /**
@@ -717,6 +726,15 @@ export declare type StreamOpenJson = {
    * @generated from field: bool end_of_stream = 11;
    */
   endOfStream?: boolean;
+
+  /**
+   * idempotent is true when request_id is the client's idempotency key (header stargate-idempotency-key):
+   * the callee runs the call at most once per caller and request_id, and answers a repeat of it (a retry on
+   * another tier) with the recorded response instead of calling the backend again.
+   *
+   * @generated from field: bool idempotent = 12;
+   */
+  idempotent?: boolean;
 };
 
 /**
@@ -724,6 +742,112 @@ export declare type StreamOpenJson = {
  * Use `create(StreamOpenSchema)` to create a new message.
  */
 export declare const StreamOpenSchema: GenMessage<StreamOpen, {jsonType: StreamOpenJson}>;
+
+/**
+ * StreamRecord is the response of an idempotent tunnelled call as the callee's gateway remembers it, to
+ * answer a repeat of the call without calling the backend again.
+ *
+ * @generated from message stargate.v1.StreamRecord
+ */
+export declare type StreamRecord = Message<"stargate.v1.StreamRecord"> & {
+  /**
+   * has_headers is false when the response was trailers-only (a status without headers or data).
+   *
+   * @generated from field: bool has_headers = 1;
+   */
+  hasHeaders: boolean;
+
+  /**
+   * headers are the response headers in wire form.
+   *
+   * @generated from field: repeated stargate.v1.MetadataEntry headers = 2;
+   */
+  headers: MetadataEntry[];
+
+  /**
+   * data is the whole response message stream, verbatim.
+   *
+   * @generated from field: bytes data = 3;
+   */
+  data: Uint8Array;
+
+  /**
+   * code is the gRPC status code number (0 is OK).
+   *
+   * @generated from field: uint32 code = 4;
+   */
+  code: number;
+
+  /**
+   * message is the status message, decoded.
+   *
+   * @generated from field: string message = 5;
+   */
+  message: string;
+
+  /**
+   * trailers are the trailers in wire form, grpc-status-details-bin included.
+   *
+   * @generated from field: repeated stargate.v1.MetadataEntry trailers = 6;
+   */
+  trailers: MetadataEntry[];
+};
+
+/**
+ * StreamRecord is the response of an idempotent tunnelled call as the callee's gateway remembers it, to
+ * answer a repeat of the call without calling the backend again.
+ *
+ * @generated from message stargate.v1.StreamRecord
+ */
+export declare type StreamRecordJson = {
+  /**
+   * has_headers is false when the response was trailers-only (a status without headers or data).
+   *
+   * @generated from field: bool has_headers = 1;
+   */
+  hasHeaders?: boolean;
+
+  /**
+   * headers are the response headers in wire form.
+   *
+   * @generated from field: repeated stargate.v1.MetadataEntry headers = 2;
+   */
+  headers?: MetadataEntryJson[];
+
+  /**
+   * data is the whole response message stream, verbatim.
+   *
+   * @generated from field: bytes data = 3;
+   */
+  data?: string;
+
+  /**
+   * code is the gRPC status code number (0 is OK).
+   *
+   * @generated from field: uint32 code = 4;
+   */
+  code?: number;
+
+  /**
+   * message is the status message, decoded.
+   *
+   * @generated from field: string message = 5;
+   */
+  message?: string;
+
+  /**
+   * trailers are the trailers in wire form, grpc-status-details-bin included.
+   *
+   * @generated from field: repeated stargate.v1.MetadataEntry trailers = 6;
+   */
+  trailers?: MetadataEntryJson[];
+};
+
+/**
+ * Describes the message stargate.v1.StreamRecord.
+ * Use `create(StreamRecordSchema)` to create a new message.
+ */
+export declare const StreamRecordSchema: GenMessage<StreamRecord, {jsonType: StreamRecordJson}>;
 
 /**
  * StreamHeaders carries the response headers of a tunnelled stream; sent at most once, before any

@@ -651,7 +651,11 @@ type StreamOpen struct {
 	// data is the first request data: gRPC length-prefixed message bytes, verbatim (may be empty).
 	Data []byte `protobuf:"bytes,10,opt,name=data,proto3" json:"data,omitempty"`
 	// end_of_stream is true when the caller has no more request data (a unary call fits one frame).
-	EndOfStream   bool `protobuf:"varint,11,opt,name=end_of_stream,json=endOfStream,proto3" json:"end_of_stream,omitempty"`
+	EndOfStream bool `protobuf:"varint,11,opt,name=end_of_stream,json=endOfStream,proto3" json:"end_of_stream,omitempty"`
+	// idempotent is true when request_id is the client's idempotency key (header stargate-idempotency-key):
+	// the callee runs the call at most once per caller and request_id, and answers a repeat of it (a retry on
+	// another tier) with the recorded response instead of calling the backend again.
+	Idempotent    bool `protobuf:"varint,12,opt,name=idempotent,proto3" json:"idempotent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -763,6 +767,105 @@ func (x *StreamOpen) GetEndOfStream() bool {
 	return false
 }
 
+func (x *StreamOpen) GetIdempotent() bool {
+	if x != nil {
+		return x.Idempotent
+	}
+	return false
+}
+
+// StreamRecord is the response of an idempotent tunnelled call as the callee's gateway remembers it, to
+// answer a repeat of the call without calling the backend again.
+type StreamRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// has_headers is false when the response was trailers-only (a status without headers or data).
+	HasHeaders bool `protobuf:"varint,1,opt,name=has_headers,json=hasHeaders,proto3" json:"has_headers,omitempty"`
+	// headers are the response headers in wire form.
+	Headers []*MetadataEntry `protobuf:"bytes,2,rep,name=headers,proto3" json:"headers,omitempty"`
+	// data is the whole response message stream, verbatim.
+	Data []byte `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	// code is the gRPC status code number (0 is OK).
+	Code uint32 `protobuf:"varint,4,opt,name=code,proto3" json:"code,omitempty"`
+	// message is the status message, decoded.
+	Message string `protobuf:"bytes,5,opt,name=message,proto3" json:"message,omitempty"`
+	// trailers are the trailers in wire form, grpc-status-details-bin included.
+	Trailers      []*MetadataEntry `protobuf:"bytes,6,rep,name=trailers,proto3" json:"trailers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamRecord) Reset() {
+	*x = StreamRecord{}
+	mi := &file_stargate_v1_envelope_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamRecord) ProtoMessage() {}
+
+func (x *StreamRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_stargate_v1_envelope_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamRecord.ProtoReflect.Descriptor instead.
+func (*StreamRecord) Descriptor() ([]byte, []int) {
+	return file_stargate_v1_envelope_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *StreamRecord) GetHasHeaders() bool {
+	if x != nil {
+		return x.HasHeaders
+	}
+	return false
+}
+
+func (x *StreamRecord) GetHeaders() []*MetadataEntry {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
+}
+
+func (x *StreamRecord) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *StreamRecord) GetCode() uint32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *StreamRecord) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *StreamRecord) GetTrailers() []*MetadataEntry {
+	if x != nil {
+		return x.Trailers
+	}
+	return nil
+}
+
 // StreamHeaders carries the response headers of a tunnelled stream; sent at most once, before any
 // response data. A stream that ends without it had a trailers-only response.
 type StreamHeaders struct {
@@ -777,7 +880,7 @@ type StreamHeaders struct {
 
 func (x *StreamHeaders) Reset() {
 	*x = StreamHeaders{}
-	mi := &file_stargate_v1_envelope_proto_msgTypes[6]
+	mi := &file_stargate_v1_envelope_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -789,7 +892,7 @@ func (x *StreamHeaders) String() string {
 func (*StreamHeaders) ProtoMessage() {}
 
 func (x *StreamHeaders) ProtoReflect() protoreflect.Message {
-	mi := &file_stargate_v1_envelope_proto_msgTypes[6]
+	mi := &file_stargate_v1_envelope_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -802,7 +905,7 @@ func (x *StreamHeaders) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamHeaders.ProtoReflect.Descriptor instead.
 func (*StreamHeaders) Descriptor() ([]byte, []int) {
-	return file_stargate_v1_envelope_proto_rawDescGZIP(), []int{6}
+	return file_stargate_v1_envelope_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *StreamHeaders) GetExchangeId() uint64 {
@@ -836,7 +939,7 @@ type StreamData struct {
 
 func (x *StreamData) Reset() {
 	*x = StreamData{}
-	mi := &file_stargate_v1_envelope_proto_msgTypes[7]
+	mi := &file_stargate_v1_envelope_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -848,7 +951,7 @@ func (x *StreamData) String() string {
 func (*StreamData) ProtoMessage() {}
 
 func (x *StreamData) ProtoReflect() protoreflect.Message {
-	mi := &file_stargate_v1_envelope_proto_msgTypes[7]
+	mi := &file_stargate_v1_envelope_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -861,7 +964,7 @@ func (x *StreamData) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamData.ProtoReflect.Descriptor instead.
 func (*StreamData) Descriptor() ([]byte, []int) {
-	return file_stargate_v1_envelope_proto_rawDescGZIP(), []int{7}
+	return file_stargate_v1_envelope_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *StreamData) GetExchangeId() uint64 {
@@ -902,7 +1005,7 @@ type StreamClose struct {
 
 func (x *StreamClose) Reset() {
 	*x = StreamClose{}
-	mi := &file_stargate_v1_envelope_proto_msgTypes[8]
+	mi := &file_stargate_v1_envelope_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -914,7 +1017,7 @@ func (x *StreamClose) String() string {
 func (*StreamClose) ProtoMessage() {}
 
 func (x *StreamClose) ProtoReflect() protoreflect.Message {
-	mi := &file_stargate_v1_envelope_proto_msgTypes[8]
+	mi := &file_stargate_v1_envelope_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -927,7 +1030,7 @@ func (x *StreamClose) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamClose.ProtoReflect.Descriptor instead.
 func (*StreamClose) Descriptor() ([]byte, []int) {
-	return file_stargate_v1_envelope_proto_rawDescGZIP(), []int{8}
+	return file_stargate_v1_envelope_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *StreamClose) GetExchangeId() uint64 {
@@ -974,7 +1077,7 @@ type StreamReset struct {
 
 func (x *StreamReset) Reset() {
 	*x = StreamReset{}
-	mi := &file_stargate_v1_envelope_proto_msgTypes[9]
+	mi := &file_stargate_v1_envelope_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -986,7 +1089,7 @@ func (x *StreamReset) String() string {
 func (*StreamReset) ProtoMessage() {}
 
 func (x *StreamReset) ProtoReflect() protoreflect.Message {
-	mi := &file_stargate_v1_envelope_proto_msgTypes[9]
+	mi := &file_stargate_v1_envelope_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -999,7 +1102,7 @@ func (x *StreamReset) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamReset.ProtoReflect.Descriptor instead.
 func (*StreamReset) Descriptor() ([]byte, []int) {
-	return file_stargate_v1_envelope_proto_rawDescGZIP(), []int{9}
+	return file_stargate_v1_envelope_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *StreamReset) GetExchangeId() uint64 {
@@ -1037,7 +1140,7 @@ type StreamWindow struct {
 
 func (x *StreamWindow) Reset() {
 	*x = StreamWindow{}
-	mi := &file_stargate_v1_envelope_proto_msgTypes[10]
+	mi := &file_stargate_v1_envelope_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1049,7 +1152,7 @@ func (x *StreamWindow) String() string {
 func (*StreamWindow) ProtoMessage() {}
 
 func (x *StreamWindow) ProtoReflect() protoreflect.Message {
-	mi := &file_stargate_v1_envelope_proto_msgTypes[10]
+	mi := &file_stargate_v1_envelope_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1062,7 +1165,7 @@ func (x *StreamWindow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamWindow.ProtoReflect.Descriptor instead.
 func (*StreamWindow) Descriptor() ([]byte, []int) {
-	return file_stargate_v1_envelope_proto_rawDescGZIP(), []int{10}
+	return file_stargate_v1_envelope_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *StreamWindow) GetExchangeId() uint64 {
@@ -1103,7 +1206,7 @@ type SealedMessage struct {
 
 func (x *SealedMessage) Reset() {
 	*x = SealedMessage{}
-	mi := &file_stargate_v1_envelope_proto_msgTypes[11]
+	mi := &file_stargate_v1_envelope_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1115,7 +1218,7 @@ func (x *SealedMessage) String() string {
 func (*SealedMessage) ProtoMessage() {}
 
 func (x *SealedMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_stargate_v1_envelope_proto_msgTypes[11]
+	mi := &file_stargate_v1_envelope_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1128,7 +1231,7 @@ func (x *SealedMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SealedMessage.ProtoReflect.Descriptor instead.
 func (*SealedMessage) Descriptor() ([]byte, []int) {
-	return file_stargate_v1_envelope_proto_rawDescGZIP(), []int{11}
+	return file_stargate_v1_envelope_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SealedMessage) GetSenderPeerId() string {
@@ -1203,7 +1306,7 @@ type PresenceRecord struct {
 
 func (x *PresenceRecord) Reset() {
 	*x = PresenceRecord{}
-	mi := &file_stargate_v1_envelope_proto_msgTypes[12]
+	mi := &file_stargate_v1_envelope_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1215,7 +1318,7 @@ func (x *PresenceRecord) String() string {
 func (*PresenceRecord) ProtoMessage() {}
 
 func (x *PresenceRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_stargate_v1_envelope_proto_msgTypes[12]
+	mi := &file_stargate_v1_envelope_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1228,7 +1331,7 @@ func (x *PresenceRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceRecord.ProtoReflect.Descriptor instead.
 func (*PresenceRecord) Descriptor() ([]byte, []int) {
-	return file_stargate_v1_envelope_proto_rawDescGZIP(), []int{12}
+	return file_stargate_v1_envelope_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PresenceRecord) GetPeerId() string {
@@ -1293,7 +1396,7 @@ type SignedPresence struct {
 
 func (x *SignedPresence) Reset() {
 	*x = SignedPresence{}
-	mi := &file_stargate_v1_envelope_proto_msgTypes[13]
+	mi := &file_stargate_v1_envelope_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1305,7 +1408,7 @@ func (x *SignedPresence) String() string {
 func (*SignedPresence) ProtoMessage() {}
 
 func (x *SignedPresence) ProtoReflect() protoreflect.Message {
-	mi := &file_stargate_v1_envelope_proto_msgTypes[13]
+	mi := &file_stargate_v1_envelope_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1318,7 +1421,7 @@ func (x *SignedPresence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignedPresence.ProtoReflect.Descriptor instead.
 func (*SignedPresence) Descriptor() ([]byte, []int) {
-	return file_stargate_v1_envelope_proto_rawDescGZIP(), []int{13}
+	return file_stargate_v1_envelope_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SignedPresence) GetRecord() []byte {
@@ -1386,7 +1489,7 @@ const file_stargate_v1_envelope_proto_rawDesc = "" +
 	"\x04kind\"7\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value\"\x99\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\xb9\x04\n" +
 	"\n" +
 	"StreamOpen\x12\x1f\n" +
 	"\vexchange_id\x18\x01 \x01(\x04R\n" +
@@ -1402,10 +1505,21 @@ const file_stargate_v1_envelope_proto_rawDesc = "" +
 	"\x14initial_window_bytes\x18\t \x01(\rR\x12initialWindowBytes\x12\x12\n" +
 	"\x04data\x18\n" +
 	" \x01(\fR\x04data\x12\"\n" +
-	"\rend_of_stream\x18\v \x01(\bR\vendOfStream\x1a?\n" +
+	"\rend_of_stream\x18\v \x01(\bR\vendOfStream\x12\x1e\n" +
+	"\n" +
+	"idempotent\x18\f \x01(\bR\n" +
+	"idempotent\x1a?\n" +
 	"\x11TraceContextEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"h\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xdf\x01\n" +
+	"\fStreamRecord\x12\x1f\n" +
+	"\vhas_headers\x18\x01 \x01(\bR\n" +
+	"hasHeaders\x124\n" +
+	"\aheaders\x18\x02 \x03(\v2\x1a.stargate.v1.MetadataEntryR\aheaders\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\x12\x12\n" +
+	"\x04code\x18\x04 \x01(\rR\x04code\x12\x18\n" +
+	"\amessage\x18\x05 \x01(\tR\amessage\x126\n" +
+	"\btrailers\x18\x06 \x03(\v2\x1a.stargate.v1.MetadataEntryR\btrailers\"h\n" +
 	"\rStreamHeaders\x12\x1f\n" +
 	"\vexchange_id\x18\x01 \x01(\x04R\n" +
 	"exchangeId\x126\n" +
@@ -1465,7 +1579,7 @@ func file_stargate_v1_envelope_proto_rawDescGZIP() []byte {
 	return file_stargate_v1_envelope_proto_rawDescData
 }
 
-var file_stargate_v1_envelope_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_stargate_v1_envelope_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_stargate_v1_envelope_proto_goTypes = []any{
 	(*PeerRequest)(nil),           // 0: stargate.v1.PeerRequest
 	(*PeerResponse)(nil),          // 1: stargate.v1.PeerResponse
@@ -1473,53 +1587,56 @@ var file_stargate_v1_envelope_proto_goTypes = []any{
 	(*PeerFrame)(nil),             // 3: stargate.v1.PeerFrame
 	(*MetadataEntry)(nil),         // 4: stargate.v1.MetadataEntry
 	(*StreamOpen)(nil),            // 5: stargate.v1.StreamOpen
-	(*StreamHeaders)(nil),         // 6: stargate.v1.StreamHeaders
-	(*StreamData)(nil),            // 7: stargate.v1.StreamData
-	(*StreamClose)(nil),           // 8: stargate.v1.StreamClose
-	(*StreamReset)(nil),           // 9: stargate.v1.StreamReset
-	(*StreamWindow)(nil),          // 10: stargate.v1.StreamWindow
-	(*SealedMessage)(nil),         // 11: stargate.v1.SealedMessage
-	(*PresenceRecord)(nil),        // 12: stargate.v1.PresenceRecord
-	(*SignedPresence)(nil),        // 13: stargate.v1.SignedPresence
-	nil,                           // 14: stargate.v1.PeerRequest.TraceContextEntry
-	nil,                           // 15: stargate.v1.StreamOpen.TraceContextEntry
-	(*structpb.Value)(nil),        // 16: google.protobuf.Value
-	(*durationpb.Duration)(nil),   // 17: google.protobuf.Duration
-	(Tier)(0),                     // 18: stargate.v1.Tier
-	(*ErrorStatus)(nil),           // 19: stargate.v1.ErrorStatus
-	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
-	(NatType)(0),                  // 21: stargate.v1.NatType
+	(*StreamRecord)(nil),          // 6: stargate.v1.StreamRecord
+	(*StreamHeaders)(nil),         // 7: stargate.v1.StreamHeaders
+	(*StreamData)(nil),            // 8: stargate.v1.StreamData
+	(*StreamClose)(nil),           // 9: stargate.v1.StreamClose
+	(*StreamReset)(nil),           // 10: stargate.v1.StreamReset
+	(*StreamWindow)(nil),          // 11: stargate.v1.StreamWindow
+	(*SealedMessage)(nil),         // 12: stargate.v1.SealedMessage
+	(*PresenceRecord)(nil),        // 13: stargate.v1.PresenceRecord
+	(*SignedPresence)(nil),        // 14: stargate.v1.SignedPresence
+	nil,                           // 15: stargate.v1.PeerRequest.TraceContextEntry
+	nil,                           // 16: stargate.v1.StreamOpen.TraceContextEntry
+	(*structpb.Value)(nil),        // 17: google.protobuf.Value
+	(*durationpb.Duration)(nil),   // 18: google.protobuf.Duration
+	(Tier)(0),                     // 19: stargate.v1.Tier
+	(*ErrorStatus)(nil),           // 20: stargate.v1.ErrorStatus
+	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
+	(NatType)(0),                  // 22: stargate.v1.NatType
 }
 var file_stargate_v1_envelope_proto_depIdxs = []int32{
-	16, // 0: stargate.v1.PeerRequest.json:type_name -> google.protobuf.Value
-	17, // 1: stargate.v1.PeerRequest.timeout:type_name -> google.protobuf.Duration
-	14, // 2: stargate.v1.PeerRequest.trace_context:type_name -> stargate.v1.PeerRequest.TraceContextEntry
-	18, // 3: stargate.v1.PeerRequest.tier:type_name -> stargate.v1.Tier
-	16, // 4: stargate.v1.PeerResponse.json:type_name -> google.protobuf.Value
-	19, // 5: stargate.v1.PeerResponse.error:type_name -> stargate.v1.ErrorStatus
+	17, // 0: stargate.v1.PeerRequest.json:type_name -> google.protobuf.Value
+	18, // 1: stargate.v1.PeerRequest.timeout:type_name -> google.protobuf.Duration
+	15, // 2: stargate.v1.PeerRequest.trace_context:type_name -> stargate.v1.PeerRequest.TraceContextEntry
+	19, // 3: stargate.v1.PeerRequest.tier:type_name -> stargate.v1.Tier
+	17, // 4: stargate.v1.PeerResponse.json:type_name -> google.protobuf.Value
+	20, // 5: stargate.v1.PeerResponse.error:type_name -> stargate.v1.ErrorStatus
 	0,  // 6: stargate.v1.PeerFrame.request:type_name -> stargate.v1.PeerRequest
 	1,  // 7: stargate.v1.PeerFrame.response:type_name -> stargate.v1.PeerResponse
 	2,  // 8: stargate.v1.PeerFrame.cancel:type_name -> stargate.v1.PeerCancel
 	5,  // 9: stargate.v1.PeerFrame.stream_open:type_name -> stargate.v1.StreamOpen
-	6,  // 10: stargate.v1.PeerFrame.stream_headers:type_name -> stargate.v1.StreamHeaders
-	7,  // 11: stargate.v1.PeerFrame.stream_data:type_name -> stargate.v1.StreamData
-	8,  // 12: stargate.v1.PeerFrame.stream_close:type_name -> stargate.v1.StreamClose
-	9,  // 13: stargate.v1.PeerFrame.stream_reset:type_name -> stargate.v1.StreamReset
-	10, // 14: stargate.v1.PeerFrame.stream_window:type_name -> stargate.v1.StreamWindow
+	7,  // 10: stargate.v1.PeerFrame.stream_headers:type_name -> stargate.v1.StreamHeaders
+	8,  // 11: stargate.v1.PeerFrame.stream_data:type_name -> stargate.v1.StreamData
+	9,  // 12: stargate.v1.PeerFrame.stream_close:type_name -> stargate.v1.StreamClose
+	10, // 13: stargate.v1.PeerFrame.stream_reset:type_name -> stargate.v1.StreamReset
+	11, // 14: stargate.v1.PeerFrame.stream_window:type_name -> stargate.v1.StreamWindow
 	4,  // 15: stargate.v1.StreamOpen.metadata:type_name -> stargate.v1.MetadataEntry
-	17, // 16: stargate.v1.StreamOpen.timeout:type_name -> google.protobuf.Duration
-	15, // 17: stargate.v1.StreamOpen.trace_context:type_name -> stargate.v1.StreamOpen.TraceContextEntry
-	18, // 18: stargate.v1.StreamOpen.tier:type_name -> stargate.v1.Tier
-	4,  // 19: stargate.v1.StreamHeaders.metadata:type_name -> stargate.v1.MetadataEntry
-	4,  // 20: stargate.v1.StreamClose.trailers:type_name -> stargate.v1.MetadataEntry
-	20, // 21: stargate.v1.SealedMessage.sent_at:type_name -> google.protobuf.Timestamp
-	21, // 22: stargate.v1.PresenceRecord.nat_type:type_name -> stargate.v1.NatType
-	20, // 23: stargate.v1.PresenceRecord.issued_at:type_name -> google.protobuf.Timestamp
-	24, // [24:24] is the sub-list for method output_type
-	24, // [24:24] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	18, // 16: stargate.v1.StreamOpen.timeout:type_name -> google.protobuf.Duration
+	16, // 17: stargate.v1.StreamOpen.trace_context:type_name -> stargate.v1.StreamOpen.TraceContextEntry
+	19, // 18: stargate.v1.StreamOpen.tier:type_name -> stargate.v1.Tier
+	4,  // 19: stargate.v1.StreamRecord.headers:type_name -> stargate.v1.MetadataEntry
+	4,  // 20: stargate.v1.StreamRecord.trailers:type_name -> stargate.v1.MetadataEntry
+	4,  // 21: stargate.v1.StreamHeaders.metadata:type_name -> stargate.v1.MetadataEntry
+	4,  // 22: stargate.v1.StreamClose.trailers:type_name -> stargate.v1.MetadataEntry
+	21, // 23: stargate.v1.SealedMessage.sent_at:type_name -> google.protobuf.Timestamp
+	22, // 24: stargate.v1.PresenceRecord.nat_type:type_name -> stargate.v1.NatType
+	21, // 25: stargate.v1.PresenceRecord.issued_at:type_name -> google.protobuf.Timestamp
+	26, // [26:26] is the sub-list for method output_type
+	26, // [26:26] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_stargate_v1_envelope_proto_init() }
@@ -1554,7 +1671,7 @@ func file_stargate_v1_envelope_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_stargate_v1_envelope_proto_rawDesc), len(file_stargate_v1_envelope_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

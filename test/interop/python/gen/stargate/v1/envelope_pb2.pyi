@@ -96,7 +96,7 @@ class MetadataEntry(_message.Message):
     def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
 
 class StreamOpen(_message.Message):
-    __slots__ = ("exchange_id", "request_id", "method", "metadata", "timeout", "trace_context", "caller_peer_id", "tier", "initial_window_bytes", "data", "end_of_stream")
+    __slots__ = ("exchange_id", "request_id", "method", "metadata", "timeout", "trace_context", "caller_peer_id", "tier", "initial_window_bytes", "data", "end_of_stream", "idempotent")
     class TraceContextEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -115,6 +115,7 @@ class StreamOpen(_message.Message):
     INITIAL_WINDOW_BYTES_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     END_OF_STREAM_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENT_FIELD_NUMBER: _ClassVar[int]
     exchange_id: int
     request_id: str
     method: str
@@ -126,7 +127,24 @@ class StreamOpen(_message.Message):
     initial_window_bytes: int
     data: bytes
     end_of_stream: bool
-    def __init__(self, exchange_id: _Optional[int] = ..., request_id: _Optional[str] = ..., method: _Optional[str] = ..., metadata: _Optional[_Iterable[_Union[MetadataEntry, _Mapping]]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., trace_context: _Optional[_Mapping[str, str]] = ..., caller_peer_id: _Optional[str] = ..., tier: _Optional[_Union[_gateway_pb2.Tier, str]] = ..., initial_window_bytes: _Optional[int] = ..., data: _Optional[bytes] = ..., end_of_stream: _Optional[bool] = ...) -> None: ...
+    idempotent: bool
+    def __init__(self, exchange_id: _Optional[int] = ..., request_id: _Optional[str] = ..., method: _Optional[str] = ..., metadata: _Optional[_Iterable[_Union[MetadataEntry, _Mapping]]] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., trace_context: _Optional[_Mapping[str, str]] = ..., caller_peer_id: _Optional[str] = ..., tier: _Optional[_Union[_gateway_pb2.Tier, str]] = ..., initial_window_bytes: _Optional[int] = ..., data: _Optional[bytes] = ..., end_of_stream: _Optional[bool] = ..., idempotent: _Optional[bool] = ...) -> None: ...
+
+class StreamRecord(_message.Message):
+    __slots__ = ("has_headers", "headers", "data", "code", "message", "trailers")
+    HAS_HEADERS_FIELD_NUMBER: _ClassVar[int]
+    HEADERS_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    TRAILERS_FIELD_NUMBER: _ClassVar[int]
+    has_headers: bool
+    headers: _containers.RepeatedCompositeFieldContainer[MetadataEntry]
+    data: bytes
+    code: int
+    message: str
+    trailers: _containers.RepeatedCompositeFieldContainer[MetadataEntry]
+    def __init__(self, has_headers: _Optional[bool] = ..., headers: _Optional[_Iterable[_Union[MetadataEntry, _Mapping]]] = ..., data: _Optional[bytes] = ..., code: _Optional[int] = ..., message: _Optional[str] = ..., trailers: _Optional[_Iterable[_Union[MetadataEntry, _Mapping]]] = ...) -> None: ...
 
 class StreamHeaders(_message.Message):
     __slots__ = ("exchange_id", "metadata")
