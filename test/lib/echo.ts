@@ -66,10 +66,12 @@ export interface CancelledCall {
  * 'cancelled' (CancelledCall) when a call is cancelled by its client or its deadline before the backend
  * sent its status (grpc-js also emits its own 'cancelled' after every status; those are not counted).
  */
-export class EchoBackend extends EventEmitter<{ cancelled: [CancelledCall] }> {
+export class EchoBackend extends EventEmitter<{ cancelled: [CancelledCall]; call: [{ method: string }] }> {
   readonly server = new grpc.Server({ 'grpc.max_receive_message_length': -1, 'grpc.max_send_message_length': -1 })
   port = 0
   lastMetadata?: grpc.Metadata
+  /** Calls that reached the backend, by method (Unary, ServerStream, ClientStream, Bidi); 'call' is emitted for each. */
+  readonly runs = new Map<string, number>()
   /** Calls whose status the backend has sent. */
   private readonly finished = new WeakSet<object>()
 
@@ -124,7 +126,9 @@ export class EchoBackend extends EventEmitter<{ cancelled: [CancelledCall] }> {
           started.then((ok) => ok && call.write(create(BidiResponseSchema, { index, payload: m.payload }))).catch(() => {})
         })
         call.on('end', () => {
+          // A cancelled call's request ends too: grpc-js tells of the cancellation a tick later, so look then.
           ;(started ?? Promise.resolve(true))
+            .then((ok) => new Promise<boolean>((resolve) => setImmediate(() => resolve(ok && !call.cancelled))))
             .then((ok) => {
               if (!ok) return
               this.finished.add(call)
@@ -154,6 +158,8 @@ export class EchoBackend extends EventEmitter<{ cancelled: [CancelledCall] }> {
     answer: () => Promise<void>,
   ): Promise<boolean> {
     this.lastMetadata = call.metadata
+    this.runs.set(method, (this.runs.get(method) ?? 0) + 1)
+    this.emit('call', { method })
     call.on('cancelled', () => {
       if (!this.finished.has(call)) this.emit('cancelled', { method, atMs: Date.now() })
     })

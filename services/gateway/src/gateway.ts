@@ -32,8 +32,11 @@ import { BackendPool } from './tunnel/backends.ts'
 import { TunnelCallee } from './tunnel/callee.ts'
 import { TunnelEgress } from './tunnel/egress.ts'
 import { ExposeTable } from './tunnel/expose.ts'
+import { TunnelIngress } from './tunnel/ingress.ts'
 import { ReplayBudget } from './tunnel/replay.ts'
-import { serviceCapability } from './tunnel/targets.ts'
+import { RoutedStream, type RoutedStreamParts } from './tunnel/routed.ts'
+import { RouteTable } from './tunnel/routes.ts'
+import { serviceCapability, TunnelTargets } from './tunnel/targets.ts'
 
 /** Where a started gateway can be reached. */
 export interface GatewayAddresses {
@@ -263,6 +266,7 @@ export class Gateway {
       },
     )
     this.outbound = new Outbound(this.router, this.telemetry, this.inflight)
+    const ingress = this.tunnelIngress(security.gate != null)
     this.api = new ApiServer({
       ...security,
       services: [{ service: GatewayService, impl: gatewayServiceImpl(this.apiView()) }],
@@ -270,6 +274,8 @@ export class Gateway {
       log: this.log.child('api'),
       middleware: [rpcServerSpans(GATEWAY_SCOPE)],
       maxReceiveMessageBytes: maxFrameBytes,
+      // gRPC requests for services not served here (and reflection naming a stargate-peer) are tunnelled.
+      unknownService: (stream, headers, rawHeaders) => void ingress.handle(stream, headers, rawHeaders),
     })
 
     for (const p of o.staticPeers) {
@@ -384,6 +390,49 @@ export class Gateway {
 
   private circuitAddrs(): string[] {
     return this.multiaddrs().filter((a) => a.includes('/p2p-circuit'))
+  }
+
+  /**
+   * The caller side of tunnelled gRPC: the API port's ingress, whose calls go to the peers that
+   * TunnelTargets finds (stargate-peer > --route > discovery), each routed as an exchange of the router
+   * through the one outbound path. With API auth on, the authorization header is this gateway's own and is
+   * never forwarded.
+   */
+  private tunnelIngress(authOn: boolean): TunnelIngress {
+    const o = this.o
+    const targets = new TunnelTargets({
+      selfPeerId: this.peerId,
+      routes: new RouteTable(o.routes),
+      exposes: (service) => this.exposed.lookup(service) != null,
+      peersWithCapability: (capability) => this.peers.withCapability(capability).map((p) => p.peerId),
+      health: (peerId) => {
+        const m = this.metrics.get(peerId)
+        const measured = m != null && m.totalRequests > m.failedRequests
+        return { failing: this.router.failing(peerId), ...(measured ? { latencyMs: m.latencyMs } : {}) }
+      },
+    })
+    const parts: RoutedStreamParts = {
+      routing: {
+        plan: (peerId, method, requestId, deadlineAtMs, last) => {
+          const plan = this.router.defaultPlan(peerId, 'stream', method, requestId, deadlineAtMs - Date.now())
+          // With more peers to try, each gets one round: an unreachable one is left for the next at once.
+          return last ? plan : { ...plan, maxRetries: 0 }
+        },
+        run: (plan, exchange, signal) => this.outbound.stream(plan, exchange, signal),
+      },
+      budget: new ReplayBudget(D.tunnelReplayMaxBytes, D.tunnelReplayMaxBytesPerCall),
+      observer: this.telemetry,
+      log: this.log.child('tunnel'),
+    }
+    return new TunnelIngress({
+      connect: async (request) => {
+        const peers = targets.resolve(request.service, request.headers)
+        return { open: (init, events) => new RoutedStream(init, events, peers, parts).start() }
+      },
+      log: this.log.child('ingress'),
+      consumedHeaders: authOn ? ['authorization'] : [],
+      maxIdempotencyKeyBytes: o.maxRequestIdBytes,
+    })
   }
 
   /** The narrow view the API handlers get. */

@@ -1,0 +1,248 @@
+/**
+ * Tunnelled gRPC through real gateways (separate processes), a real relay and a real nats-server: an
+ * unmodified grpc-js EchoService client calls gateway A; unmodified grpc-js EchoService backends sit behind
+ * gateways B1 (reachable directly only through a TCP proxy the test can cut, and through the relay), B2
+ * and B3 (found by discovery over presence on NATS).
+ */
+import assert from 'node:assert/strict'
+import { after, before, describe, it } from 'node:test'
+import * as grpc from '@grpc/grpc-js'
+import type { BidiResponse, ServerStreamResponse, UnaryResponse } from '../gen/stargate/test/v1/echo_pb.js'
+import { EchoBackend, EchoClient, generatedPayload } from '../lib/echo.ts'
+import { eventually } from '../lib/eventually.ts'
+import { freePort, type GatewayHandle, Harness, type RelayHandle } from '../lib/harness.ts'
+import { TcpProxy } from '../lib/tcp-proxy.ts'
+
+const SERVICE = 'stargate.test.v1.EchoService'
+
+type Client = grpc.Client & Record<string, (...args: unknown[]) => grpc.ClientUnaryCall & grpc.ClientDuplexStream<unknown, unknown>>
+
+function client(api: string): Client {
+  return new EchoClient(api, grpc.credentials.createInsecure()) as unknown as Client
+}
+
+function metadataOf(entries: Record<string, string>): grpc.Metadata {
+  const md = new grpc.Metadata()
+  for (const [k, v] of Object.entries(entries)) md.set(k, v)
+  return md
+}
+
+function deadline(ms = 20_000): Date {
+  return new Date(Date.now() + ms)
+}
+
+function unary(c: Client, request: object, md: grpc.Metadata): Promise<UnaryResponse> {
+  return new Promise((resolve, reject) =>
+    c.unary(request, md, { deadline: deadline() }, (err: grpc.ServiceError | null, res: UnaryResponse) =>
+      err != null ? reject(err) : resolve(res),
+    ),
+  )
+}
+
+function serverStream(c: Client, request: object, md: grpc.Metadata): Promise<ServerStreamResponse[]> {
+  return new Promise((resolve, reject) => {
+    const out: ServerStreamResponse[] = []
+    const call = c.serverStream(request, md, { deadline: deadline() }) as unknown as grpc.ClientReadableStream<ServerStreamResponse>
+    call.on('data', (m: ServerStreamResponse) => out.push(m))
+    call.on('error', reject)
+    call.on('end', () => resolve(out))
+  })
+}
+
+function statusOf(err: unknown): { code: number; details: string } {
+  const e = err as grpc.ServiceError
+  return { code: e.code, details: e.details }
+}
+
+/** Runs of one backend method since the last call of `delta`. */
+function counter(backend: EchoBackend, method: string): () => number {
+  let seen = backend.runs.get(method) ?? 0
+  return () => {
+    const now = backend.runs.get(method) ?? 0
+    const d = now - seen
+    seen = now
+    return d
+  }
+}
+
+describe('tunnel through gateways (real processes)', { timeout: 300_000 }, () => {
+  const h = new Harness()
+  const e1 = new EchoBackend()
+  const e2 = new EchoBackend()
+  const e3 = new EchoBackend()
+  let relay: RelayHandle
+  let proxy: TcpProxy
+  let a: GatewayHandle
+  let a2: GatewayHandle
+  let b1: GatewayHandle
+  let b2: GatewayHandle
+  let b3: GatewayHandle
+  let ca: Client
+
+  before(async () => {
+    await Promise.all([e1.start(), e2.start(), e3.start()])
+    const nats = await h.nats()
+    relay = await h.relay(['--no-stun'])
+    // B1 listens on a port only the proxy knows and announces the proxy: every direct path to it can be cut.
+    const b1Port = await freePort()
+    proxy = await new TcpProxy('127.0.0.1', b1Port).start()
+    b1 = await h.gateway(
+      [
+        '--p2p-listen',
+        `/ip4/127.0.0.1/tcp/${b1Port}`,
+        '--p2p-announce',
+        `/ip4/127.0.0.1/tcp/${proxy.port}`,
+        '--relay',
+        relay.multiaddr,
+        '--expose',
+        `${SERVICE}=127.0.0.1:${e1.port}`,
+      ],
+      { name: 'gateway-b1' },
+    )
+    const b1Addr = `${b1.peerId}=/ip4/127.0.0.1/tcp/${proxy.port}/p2p/${b1.peerId}`
+    ;[b2, b3] = await Promise.all(
+      [e2, e3].map((e, i) =>
+        h.gateway(['--p2p-listen', '/ip4/127.0.0.1/tcp/0', '--nats', nats.url, '--expose', `${SERVICE}=127.0.0.1:${e.port}`], {
+          name: `gateway-b${i + 2}`,
+        }),
+      ),
+    )
+    ;[a, a2] = await Promise.all([
+      // A: --tier-cooldown-ms 0 so that a direct path cut by one test is tried again by the next.
+      h.gateway(['--relay', relay.multiaddr, '--nats', nats.url, '--peer', b1Addr, '--tier-cooldown-ms', '0'], { name: 'gateway-a' }),
+      h.gateway(['--relay', relay.multiaddr, '--peer', b1Addr, '--route', `${SERVICE}=${b1.peerId}`], { name: 'gateway-a2' }),
+    ])
+    ca = client(a.api)
+  })
+
+  after(async () => {
+    ca?.close()
+    await h.close()
+    await proxy?.stop()
+    await Promise.all([e1.stop(), e2.stop(), e3.stop()])
+  })
+
+  it('tunnel - header routing: stargate-peer takes unary and server-streaming calls to that peer, bytes intact', async () => {
+    const runs = counter(e1, 'Unary')
+    const payload = generatedPayload(7, 70_000)
+    const md = metadataOf({ 'stargate-peer': b1.peerId, 'echo-x': 'y' })
+    const res = await unary(ca, { payload }, md)
+    assert.ok(Buffer.from(res.payload).equals(Buffer.from(payload)))
+    assert.equal(runs(), 1)
+    assert.equal(e1.lastMetadata?.get('echo-x')[0], 'y', 'metadata reaches the backend')
+    assert.equal(e1.lastMetadata?.get('stargate-peer').length, 0, 'stargate-* headers do not')
+    const stream = await serverStream(ca, { responseCount: 20, responseBytes: 10_000 }, md)
+    assert.equal(stream.length, 20)
+    for (const [n, m] of stream.entries()) assert.ok(Buffer.from(m.payload).equals(Buffer.from(generatedPayload(n, 10_000))))
+  })
+
+  it('tunnel - --route SERVICE=PEER_ID routes a call that names no peer', async () => {
+    const runs = counter(e1, 'Unary')
+    const c = client(a2.api)
+    try {
+      const res = await unary(c, { payload: Buffer.from('routed') }, new grpc.Metadata())
+      assert.equal(Buffer.from(res.payload).toString(), 'routed')
+      assert.equal(runs(), 1)
+    } finally {
+      c.close()
+    }
+  })
+
+  it('tunnel - a service the peer does not expose is UNIMPLEMENTED naming --expose; one nobody routes names the three ways', async () => {
+    const generic = new grpc.Client(a.api, grpc.credentials.createInsecure())
+    const call = (md: grpc.Metadata): Promise<unknown> =>
+      new Promise((resolve, reject) =>
+        generic.makeUnaryRequest(
+          '/other.v1.Nobody/Call',
+          (b: Buffer) => b,
+          (b: Buffer) => b,
+          Buffer.alloc(0),
+          md,
+          { deadline: deadline() },
+          (err, res) => (err != null ? reject(err) : resolve(res)),
+        ),
+      )
+    try {
+      await assert.rejects(call(metadataOf({ 'stargate-peer': b1.peerId })), (err: unknown) => {
+        const s = statusOf(err)
+        assert.equal(s.code, grpc.status.UNIMPLEMENTED)
+        assert.match(
+          s.details,
+          /service other\.v1\.Nobody is not exposed by this gateway: start it with --expose other\.v1\.Nobody=HOST:PORT/,
+        )
+        return true
+      })
+      await assert.rejects(call(new grpc.Metadata()), (err: unknown) => {
+        const s = statusOf(err)
+        assert.equal(s.code, grpc.status.UNIMPLEMENTED)
+        assert.match(s.details, /stargate-peer: <peer id>/)
+        assert.match(s.details, /--route other\.v1\.Nobody=<peer id>/)
+        assert.match(s.details, /--expose other\.v1\.Nobody=HOST:PORT/)
+        return true
+      })
+    } finally {
+      generic.close()
+    }
+  })
+
+  it('tunnel - a tier failing mid-stream ends the call UNAVAILABLE, cancels the backend call and never replays it', async () => {
+    const runs = counter(e1, 'Bidi')
+    const cancelled = new Promise<void>((resolve) => e1.on('cancelled', (c) => c.method === 'Bidi' && resolve()))
+    const call = ca.bidi(metadataOf({ 'stargate-peer': b1.peerId }), { deadline: deadline() }) as unknown as grpc.ClientDuplexStream<
+      object,
+      BidiResponse
+    >
+    const first = new Promise<BidiResponse>((resolve) => call.once('data', resolve))
+    const ended = new Promise<grpc.ServiceError>((resolve) => call.on('error', resolve))
+    call.on('data', () => {})
+    call.write({ payload: Buffer.from('one') })
+    assert.equal(Buffer.from((await first).payload).toString(), 'one')
+    assert.ok(proxy.open > 0, 'the call runs on the direct path through the proxy')
+    proxy.cut()
+    const err = await ended
+    assert.equal(err.code, grpc.status.UNAVAILABLE)
+    assert.match(err.details, /not replayed/)
+    await cancelled
+    assert.equal(runs(), 1, 'the backend saw the call once')
+  })
+
+  it('tunnel - a unary call with stargate-idempotency-key whose tier fails after it left is retried on the relay and runs once', async () => {
+    const runs = counter(e1, 'Unary')
+    const arrived = new Promise<void>((resolve) => e1.on('call', (c) => c.method === 'Unary' && resolve()))
+    const md = metadataOf({ 'stargate-peer': b1.peerId, 'stargate-idempotency-key': `key-${Date.now()}` })
+    const answer = unary(ca, { payload: Buffer.from('once'), behavior: { delay: { seconds: 2n, nanos: 0 } } }, md)
+    await arrived
+    assert.ok(proxy.open > 0, 'the call went on the direct path through the proxy')
+    proxy.cut()
+    const res = await answer
+    assert.equal(Buffer.from(res.payload).toString(), 'once')
+    assert.equal(runs(), 1, 'the backend ran the call once although it was sent twice')
+  })
+
+  it('tunnel - discovery over presence: a peer whose signed presence advertises the service is found with no header or route', async () => {
+    await eventually('A has discovered B2 and B3 through presence', async () => {
+      const res = await a.client.discover({ capability: `grpc:${SERVICE}` })
+      const ids = res.peers.map((p) => p.peerId)
+      return ids.includes(b2.peerId) && ids.includes(b3.peerId)
+    })
+    const before = (e2.runs.get('Unary') ?? 0) + (e3.runs.get('Unary') ?? 0)
+    const res = await unary(ca, { payload: Buffer.from('found') }, new grpc.Metadata())
+    assert.equal(Buffer.from(res.payload).toString(), 'found')
+    assert.equal((e2.runs.get('Unary') ?? 0) + (e3.runs.get('Unary') ?? 0), before + 1)
+  })
+
+  it('tunnel - discovery failover: with the gateway that served killed, calls keep succeeding through the other', async () => {
+    const served = (e: EchoBackend): number => e.runs.get('Unary') ?? 0
+    const before2 = served(e2)
+    await unary(ca, { payload: Buffer.from('who') }, new grpc.Metadata())
+    const [victim, survivor, survivorBackend] = served(e2) > before2 ? [b2, b3, e3] : [b3, b2, e2]
+    victim.proc.child.kill('SIGKILL')
+    await victim.proc.exited
+    const runs = counter(survivorBackend, 'Unary')
+    for (let i = 0; i < 10; i++) {
+      const res = await unary(ca, { payload: Buffer.from(`after ${i}`) }, new grpc.Metadata())
+      assert.equal(Buffer.from(res.payload).toString(), `after ${i}`)
+    }
+    assert.equal(runs(), 10, `every call was served by ${survivor.peerId}`)
+  })
+})
