@@ -16,6 +16,7 @@ import { RELAY_FLAGS, relayConfigFromFlags } from '@stargate/relay/cli'
 import { RelayService } from '@stargate/shared/gen/relay'
 import { envName, type FlagSpec, parseFlags } from '@stargate/shared/options'
 import { parse } from 'yaml'
+import { interpolate } from '../lib/compose.ts'
 import { freePort, grpcClient, Harness } from '../lib/harness.ts'
 import { tool } from '../lib/tools.ts'
 
@@ -72,8 +73,9 @@ function gatewayArgv(s: ComposeService): string[] {
   return s.command?.slice(1) ?? []
 }
 
-function checkEnv(s: ComposeService, flags: FlagSpec[]): Record<string, string> {
-  const env = s.environment ?? {}
+/** A service's environment as its process gets it (from a shell without compose variables), STARGATE_* checked. */
+function checkEnv(s: ComposeService, flags: FlagSpec[], shell: NodeJS.ProcessEnv = {}): Record<string, string> {
+  const env = Object.fromEntries(Object.entries(s.environment ?? {}).map(([k, v]) => [k, interpolate(String(v), shell)]))
   const known = new Set([...flags.map((f) => envName(f.name)), ...[...UPCOMING_FLAGS].map(envName)])
   for (const k of Object.keys(env)) if (k.startsWith('STARGATE_')) assert.ok(known.has(k), `${k} is a real flag`)
   return env
@@ -184,6 +186,33 @@ describe('docker compose', () => {
         (s.ports ?? []).filter((p) => p.split(':').length === 2).map((p) => `${n} ${p}`),
       ),
       ['relay 4001:4001', 'relay 3478:3478/udp'],
+    )
+  })
+
+  it('compose - STARGATE_CORS_ALLOW_ORIGIN from the shell reaches both gateways as --cors-allow-origin; none when unset', () => {
+    const origins = (shell: NodeJS.ProcessEnv): string[][] => {
+      // docker-compose itself resolves the variables (the file is read as `docker compose up` would read it).
+      const r = spawnSync(tool('docker-compose'), ['-f', COMPOSE_FILE, 'config'], {
+        encoding: 'utf8',
+        timeout: 60_000,
+        cwd: ROOT,
+        env: { PATH: process.env.PATH, ...shell },
+      })
+      assert.equal(r.status, 0, r.stderr)
+      const resolved = parse(r.stdout) as Compose
+      return ['gateway-a', 'gateway-b'].map((name) => {
+        const s = resolved.services[name] as ComposeService
+        return gatewayConfigFromFlags(parseFlags(GATEWAY_FLAGS, gatewayArgv(s), checkEnv(s, GATEWAY_FLAGS))).init.corsAllowOrigins ?? []
+      })
+    }
+    assert.deepEqual(origins({}), [[], []])
+    const page = ['http://127.0.0.1:8080', 'https://dashboard.example.com']
+    assert.deepEqual(origins({ STARGATE_CORS_ALLOW_ORIGIN: page.join(',') }), [page, page])
+    // The test's own reading of the file agrees with docker-compose.
+    assert.deepEqual(
+      gatewayConfigFromFlags(parseFlags(GATEWAY_FLAGS, [], checkEnv(svc('gateway-a'), GATEWAY_FLAGS, { STARGATE_CORS_ALLOW_ORIGIN: '*' })))
+        .init.corsAllowOrigins,
+      ['*'],
     )
   })
 

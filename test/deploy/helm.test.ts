@@ -854,6 +854,15 @@ describe('helm chart', () => {
     assert.equal(hpa.spec.maxReplicas, 6)
   })
 
+  it('helm - gateway.corsAllowOrigins reaches every gateway as --cors-allow-origin; none by default', () => {
+    assert.equal(gatewayOf(render()).env.STARGATE_CORS_ALLOW_ORIGIN, undefined, 'no CORS unless asked for')
+    const origins = ['https://dashboard.example.com', 'http://localhost:8080']
+    const objs = render({ gateway: { corsAllowOrigins: origins } })
+    checkCommon(objs)
+    for (const pod of [0, 1]) assert.deepEqual(gatewayFlags(gatewayOf(objs, pod).env).init.corsAllowOrigins, origins)
+    assert.deepEqual(gatewayFlags(gatewayOf(render({ gateway: { corsAllowOrigins: ['*'] } })).env).init.corsAllowOrigins, ['*'])
+  })
+
   it('helm - the Grafana dashboard ConfigMap and the PrometheusRule ship the files compose uses', () => {
     const objs = render({
       grafana: { dashboards: { enabled: true, annotations: { grafana_folder: 'Stargate' } } },
@@ -906,6 +915,7 @@ describe('helm chart', () => {
       [{ relay: { service: { nodePort: 40000 } } }, /\/relay\/service\/nodePort/],
       [{ relay: { service: { loadBalancerIP: 'relay.example.com' } } }, /\/relay\/service\/loadBalancerIP/],
       [{ gateway: { extraVolumeMounts: [{ name: 'x' }] } }, /\/gateway\/extraVolumeMounts\/0.*mountPath/],
+      [{ gateway: { corsAllowOrigins: ['https://app.example.com/'] } }, /\/gateway\/corsAllowOrigins\/0.*does not match pattern/],
     ]
     for (const [values, message] of cases) {
       const r = runHelm(['template', RELEASE, CHART, '--kube-version', '1.31.0'], values)
@@ -947,7 +957,18 @@ describe('helm chart', () => {
     const schema = JSON.parse(readFileSync(join(CHART, 'values.schema.json'), 'utf8'))
     const dedicated = {
       relay: ['host', 'port', 'admin-listen', 'max-connections', 'identity', 'announce', 'metrics-listen', 'stun-port', 'no-stun'],
-      gateway: ['listen', 'p2p-listen', 'relay', 'nats', 'identity', 'peer', 'capability', 'metrics-listen', 'state-dir'],
+      gateway: [
+        'listen',
+        'p2p-listen',
+        'relay',
+        'nats',
+        'identity',
+        'peer',
+        'capability',
+        'metrics-listen',
+        'state-dir',
+        'cors-allow-origin',
+      ],
     }
     for (const [component, flags] of [
       ['relay', RELAY_FLAGS],

@@ -15,6 +15,7 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import type { IStatefulSet } from 'kubernetes-models/apps/v1'
 import type { IConfigMap, IContainer, IPod, IPodSpec, IVolume } from 'kubernetes-models/v1'
 import { parse, parseAllDocuments } from 'yaml'
+import { interpolate } from '../lib/compose.ts'
 import { Container, type ContainerSpec, type Image, type Mount, readImage, userOf, volume } from '../lib/container.ts'
 import type { Proc } from '../lib/harness.ts'
 import { cannotRun } from '../lib/mounts.ts'
@@ -66,12 +67,6 @@ async function crossCheck(tb: Testbed, host: TestbedHost, gateways: string[], re
   return r.stdout
 }
 
-/** Compose's interpolation of the file's values: `$$` is a literal `$` (the file uses no host variables). */
-function interpolate(value: string): string {
-  assert.doesNotMatch(value.replaceAll('$$', ''), /\$/, `${value}: a host variable compose would substitute`)
-  return value.replaceAll('$$', '$')
-}
-
 interface ComposeService {
   entrypoint?: string[]
   command?: string[]
@@ -120,7 +115,9 @@ describe('deployment run: docker compose', () => {
         const spec: ContainerSpec = {
           name,
           image,
-          argv: [...(s.entrypoint ?? image.entrypoint), ...(s.command ?? (s.entrypoint != null ? [] : image.cmd))].map(interpolate),
+          argv: [...(s.entrypoint ?? image.entrypoint), ...(s.command ?? (s.entrypoint != null ? [] : image.cmd))].map((a) =>
+            interpolate(a),
+          ),
           env: Object.fromEntries(Object.entries(s.environment ?? {}).map(([k, v]) => [k, interpolate(String(v))])),
           uid,
           gid,

@@ -1,6 +1,7 @@
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { messageOf } from '@stargate/shared/errors'
+import { corsOriginProblem } from '@stargate/shared/grpc/cors'
 import { loadOrCreateIdentity, peerIdOf } from '@stargate/shared/identity'
 import { exitOnProcessFaults, stopOnSignals } from '@stargate/shared/lifecycle'
 import { createLogger } from '@stargate/shared/log'
@@ -214,6 +215,12 @@ export const GATEWAY_FLAGS: FlagSpec[] = [
     description: 'largest gRPC message tunnelled in either direction (larger: RESOURCE_EXHAUSTED)',
     defaultText: String(D.tunnelMaxMessageBytes),
   },
+  {
+    name: 'cors-allow-origin',
+    type: 'string',
+    multiple: true,
+    description: 'origin whose web pages may call the API (CORS), e.g. https://app.example.com; * = any',
+  },
 ]
 
 function parsePeer(value: string): StaticPeer {
@@ -355,6 +362,11 @@ export function gatewayConfigFromFlags(flags: ParsedFlags): {
       routes: checked(parsedList(flags, 'route', parseRouteFlag), (r) => new RouteTable(r)),
       tunnelWindowBytes: int(flags, 'tunnel-window-bytes', 65_536, 2 ** 31 - 1),
       tunnelMaxMessageBytes: int(flags, 'tunnel-max-message-bytes', 1, 2 ** 32 - 1),
+      corsAllowOrigins: list(flags, 'cors-allow-origin').map((v) => {
+        const problem = corsOriginProblem(v)
+        if (problem != null) throw new UsageError(`--cors-allow-origin "${v}" ${problem}`)
+        return v
+      }),
     },
     identityFile,
     stateDir,

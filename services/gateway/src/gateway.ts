@@ -276,6 +276,7 @@ export class Gateway {
       maxReceiveMessageBytes: maxFrameBytes,
       // gRPC requests for services not served here (and reflection naming a stargate-peer) are tunnelled.
       unknownService: (stream, headers, rawHeaders) => void ingress.handle(stream, headers, rawHeaders),
+      corsAllowOrigins: o.corsAllowOrigins,
     })
 
     for (const p of o.staticPeers) {

@@ -1,6 +1,7 @@
 import type { PrivateKey } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
+import { corsOriginProblem } from '@stargate/shared/grpc/cors'
 import type { Logger } from '@stargate/shared/log'
 import { GATEWAY_DEFAULTS } from './defaults.ts'
 import { parseObserver } from './nat/detector.ts'
@@ -89,6 +90,8 @@ export interface GatewayOptions {
   tunnelWindowBytes: number
   /** Largest gRPC message tunnelled, either direction. */
   tunnelMaxMessageBytes: number
+  /** Origins whose web pages may call the API (Connect, gRPC-Web) through CORS; `*` = any; empty = none. */
+  corsAllowOrigins: string[]
 }
 
 /**
@@ -133,6 +136,7 @@ export function resolveGatewayOptions(init: GatewayInit): GatewayOptions {
     stunServers: [],
     expose: [],
     routes: [],
+    corsAllowOrigins: [],
     ...defined,
   }
   if ((o.tlsCertFile == null) !== (o.tlsKeyFile == null)) {
@@ -147,6 +151,10 @@ export function resolveGatewayOptions(init: GatewayInit): GatewayOptions {
     if (problem != null) throw new RangeError(`relay address ${r} ${problem}`)
   }
   for (const s of o.stunServers) parseObserver(s)
+  for (const origin of o.corsAllowOrigins) {
+    const problem = corsOriginProblem(origin)
+    if (problem != null) throw new RangeError(`corsAllowOrigins: "${origin}" ${problem}`)
+  }
   for (const p of o.staticPeers) {
     peerIdFromString(p.peerId)
     multiaddr(p.addr)

@@ -39,7 +39,13 @@ export function webHeaders(headers: IncomingHttpHeaders): Headers {
  * dispatches per stream.) The request body is read only as fast as the handler consumes it, so HTTP/2 flow
  * control holds a fast client back; the response is written as the handler produces it, waiting for 'drain'.
  */
-export async function serveUniversal(handler: UniversalHandler, stream: ServerHttp2Stream, headers: IncomingHttpHeaders): Promise<void> {
+export async function serveUniversal(
+  handler: UniversalHandler,
+  stream: ServerHttp2Stream,
+  headers: IncomingHttpHeaders,
+  /** Added to the response headers (CORS); the handler's own headers win. */
+  extraHeaders?: OutgoingHttpHeaders,
+): Promise<void> {
   const abort = new AbortController()
   let done = false
   const onClose = (): void => {
@@ -62,7 +68,7 @@ export async function serveUniversal(handler: UniversalHandler, stream: ServerHt
     // The first chunk comes before the headers, so that the handler can still set response headers.
     let chunk = it == null ? undefined : await it.next()
     if (stream.destroyed) return
-    const head: OutgoingHttpHeaders = {}
+    const head: OutgoingHttpHeaders = { ...extraHeaders }
     addHeaders(head, res.header)
     head[':status'] = res.status
     const trailer = res.trailer

@@ -20,6 +20,7 @@ import { ServerReflection as ReflectionV1 } from '../gen/grpc/reflection/v1/refl
 import { ServerReflection as ReflectionV1alpha } from '../gen/grpc/reflection/v1alpha/reflection_pb.js'
 import type { Logger } from '../log.ts'
 import { serveUniversal, webHeaders } from './connect-h2.ts'
+import { CorsPolicy } from './cors.ts'
 import { type AnyMethodImpl, type GrpcRoute, type RequestGate, respondWithStatus, serveGrpc } from './grpc-handler.ts'
 import { HEALTH_SERVICE, HealthService } from './health.ts'
 import { DescriptorIndex, REFLECTION_V1, REFLECTION_V1ALPHA, reflectionImpls } from './reflection.ts'
@@ -58,6 +59,8 @@ export const API_SERVER_DEFAULTS = {
   maxHeaderListBytes: 64 * 1024,
   /** When stop() cancels the calls left after the grace, how long their statuses get to reach the clients. */
   cancelFlushMs: 250,
+  /** How long a browser may cache a CORS preflight answer (Access-Control-Max-Age; Chromium caps it at 2 h). */
+  corsMaxAgeSeconds: 7200,
 } as const
 
 export interface ApiServerOptions {
@@ -79,6 +82,11 @@ export interface ApiServerOptions {
   /** Largest response message sent (RESOURCE_EXHAUSTED beyond); default maxReceiveMessageBytes. */
   maxSendMessageBytes?: number
   maxConcurrentStreams?: number
+  /**
+   * Origins whose web pages may call the API with Connect and gRPC-Web (CORS, see cors.ts); `*` allows all.
+   * Empty or absent: no CORS headers, preflights are not answered.
+   */
+  corsAllowOrigins?: readonly string[]
 }
 
 /** TLS of the API port. */
@@ -110,6 +118,7 @@ export class ApiServer {
   private readonly log: Logger
   private readonly gate: RequestGate | undefined
   private readonly unknownService: UnknownServiceHandler
+  private readonly cors: CorsPolicy | undefined
   private readonly grpcOptions: Parameters<typeof serveGrpc>[4]
   /** gRPC routes: "/pkg.Service/Method" → the method. */
   private readonly routes = new Map<string, GrpcRoute>()
@@ -131,6 +140,13 @@ export class ApiServer {
     this.log = options.log
     this.gate = options.gate
     this.unknownService = options.unknownService ?? unimplemented
+    const origins = options.corsAllowOrigins ?? []
+    this.cors = origins.length > 0 ? new CorsPolicy(origins, API_SERVER_DEFAULTS.corsMaxAgeSeconds) : undefined
+    if (this.cors?.allowsAnyOrigin === true && this.gate == null) {
+      this.log.warn(
+        'CORS allows every origin (*) and the API needs no token: any web page opened on a machine that reaches this port can call it',
+      )
+    }
     const maxReceive = options.maxReceiveMessageBytes ?? API_SERVER_DEFAULTS.maxReceiveMessageBytes
     const maxSend = options.maxSendMessageBytes ?? maxReceive
     this.grpcOptions = {
@@ -179,7 +195,22 @@ export class ApiServer {
     const h2Router = createConnectRouter({ ...connectOptions, grpc: false })
     register(h2Router)
     for (const h of h2Router.handlers) this.connectHandlers.set(h.requestPath, h)
-    this.httpServer = createHttpServer(connectNodeAdapter({ ...connectOptions, routes: register }))
+    const connectListener = connectNodeAdapter({ ...connectOptions, routes: register })
+    const cors = this.cors
+    this.httpServer = createHttpServer(
+      cors == null
+        ? connectListener
+        : (req, res) => {
+            const origin = req.headers.origin
+            const preflight = cors.preflight(req.method, origin, req.headers['access-control-request-method'])
+            if (preflight != null) {
+              res.writeHead(204, preflight).end()
+              return
+            }
+            for (const [name, value] of Object.entries(cors.response(origin))) res.setHeader(name, value)
+            connectListener(req, res)
+          },
+    )
 
     this.h2Server = createHttp2Server({
       settings: {
@@ -325,6 +356,11 @@ export class ApiServer {
     stream.on('error', (err) => this.log.debug('api HTTP/2 stream error', { err, path: headers[':path'] }))
     const path = headers[':path'] ?? ''
     try {
+      const preflight = this.cors?.preflight(headers[':method'], headers.origin, headers['access-control-request-method'])
+      if (preflight != null) {
+        stream.respond({ ':status': 204, ...preflight }, { endStream: true })
+        return
+      }
       const subtype = grpcSubtype(headers['content-type'])
       if (subtype === undefined) {
         this.serveConnect(stream, headers, path)
@@ -357,11 +393,12 @@ export class ApiServer {
   private serveConnect(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, path: string): void {
     const query = path.indexOf('?')
     const handler = this.connectHandlers.get(query < 0 ? path : path.slice(0, query))
+    const cors = this.cors?.response(headers.origin)
     if (handler == null) {
-      stream.respond({ ':status': 404 }, { endStream: true })
+      stream.respond({ ':status': 404, ...cors }, { endStream: true })
       return
     }
-    serveUniversal(handler, stream, headers).catch((err: unknown) => {
+    serveUniversal(handler, stream, headers, cors).catch((err: unknown) => {
       this.log.debug('api Connect/gRPC-Web request failed', { err, path })
       if (!stream.destroyed) stream.close(constants.NGHTTP2_INTERNAL_ERROR)
     })
