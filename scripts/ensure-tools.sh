@@ -18,13 +18,13 @@ PROMETHEUS_VERSION=v0.316.0
 
 log() { echo "ensure-tools: $*" >&2; }
 
-go_tool() { # name module version version-check-regex
-  local name=$1 module=$2 version=$3
+go_tool() { # name module version [go build tags]
+  local name=$1 module=$2 version=$3 tags=${4:-}
   local stamp="$BIN/.$name.version"
   if [[ -x "$BIN/$name" && -f "$stamp" && "$(cat "$stamp")" == "$version" ]]; then return 0; fi
   command -v go >/dev/null || { log "go is needed to install $name ($module@$version)"; return 1; }
-  log "installing $name $version (go install $module@$version)"
-  go install "$module@$version"
+  log "installing $name $version (go install${tags:+ -tags $tags} $module@$version)"
+  go install ${tags:+-tags "$tags"} "$module@$version"
   echo "$version" >"$stamp"
 }
 
@@ -77,8 +77,10 @@ want grpcurl && go_tool grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl "$GR
 want nats-server && go_tool nats-server github.com/nats-io/nats-server/v2 "$NATS_SERVER_VERSION"
 want helm && go_tool helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION"
 want protoc-gen-go && go_tool protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go "$PROTOC_GEN_GO_VERSION"
-want prometheus && go_tool prometheus github.com/prometheus/prometheus/cmd/prometheus "$PROMETHEUS_VERSION"
-want promtool && go_tool promtool github.com/prometheus/prometheus/cmd/promtool "$PROMETHEUS_VERSION"
+# remove_all_sd: without the cloud service-discovery plugins (static targets are all the tests use), which
+# halves the build and skips downloading the AWS, Azure, GCE and Kubernetes SDKs on a new machine.
+want prometheus && go_tool prometheus github.com/prometheus/prometheus/cmd/prometheus "$PROMETHEUS_VERSION" remove_all_sd
+want promtool && go_tool promtool github.com/prometheus/prometheus/cmd/promtool "$PROMETHEUS_VERSION" remove_all_sd
 want protoc-gen-go-grpc && go_tool protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc "$PROTOC_GEN_GO_GRPC_VERSION"
 want netns && { netns_tool ip iproute2; netns_tool iptables iptables; }
 # Only when asked for by name (TOOLS=docker-compose): it needs apt-get and root or passwordless sudo.
