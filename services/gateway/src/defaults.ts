@@ -128,6 +128,8 @@ export const GATEWAY_DEFAULTS = {
   tunnelReplayMaxBytesPerCall: 1024 * 1024,
   /** The same, all calls at once (per gateway and side). */
   tunnelReplayMaxBytes: 64 * 1024 * 1024,
+  /** Server reflection over several --expose backends: one question to one backend fails after this long. */
+  tunnelReflectionQuestionTimeoutMs: 10_000,
 } as const
 
 /** Bounds of per-call options, enforced for CallOptions and for the flags alike. */

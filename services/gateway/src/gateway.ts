@@ -217,7 +217,12 @@ export class Gateway {
       ...(files.exposeCaPem != null ? { caPem: files.exposeCaPem } : {}),
     })
     const callee = new TunnelCallee({
-      egress: new TunnelEgress({ expose: this.exposed, backends: this.backends, log: this.log.child('egress') }),
+      egress: new TunnelEgress({
+        expose: this.exposed,
+        backends: this.backends,
+        maxMessageBytes: o.tunnelMaxMessageBytes,
+        log: this.log.child('egress'),
+      }),
       memory: this.inbound,
       inflight: this.inflight,
       budget: new ReplayBudget(D.tunnelReplayMaxBytes, D.tunnelReplayMaxBytesPerCall),

@@ -38,7 +38,7 @@ export interface TunnelCalleeObserver {
 }
 
 /** What the callee needs of the egress (TunnelEgress). */
-export type TunnelBackends = Pick<TunnelEgress, 'target' | 'start'>
+export type TunnelBackends = Pick<TunnelEgress, 'check' | 'start'>
 
 export interface TunnelCalleeOptions {
   egress: TunnelBackends
@@ -82,10 +82,9 @@ export class TunnelCallee implements StreamSink {
     const trace = o.observer?.start(open, meta) ?? NO_TRACE
     const call = new CalleeCall(stream, trace, o.log)
     o.inflight.track(() => call.done).catch(() => {})
-    const service = open.method.slice(1, open.method.indexOf('/', 1))
-    const target = o.egress.target(service)
-    if (!('url' in target)) {
-      call.close(target.code, target.message, [])
+    const unserved = o.egress.check(open.method.slice(1, open.method.indexOf('/', 1)))
+    if (unserved != null) {
+      call.close(unserved.code, unserved.message, [])
       return DISCARD
     }
     if (!open.idempotent) return call.run(o.egress.start(call, open, traceContextOf(trace, open)))

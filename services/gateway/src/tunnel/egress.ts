@@ -2,10 +2,12 @@ import { type ClientHttp2Stream, constants as h2, type IncomingHttpHeaders, type
 import { Code, StargateError } from '@stargate/shared/errors'
 import type { StreamOpen } from '@stargate/shared/gen/envelope'
 import type { Logger } from '@stargate/shared/log'
+import { GATEWAY_DEFAULTS } from '../defaults.ts'
 import type { BackendPool } from './backends.ts'
 import type { TunnelStatus } from './endpoint.ts'
 import { type BackendTarget, EVERY_SERVICE, type ExposeTable } from './expose.ts'
 import { msOfDuration } from './frames.ts'
+import { REFLECTION_SERVICES, ReflectionFanOut } from './reflection.ts'
 import type { ServerStreamEvents, TunnelHandler, TunnelServerStream } from './server.ts'
 import {
   appendRawHeaders,
@@ -29,6 +31,8 @@ export interface TunnelEgressOptions {
   expose: ExposeTable
   backends: BackendPool
   log: Logger
+  /** Largest message the reflection fan-out reads or writes; default GATEWAY_DEFAULTS.tunnelMaxMessageBytes. */
+  maxMessageBytes?: number
 }
 
 /** Trace headers replaced by the StreamOpen's trace context when it has one. */
@@ -53,22 +57,35 @@ export class TunnelEgress {
   private readonly expose: ExposeTable
   private readonly backends: BackendPool
   private readonly log: Logger
+  private readonly maxMessageBytes: number
 
   constructor(options: TunnelEgressOptions) {
     this.expose = options.expose
     this.backends = options.backends
     this.log = options.log
+    this.maxMessageBytes = options.maxMessageBytes ?? GATEWAY_DEFAULTS.tunnelMaxMessageBytes
   }
 
-  /** The backend of a service, or the UNIMPLEMENTED status naming the flag when it is not exposed. */
-  target(service: string): BackendTarget | TunnelStatus {
-    const target = this.expose.lookup(service)
-    if (target != null) return target
+  /** Undefined when calls for the service are served here; else the UNIMPLEMENTED status naming the flag. */
+  check(service: string): TunnelStatus | undefined {
+    if (this.expose.lookup(service) != null) return undefined
+    if (REFLECTION_SERVICES.has(service) && this.expose.targets.length > 0) return undefined
     return {
       code: Code.Unimplemented,
       message: `service ${service} is not exposed by this gateway: start it with --expose ${service}=HOST:PORT (or --expose '${EVERY_SERVICE}=HOST:PORT' for every service)`,
       trailers: [],
     }
+  }
+
+  /**
+   * The backend of a service: its --expose entry; for server reflection not exposed by name, the one
+   * backend, or the fan-out over several (ReflectionFanOut).
+   */
+  private route(service: string): BackendTarget | 'fan-out' | undefined {
+    const exact = this.expose.exact(service)
+    if (exact != null || !REFLECTION_SERVICES.has(service)) return exact ?? this.expose.lookup(service)
+    const targets = this.expose.targets
+    return targets.length > 1 ? 'fan-out' : targets[0]
   }
 
   readonly handle: TunnelHandler = (stream, open) => this.start(stream, open)
@@ -79,14 +96,29 @@ export class TunnelEgress {
    */
   start(sink: EgressSink, open: StreamOpen, traceContext: Record<string, string> = open.traceContext): ServerStreamEvents {
     const service = open.method.slice(1, open.method.indexOf('/', 1))
-    const target = this.target(service)
-    if (!('url' in target)) {
-      sink.close(target.code, target.message, [])
+    const target = this.route(service)
+    if (target == null) {
+      const status = this.check(service)!
+      sink.close(status.code, status.message, [])
       return ANSWERED
     }
     if (open.timeout != null && msOfDuration(open.timeout) <= 0) {
       sink.close(Code.DeadlineExceeded, 'deadline exceeded before the call reached the backend', [])
       return ANSWERED
+    }
+    if (target === 'fan-out') {
+      return new ReflectionFanOut(
+        sink,
+        open,
+        {
+          expose: this.expose,
+          backends: this.backends,
+          maxMessageBytes: this.maxMessageBytes,
+          questionTimeoutMs: GATEWAY_DEFAULTS.tunnelReflectionQuestionTimeoutMs,
+          log: this.log,
+        },
+        () => sink.resume(),
+      )
     }
     let request: ClientHttp2Stream
     try {

@@ -66,35 +66,47 @@ export function parseExposeFlag(value: string): ExposeEntry {
 
 /** Which backend serves each exposed service. */
 export class ExposeTable {
-  private readonly exact = new Map<string, BackendTarget>()
+  private readonly exactTargets = new Map<string, BackendTarget>()
   private readonly every?: BackendTarget
 
   /** INVALID_ARGUMENT when a service (or *) is given twice. */
   constructor(entries: readonly ExposeEntry[]) {
     let every: BackendTarget | undefined
     for (const { service, target } of entries) {
-      const taken = service === EVERY_SERVICE ? every : this.exact.get(service)
+      const taken = service === EVERY_SERVICE ? every : this.exactTargets.get(service)
       if (taken != null) {
         throw new StargateError(Code.InvalidArgument, `--expose ${service} is given twice (${taken.address} and ${target.address})`)
       }
       if (service === EVERY_SERVICE) every = target
-      else this.exact.set(service, target)
+      else this.exactTargets.set(service, target)
     }
     this.every = every
   }
 
   /** The backend of a service: its own entry, else the * entry, else undefined (not exposed). */
   lookup(service: string): BackendTarget | undefined {
-    return this.exact.get(service) ?? this.every
+    return this.exactTargets.get(service) ?? this.every
+  }
+
+  /** The service's own entry, ignoring "*". */
+  exact(service: string): BackendTarget | undefined {
+    return this.exactTargets.get(service)
+  }
+
+  /** Every distinct backend (by URL), in flag order. */
+  get targets(): BackendTarget[] {
+    const out = new Map<string, BackendTarget>()
+    for (const t of [...this.exactTargets.values(), ...(this.every != null ? [this.every] : [])]) if (!out.has(t.url)) out.set(t.url, t)
+    return [...out.values()]
   }
 
   /** The services exposed by name (what presence records advertise); "*" when every service is. */
   get services(): string[] {
-    return [...this.exact.keys(), ...(this.every != null ? [EVERY_SERVICE] : [])]
+    return [...this.exactTargets.keys(), ...(this.every != null ? [EVERY_SERVICE] : [])]
   }
 
   /** True when nothing is exposed. */
   get empty(): boolean {
-    return this.exact.size === 0 && this.every == null
+    return this.exactTargets.size === 0 && this.every == null
   }
 }

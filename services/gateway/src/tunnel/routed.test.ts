@@ -20,7 +20,6 @@ import { type TunnelBackends, TunnelCallee } from './callee.ts'
 import { type ClientStreamEvents, TunnelClient } from './client.ts'
 import type { EgressSink } from './egress.ts'
 import type { TunnelStatus } from './endpoint.ts'
-import type { BackendTarget } from './expose.ts'
 import { metadataEntry } from './frames.ts'
 import { Loopback } from './loopback.ts'
 import { ReplayBudget } from './replay.ts'
@@ -29,7 +28,6 @@ import { type ServerStreamEvents, TunnelServer } from './server.ts'
 
 const log = createLogger('test', { level: 'silent' })
 const SELF = 'caller-gateway'
-const TARGET: BackendTarget = { address: 'backend:1', host: 'backend', port: 1, tls: false, url: 'http://backend:1' }
 
 function message(length: number, seed = 0): Uint8Array {
   const out = new Uint8Array(5 + length)
@@ -68,8 +66,8 @@ class FakeBackend implements TunnelBackends {
     for (const w of this.waiting.splice(0)) w()
   }
 
-  target(): BackendTarget {
-    return TARGET
+  check(): undefined {
+    return undefined
   }
 
   start(sink: EgressSink, _open: StreamOpen): ServerStreamEvents {
