@@ -433,7 +433,9 @@ export class Gateway {
     return new TunnelIngress({
       connect: async (request) => {
         const peers = targets.resolve(request.service, request.headers)
-        return { open: (init, events) => new RoutedStream(init, events, peers, parts).start() }
+        return {
+          open: (init, events) => this.telemetry.continueTrace(request.headers, () => new RoutedStream(init, events, peers, parts).start()),
+        }
       },
       log: this.log.child('ingress'),
       consumedHeaders: authOn ? ['authorization'] : [],

@@ -251,6 +251,14 @@ export class GatewayTelemetry implements RouterObserver, RelayHealthObserver, In
     if (!ok) span.setStatus({ code: SpanStatusCode.ERROR, message: code != null ? codeName(code) : 'error' })
   }
 
+  /**
+   * Runs `fn` in the trace the client's request headers carry (traceparent, tracestate), so the spans of a
+   * tunnelled call continue the client's trace as the API server's spans do for local methods.
+   */
+  continueTrace<T>(headers: Record<string, string | string[] | undefined>, fn: () => T): T {
+    return context.with(propagation.extract(ROOT_CONTEXT, headers), fn)
+  }
+
   /** A tunnelled call made through this gateway ended (once per client call, whatever peers and tiers it tried). */
   tunnelled(service: string, tier: Tier, code: number): void {
     this.tunnelCalls.add(1, { [ATTR.rpcService]: service, [ATTR.tier]: tierName(tier), [ATTR.grpcStatus]: code })
