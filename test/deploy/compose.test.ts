@@ -223,7 +223,7 @@ describe('docker compose', () => {
     assert.ok(shareNetwork('gateway-a', 'nats'))
     const b = gatewayConfigFromFlags(parseFlags(GATEWAY_FLAGS, gatewayArgv(svc('gateway-b')), {}))
     assert.deepEqual(b.init.p2pListen, [], 'gateway B has no direct libp2p listener')
-    assert.equal(b.init.natsUrl, undefined)
+    assert.deepEqual(b.init.natsServers, [])
   })
 
   it('compose - every stargate command line parses with the real CLI flags; gateways find the relay by name; state on volumes', () => {
@@ -261,7 +261,7 @@ describe('docker compose', () => {
       )
     }
     const a = gatewayConfigFromFlags(parseFlags(GATEWAY_FLAGS, gatewayArgv(svc('gateway-a')), {}))
-    assert.equal(a.init.natsUrl, 'nats://nats:4222')
+    assert.deepEqual(a.init.natsServers, ['nats://nats:4222'])
     assert.deepEqual(a.init.p2pListen, ['/ip4/0.0.0.0/tcp/4011'])
     assert.ok(!mounts(svc('gateway-a')).find((x) => x.target === dirname(a.identityFile))?.readOnly, 'gateway A can create its identity')
     const b = gatewayConfigFromFlags(parseFlags(GATEWAY_FLAGS, gatewayArgv(svc('gateway-b')), {}))

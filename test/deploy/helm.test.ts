@@ -447,7 +447,7 @@ describe('helm chart', () => {
     assert.equal(g.init.apiHost, '0.0.0.0')
     assert.equal(g.init.apiPort, 50051)
     assert.deepEqual(g.init.p2pListen, ['/ip4/0.0.0.0/tcp/4011'])
-    assert.equal(g.init.natsUrl, undefined)
+    assert.deepEqual(g.init.natsServers, [])
     // Identity and state directory on the writable per-pod PVC; sized for the journal.
     const state = gw.env.STARGATE_STATE_DIR as string
     assert.equal(mountFor(gw.c, state).name, 'state')
@@ -811,7 +811,7 @@ describe('helm chart', () => {
     assert.equal(gw.env.STARGATE_METRICS_LISTEN, '0.0.0.0:9464')
     assert.equal(gw.env.OTEL_SERVICE_NAME, 'stargate-gateway')
     const g = gatewayFlags(gw.env)
-    assert.equal(g.init.natsUrl, 'nats://nats.nats.svc:4222')
+    assert.deepEqual(g.init.natsServers, ['nats://nats.nats.svc:4222'])
     assert.equal(g.init.callDeadlineMs, 5000)
     assert.equal(g.init.tierStaggerMs, 250)
     assert.equal(g.init.backoffFactor, 1.5, 'fractions stay fractions')

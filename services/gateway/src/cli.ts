@@ -30,7 +30,12 @@ export const GATEWAY_FLAGS: FlagSpec[] = [
     multiple: true,
     description: 'relay TCP multiaddr; its peer id is learned on connecting unless it ends in /p2p/<id>',
   },
-  { name: 'nats', type: 'string', description: 'NATS URL for the NATS tier and presence, e.g. nats://127.0.0.1:4222' },
+  {
+    name: 'nats',
+    type: 'string',
+    multiple: true,
+    description: 'NATS server URL(s) for the NATS tier and presence, comma-separated; other cluster members are discovered',
+  },
   { name: 'identity', type: 'string', description: 'Ed25519 identity file, created on first start', defaultText: D.identityFile },
   { name: 'peer', type: 'string', multiple: true, description: 'static peer PEERID=MULTIADDR' },
   { name: 'capability', type: 'string', multiple: true, description: 'capability announced in presence records' },
@@ -221,6 +226,22 @@ export const GATEWAY_FLAGS: FlagSpec[] = [
     multiple: true,
     description: 'origin whose web pages may call the API (CORS), e.g. https://app.example.com; * = any',
   },
+  { name: 'nats-creds', type: 'string', description: 'NATS credentials file (user JWT and nkey seed, as nsc writes it)' },
+  { name: 'nats-nkey', type: 'string', description: 'file holding the nkey seed (SU...) to authenticate to NATS with' },
+  { name: 'nats-token-file', type: 'string', description: 'file holding the NATS token' },
+  { name: 'nats-token', type: 'string', description: 'NATS token; prefer the env variable or --nats-token-file (flags show in ps)' },
+  { name: 'nats-user', type: 'string', description: 'NATS user name (with --nats-password-file or STARGATE_NATS_PASSWORD)' },
+  { name: 'nats-password-file', type: 'string', description: 'file holding the password of --nats-user' },
+  { name: 'nats-password', type: 'string', description: 'password of --nats-user; prefer the env variable or --nats-password-file' },
+  { name: 'nats-tls-ca', type: 'string', description: 'PEM CA the NATS servers must present a certificate from (turns TLS on)' },
+  { name: 'nats-tls-cert', type: 'string', description: 'PEM client certificate for NATS (mTLS), with --nats-tls-key' },
+  { name: 'nats-tls-key', type: 'string', description: 'PEM private key of --nats-tls-cert' },
+  {
+    name: 'nats-replay-max-sessions',
+    type: 'string',
+    description: 'sender sessions the NATS replay guard tracks; when full, new sessions are refused until old ones expire',
+    defaultText: String(D.natsReplayMaxSessions),
+  },
 ]
 
 function parsePeer(value: string): StaticPeer {
@@ -303,10 +324,15 @@ export function gatewayConfigFromFlags(flags: ParsedFlags): {
   if (requestJournal === '') throw new UsageError(`--request-journal must be a directory or "${D.requestJournalOff}"`)
   const stateDir = str(flags, 'state-dir')
   if (stateDir === '') throw new UsageError('--state-dir must be a directory')
-  const nats = str(flags, 'nats')
+  const nats = list(flags, 'nats').flatMap((v) =>
+    v
+      .split(',')
+      .map((u) => u.trim())
+      .filter((u) => u !== ''),
+  )
   const metricsListen = str(flags, 'metrics-listen')
-  if (nats != null && !/^(nats|tls|ws|wss):\/\/[^\s]+$/.test(nats)) {
-    throw new UsageError(`--nats must be a URL like nats://HOST:4222, got "${nats}"`)
+  for (const url of nats) {
+    if (!/^(nats|tls|ws|wss):\/\/[^\s]+$/.test(url)) throw new UsageError(`--nats must be URLs like nats://HOST:4222, got "${url}"`)
   }
   const tlsCert = str(flags, 'tls-cert')
   const tlsKey = str(flags, 'tls-key')
@@ -320,7 +346,18 @@ export function gatewayConfigFromFlags(flags: ParsedFlags): {
       p2pListen: multiaddrs(flags, 'p2p-listen'),
       p2pAnnounce: multiaddrs(flags, 'p2p-announce'),
       relays,
-      natsUrl: nats,
+      natsServers: nats,
+      natsCredsFile: str(flags, 'nats-creds'),
+      natsNkeyFile: str(flags, 'nats-nkey'),
+      natsTokenFile: str(flags, 'nats-token-file'),
+      natsToken: str(flags, 'nats-token'),
+      natsUser: str(flags, 'nats-user'),
+      natsPasswordFile: str(flags, 'nats-password-file'),
+      natsPassword: str(flags, 'nats-password'),
+      natsTlsCaFile: str(flags, 'nats-tls-ca'),
+      natsTlsCertFile: str(flags, 'nats-tls-cert'),
+      natsTlsKeyFile: str(flags, 'nats-tls-key'),
+      natsReplayMaxSessions: int(flags, 'nats-replay-max-sessions', 1),
       staticPeers: list(flags, 'peer').map(parsePeer),
       capabilities: list(flags, 'capability'),
       callDeadlineMs: int(flags, 'call-deadline-ms', 1),

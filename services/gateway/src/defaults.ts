@@ -1,3 +1,5 @@
+import { SEAL_DEFAULTS } from '@stargate/shared/seal'
+
 /**
  * Every default of the gateway, in one place. The README's flag tables are generated from the CLI flags,
  * which take their defaults from here, and test/unit/readme.test.ts checks the numbers the README and the
@@ -78,6 +80,14 @@ export const GATEWAY_DEFAULTS = {
   /** NATS client pings this often and declares the connection stale after natsMaxPingsOut unanswered pings. */
   natsPingIntervalMs: 5_000,
   natsMaxPingsOut: 2,
+  /** NATS: when the client gave up (e.g. its credentials were refused), connect again after this long. */
+  natsRetryConnectMs: 5_000,
+  /** NATS: sender sessions the replay guard tracks at most; when full, messages of new sessions are refused. */
+  natsReplayMaxSessions: SEAL_DEFAULTS.replayMaxSessions,
+  /** A peer learned from a connection is forgotten this long after its last connection closed. */
+  connectionPeerTtlMs: 300_000,
+  /** Peers learned from presence records and connections, at most (the least recently heard of goes first). */
+  maxLearnedPeers: 10_000,
   shutdownGraceMs: 5_000,
   /** EWMA smoothing of per-peer latency. */
   latencyEwmaAlpha: 0.2,

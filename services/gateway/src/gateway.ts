@@ -5,7 +5,7 @@ import { Code, messageOf, StargateError } from '@stargate/shared/errors'
 import { GatewayService, NatsState, NatType, PeerSource } from '@stargate/shared/gen/gateway'
 import { ApiServer } from '@stargate/shared/grpc/server'
 import type { Logger } from '@stargate/shared/log'
-import { sealedCodec } from '@stargate/shared/seal'
+import { ReplayGuard, type SealedCodec, sealedCodec } from '@stargate/shared/seal'
 import { rpcServerSpans } from '@stargate/shared/telemetry-rpc'
 import { type GatewayApi, gatewayServiceImpl, type RelayView, type StatusView } from './api/service.ts'
 import { GATEWAY_DEFAULTS as D } from './defaults.ts'
@@ -13,7 +13,7 @@ import { InboundDispatcher } from './inbound.ts'
 import { InFlight } from './inflight.ts'
 import { PeerMetricsTable } from './metrics.ts'
 import { createNatDetector, type NatDetector } from './nat/detector.ts'
-import { NatsBus } from './nats.ts'
+import { loadNatsSecurity, NatsBus, type NatsSecurity } from './nats.ts'
 import { createGatewayNode, type GatewayNode } from './node.ts'
 import { type GatewayInit, type GatewayOptions, resolveGatewayOptions } from './options.ts'
 import { Outbound } from './outbound.ts'
@@ -54,6 +54,7 @@ export async function createGateway(init: GatewayInit): Promise<Gateway> {
   const options = resolveGatewayOptions(init)
   const security = await loadApiSecurity(options)
   const exposeCaPem = options.exposeCaFile != null ? await readPem(options.exposeCaFile, '--expose-ca') : undefined
+  const natsSecurity = options.natsServers.length > 0 ? await loadNatsSecurity(options) : {}
   const node = await createGatewayNode({
     privateKey: options.privateKey,
     listen: options.p2pListen,
@@ -64,7 +65,7 @@ export async function createGateway(init: GatewayInit): Promise<Gateway> {
     dialTimeoutMs: D.dialTimeoutMs,
     yamuxMaxMessageBytes: D.yamuxMaxMessageBytes,
   })
-  return new Gateway(options, node, security, { exposeCaPem })
+  return new Gateway(options, node, security, { exposeCaPem, nats: natsSecurity })
 }
 
 async function readPem(file: string, flag: string): Promise<Buffer> {
@@ -79,6 +80,8 @@ async function readPem(file: string, flag: string): Promise<Buffer> {
 export interface GatewayFiles {
   /** --expose-ca: the CA bundle TLS backends must chain to. */
   exposeCaPem?: Uint8Array
+  /** NATS credentials and TLS material (--nats-creds, --nats-tls-*, ...). */
+  nats?: NatsSecurity
 }
 
 /**
@@ -92,7 +95,9 @@ export class Gateway {
   private readonly log: Logger
   private readonly startedAt = new Date()
   private readonly node: GatewayNode
-  private readonly peers = new PeerBook()
+  private readonly peers: PeerBook
+  /** Seals and opens NATS messages; its refusal counts feed telemetry. */
+  private readonly sealer: SealedCodec
   private readonly metrics: PeerMetricsTable
   private readonly pool: ChannelPool
   private readonly registry: ServeRegistry
@@ -122,6 +127,13 @@ export class Gateway {
     this.peerId = node.peerId.toString()
     const maxFrameBytes = o.maxPayloadBytes + D.frameOverheadBytes
     const announce = (): void => void this.presence?.announce()
+    this.peers = new PeerBook({
+      presenceTtlMs: o.presenceTtlMs,
+      connectionTtlMs: D.connectionPeerTtlMs,
+      maxLearnedPeers: D.maxLearnedPeers,
+    })
+    // NATS payloads are sealed end to end between the two gateway identities (seal.ts).
+    this.sealer = sealedCodec(o.privateKey, { replay: new ReplayGuard({ maxSessions: o.natsReplayMaxSessions }) })
 
     this.metrics = new PeerMetricsTable(o.latencyEwmaAlpha)
     this.pool = new ChannelPool({
@@ -136,6 +148,7 @@ export class Gateway {
       poolConnections: () => this.pool.channelCount(),
       relays: () => this.relays.all(),
       natsState: () => this.nats?.state ?? NatsState.DISABLED,
+      natsRefusals: () => this.sealer.refusals,
       inboundStats: () => this.inbound.stats,
       dedupeBytes: () => this.inbound.rememberedPayloadBytes,
       journal: () => this.inbound.journalUsage(),
@@ -156,13 +169,15 @@ export class Gateway {
       this.telemetry,
       announce,
     )
-    if (o.natsUrl != null) {
+    if (o.natsServers.length > 0) {
       this.nats = new NatsBus({
-        url: o.natsUrl,
+        servers: o.natsServers,
+        ...files.nats,
         peerId: this.peerId,
         subjectPrefix: o.natsSubjectPrefix,
         firstConnectWaitMs: D.natsFirstConnectWaitMs,
         reconnectWaitMs: D.natsReconnectWaitMs,
+        retryConnectMs: D.natsRetryConnectMs,
         pingIntervalMs: D.natsPingIntervalMs,
         maxPingsOut: D.natsMaxPingsOut,
         log: this.log.child('nats'),
@@ -244,8 +259,7 @@ export class Gateway {
         log: this.log.child('tiers'),
       },
       relays: this.relays,
-      // NATS payloads are sealed end to end: encrypted to the recipient, authenticated as the sender.
-      nats: { bus: this.nats, codec: sealedCodec(o.privateKey), attemptTimeoutMs: o.attemptTimeoutMs },
+      nats: { bus: this.nats, codec: this.sealer, attemptTimeoutMs: o.attemptTimeoutMs },
       selfPeerId: this.peerId,
       inbound: this.inbound,
       streams: callee,
@@ -291,10 +305,9 @@ export class Gateway {
     node.addEventListener('peer:identify', (evt) => {
       const id = evt.detail.peerId.toString()
       if (o.relays.some((r) => r.endsWith(`/p2p/${id}`))) return
-      if (evt.detail.protocols.includes(CALL_PROTOCOL) && this.peers.get(id) == null) {
-        this.peers.upsert(id, { source: PeerSource.CONNECTION })
-      }
+      if (evt.detail.protocols.includes(CALL_PROTOCOL)) this.peers.connected(id)
     })
+    node.addEventListener('peer:disconnect', (evt) => this.peers.disconnected(evt.detail.toString()))
     node.addEventListener('self:peer:update', announce)
     this.nat.onChange(announce)
   }
@@ -460,6 +473,9 @@ export class Gateway {
           state: this.nats?.state ?? NatsState.DISABLED,
           url: this.nats?.url ?? '',
           subject: this.nats?.callSubject(this.peerId) ?? '',
+          connectedServer: this.nats?.connectedServer ?? '',
+          connectedServerName: this.nats?.connectedServerName ?? '',
+          knownServers: this.nats?.knownServers ?? [],
         },
       }),
       relays: (): RelayView[] =>

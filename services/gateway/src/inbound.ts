@@ -4,7 +4,7 @@ import { durationToMs } from '@stargate/shared/clock'
 import { Code, StargateError } from '@stargate/shared/errors'
 import { type PeerRequest, PeerResponseSchema } from '@stargate/shared/gen/envelope'
 import type { Tier } from '@stargate/shared/gen/gateway'
-import type { Logger } from '@stargate/shared/log'
+import { type Logger, RateLimitedLog } from '@stargate/shared/log'
 import { deadline } from '@stargate/shared/signals'
 import { DuplicateMemory, type Recalled, type Ticket } from './dedupe.ts'
 import type { InFlight } from './inflight.ts'
@@ -64,9 +64,6 @@ export interface InboundStats {
   /** New requests refused because the duplicate-request memory or the journal was full. */
   readonly refusedFull: number
 }
-
-/** Interval between warnings about refusals for a full memory or journal. */
-const FULL_WARN_INTERVAL_MS = 10_000
 
 /**
  * Remembered answers of idempotent tunnelled calls start with this character (a Call's answer, an encoded
@@ -135,10 +132,12 @@ export class InboundDispatcher {
   private readonly inflight: InFlight
   private readonly journal?: RequestJournal
   private journalFull = 0
-  private lastFullWarnAtMs = 0
+  /** Warnings about what peers send (drops, refusals): rate-limited, the rest counted. */
+  private readonly warnings: RateLimitedLog
 
   constructor(options: InboundOptions, registry: ServeRegistry, inflight: InFlight, observer: InboundObserver = {}) {
     this.o = options
+    this.warnings = new RateLimitedLog(options.log)
     this.registry = registry
     this.inflight = inflight
     this.observer = observer
@@ -288,7 +287,7 @@ export class InboundDispatcher {
   /** A transport dropped something a peer sent (malformed, forged, replayed): counted and logged here. */
   dropped(reason: string, fields: Record<string, unknown> = {}): void {
     this.stats.malformed++
-    this.o.log.warn(`dropped ${reason}`, fields)
+    this.warnings.warn(`dropped ${reason}`, fields)
   }
 
   private async answer(req: PeerRequest, meta: InboundMeta, signal: AbortSignal): Promise<PeerResponseInit> {
@@ -372,10 +371,7 @@ export class InboundDispatcher {
   }
 
   private warnFull(message: string): void {
-    const now = Date.now()
-    if (now - this.lastFullWarnAtMs < FULL_WARN_INTERVAL_MS) return
-    this.lastFullWarnAtMs = now
-    this.o.log.warn('refusing new requests (fail closed)', { reason: message, refused: this.stats.refusedFull })
+    this.warnings.warn('refusing new requests (fail closed)', { reason: message, refused: this.stats.refusedFull })
   }
 
   private async run(

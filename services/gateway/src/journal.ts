@@ -16,7 +16,7 @@ import {
 } from 'node:fs'
 import { join } from 'node:path'
 import { Code, messageOf, StargateError } from '@stargate/shared/errors'
-import type { Logger } from '@stargate/shared/log'
+import { type Logger, RateLimitedLog } from '@stargate/shared/log'
 
 /** What the journal knows about a request after a restart. */
 export type JournalEntry =
@@ -68,8 +68,6 @@ const DONE_EXTRA_BYTES = 16
 const SEGMENT_FILE = /^(\d{12})\.log$/
 /** Segments per journal: a segment is deleted whole, so at most about 1/SEGMENTS of the bound is dead weight. */
 const SEGMENTS = 8
-/** Interval between warnings about failed writes of "done" records. */
-const WARN_INTERVAL_MS = 10_000
 
 /**
  * The request journal: a record of every inbound request handed to a Serve handler, so a gateway killed
@@ -101,7 +99,7 @@ export class RequestJournal {
   private reservedBytes = 0
   private syncTimer?: NodeJS.Timeout
   private closed = false
-  private lastWarnAtMs = 0
+  private readonly warnings: RateLimitedLog
   /** Records that could not be written ("done" records: their requests stay "started" after a restart). */
   writeFailures = 0
 
@@ -110,6 +108,7 @@ export class RequestJournal {
     this.dir = o.dir
     this.maxBytes = o.maxBytes
     this.now = o.now ?? Date.now
+    this.warnings = new RateLimitedLog(o.log, { now: this.now })
     this.nextSeq = nextSeq
   }
 
@@ -203,15 +202,11 @@ export class RequestJournal {
       this.append(Buffer.from(`${text}\n`), expiresAtMs)
     } catch (err: unknown) {
       this.writeFailures++
-      const now = this.now()
-      if (now - this.lastWarnAtMs >= WARN_INTERVAL_MS) {
-        this.lastWarnAtMs = now
-        this.o.log.warn('could not journal a finished request; after a restart its retry is answered ABORTED', {
-          dir: this.dir,
-          err: messageOf(err),
-          failures: this.writeFailures,
-        })
-      }
+      this.warnings.warn('could not journal a finished request; after a restart its retry is answered ABORTED', {
+        dir: this.dir,
+        err: messageOf(err),
+        failures: this.writeFailures,
+      })
     }
   }
 

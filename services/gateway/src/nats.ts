@@ -1,38 +1,181 @@
+import { readFile } from 'node:fs/promises'
 import { Code, messageOf, StargateError } from '@stargate/shared/errors'
 import { NatsState } from '@stargate/shared/gen/gateway'
-import type { Logger } from '@stargate/shared/log'
-import { connect, type Msg, type NatsConnection, type Subscription } from 'nats'
+import { type Logger, RateLimitedLog } from '@stargate/shared/log'
+import {
+  type Authenticator,
+  type ConnectionOptions,
+  connect,
+  createInbox,
+  credsAuthenticator,
+  type Msg,
+  type NatsConnection,
+  nkeyAuthenticator,
+  type Subscription,
+  tokenAuthenticator,
+  usernamePasswordAuthenticator,
+} from 'nats'
+import type { GatewayOptions } from './options.ts'
+
+/** How the gateway authenticates to NATS (read from files or the environment, never only from the URL). */
+export type NatsAuth =
+  | { kind: 'creds'; creds: Uint8Array }
+  | { kind: 'nkey'; seed: Uint8Array }
+  | { kind: 'token'; token: string }
+  | { kind: 'user'; user: string; password: string }
+
+/** TLS toward NATS: PEM contents. */
+export interface NatsTls {
+  ca?: string
+  cert?: string
+  key?: string
+}
+
+/** Where the NATS credentials and TLS material come from (the gateway options of the same names). */
+export type NatsSecuritySources = Partial<
+  Pick<
+    GatewayOptions,
+    | 'natsCredsFile'
+    | 'natsNkeyFile'
+    | 'natsTokenFile'
+    | 'natsToken'
+    | 'natsUser'
+    | 'natsPasswordFile'
+    | 'natsPassword'
+    | 'natsTlsCaFile'
+    | 'natsTlsCertFile'
+    | 'natsTlsKeyFile'
+  >
+>
+
+/**
+ * Reads the NATS credentials and TLS files once at start. Throws StargateError INVALID_ARGUMENT naming the
+ * flag when a file cannot be read or is empty (which of them may be combined is checked with the options).
+ */
+/** NATS credentials and TLS material as read at start. */
+export interface NatsSecurity {
+  auth?: NatsAuth
+  tls?: NatsTls
+}
+
+export async function loadNatsSecurity(o: NatsSecuritySources): Promise<NatsSecurity> {
+  const read = async (file: string, flag: string): Promise<string> => {
+    let text: string
+    try {
+      text = await readFile(file, 'utf8')
+    } catch (err: unknown) {
+      throw new StargateError(Code.InvalidArgument, `--${flag} ${file}: ${messageOf(err)}`, { cause: err })
+    }
+    if (text.trim() === '') throw new StargateError(Code.InvalidArgument, `--${flag} ${file} is empty`)
+    return text
+  }
+  let auth: NatsAuth | undefined
+  if (o.natsCredsFile != null) auth = { kind: 'creds', creds: new TextEncoder().encode(await read(o.natsCredsFile, 'nats-creds')) }
+  else if (o.natsNkeyFile != null) auth = { kind: 'nkey', seed: new TextEncoder().encode((await read(o.natsNkeyFile, 'nats-nkey')).trim()) }
+  else if (o.natsTokenFile != null) auth = { kind: 'token', token: (await read(o.natsTokenFile, 'nats-token-file')).trim() }
+  else if (o.natsToken != null) auth = { kind: 'token', token: o.natsToken }
+  else if (o.natsUser != null) {
+    const password =
+      o.natsPasswordFile != null ? (await read(o.natsPasswordFile, 'nats-password-file')).replace(/\r?\n$/, '') : o.natsPassword
+    auth = { kind: 'user', user: o.natsUser, password: password ?? '' }
+  }
+  let tls: NatsTls | undefined
+  if (o.natsTlsCaFile != null || o.natsTlsCertFile != null) {
+    tls = {}
+    if (o.natsTlsCaFile != null) tls.ca = await read(o.natsTlsCaFile, 'nats-tls-ca')
+    if (o.natsTlsCertFile != null) tls.cert = await read(o.natsTlsCertFile, 'nats-tls-cert')
+    if (o.natsTlsKeyFile != null) tls.key = await read(o.natsTlsKeyFile, 'nats-tls-key')
+  }
+  return { ...(auth != null ? { auth } : {}), ...(tls != null ? { tls } : {}) }
+}
+
+function authenticatorOf(auth: NatsAuth): Authenticator {
+  switch (auth.kind) {
+    case 'creds':
+      return credsAuthenticator(auth.creds)
+    case 'nkey':
+      return nkeyAuthenticator(auth.seed)
+    case 'token':
+      return tokenAuthenticator(auth.token)
+    case 'user':
+      return usernamePasswordAuthenticator(auth.user, auth.password)
+  }
+}
+
+/** True for errors where the server refused our credentials (retried slowly, not hammered). */
+function isAuthError(err: unknown): boolean {
+  return typeof (err as { isAuthError?: unknown })?.isAuthError === 'function' && (err as { isAuthError: () => boolean }).isAuthError()
+}
+
+/** A NATS URL without credentials (for logs and GetStatus). */
+export function withoutCredentials(url: string): string {
+  return url.replace(/\/\/[^@/]*@/, '//')
+}
 
 export interface NatsBusOptions {
-  url: string
+  /** Seed servers (a cluster's other members are discovered from them). */
+  servers: string[]
   peerId: string
   subjectPrefix: string
   log: Logger
+  auth?: NatsAuth
+  tls?: NatsTls
   /** How long start() waits for the first connection before going on (it keeps trying after). */
   firstConnectWaitMs: number
+  /** Pause between reconnect attempts to the same server. */
   reconnectWaitMs: number
+  /** After the client gave up (refused credentials, every server gone at start), connect again after this long. */
+  retryConnectMs: number
   /** The client pings this often and drops a connection after maxPingsOut unanswered pings. */
   pingIntervalMs: number
   maxPingsOut: number
 }
 
-type Handler = (data: Uint8Array, reply: (bytes: Uint8Array) => void) => void
+/** Receives a message; `reply` is undefined when the sender gave no reply subject. */
+type Handler = (data: Uint8Array, reply: ((bytes: Uint8Array) => void) | undefined) => void
+
+interface Pending {
+  subject: string
+  accept: (answer: Uint8Array) => unknown
+  resolve: (value: unknown) => void
+  reject: (err: StargateError) => void
+  timer: NodeJS.Timeout
+  signal: AbortSignal
+  onAbort: () => void
+}
 
 /**
  * The gateway's NATS connection: request-reply for the NATS tier on `<prefix>.call.<peer id>`, and the
- * presence subjects. Reconnects forever; its state is reported by GetStatus.
+ * presence subjects. Connects to any of the seed servers, learns the other cluster members from them,
+ * reconnects forever; its state and current server are reported by GetStatus.
+ *
+ * Requests use one inbox subscription for the connection (as nats.js does), but an answer is handed to
+ * the caller's `accept` and only one it accepts settles the request: a forged or misrouted answer is
+ * dropped and the genuine one can still arrive.
  */
 export class NatsBus {
-  state: NatsState = NatsState.DISCONNECTED
   private readonly o: NatsBusOptions
+  private stateRef: NatsState = NatsState.DISCONNECTED
   private nc?: NatsConnection
   private readonly subscriptions: Array<{ subject: string; handler: Handler; sub?: Subscription }> = []
   private stopped = false
-  private connecting?: Promise<void>
+  private retryTimer?: NodeJS.Timeout
+  private firstConnected?: () => void
   private readonly onConnectedHooks: Array<() => void> = []
+  private inbox = ''
+  private nextToken = 0
+  private readonly pending = new Map<string, Pending>()
+  private readonly warnings: RateLimitedLog
+  private dropped = 0
 
   constructor(options: NatsBusOptions) {
     this.o = options
+    this.warnings = new RateLimitedLog(options.log)
+  }
+
+  /** Answers dropped because the request's `accept` refused them (forged, misrouted, replayed). */
+  get droppedAnswers(): number {
+    return this.dropped
   }
 
   /** The subject a peer receives calls on. */
@@ -48,12 +191,34 @@ export class NatsBus {
     return `${this.o.subjectPrefix}.presence.query`
   }
 
+  /** The configured seed servers, without credentials, comma-separated. */
   get url(): string {
-    return this.o.url.replace(/\/\/[^@/]*@/, '//')
+    return this.o.servers.map(withoutCredentials).join(',')
+  }
+
+  get state(): NatsState {
+    return this.stateRef
   }
 
   get connected(): boolean {
-    return this.nc != null && this.state === NatsState.CONNECTED
+    return this.nc != null && this.stateRef === NatsState.CONNECTED
+  }
+
+  /** The server this gateway is connected to now (host:port), '' when not connected. */
+  get connectedServer(): string {
+    return this.connected ? (this.nc?.getServer() ?? '') : ''
+  }
+
+  /** The connected server's name (server_name, else its id), '' when not connected. */
+  get connectedServerName(): string {
+    const info = this.connected ? this.nc?.info : undefined
+    return info?.server_name ?? info?.server_id ?? ''
+  }
+
+  /** Seed servers (host:port) and the cluster members the connected server announced. */
+  get knownServers(): string[] {
+    const seeds = this.o.servers.map((s) => withoutCredentials(s).replace(/^[a-z]+:\/\//, ''))
+    return [...new Set([...seeds, ...(this.nc?.info?.connect_urls ?? [])])].sort()
   }
 
   /** Runs fn now if connected and after every (re)connect. */
@@ -63,46 +228,102 @@ export class NatsBus {
   }
 
   async start(): Promise<void> {
-    this.connecting = this.connectLoop()
-    const wait = this.o.firstConnectWaitMs
-    await Promise.race([this.connecting, new Promise<void>((r) => setTimeout(r, wait).unref())])
+    const connected = new Promise<void>((resolve) => {
+      this.firstConnected = resolve
+    })
+    void this.connectOnce()
+    await Promise.race([connected, new Promise<void>((r) => setTimeout(r, this.o.firstConnectWaitMs).unref())])
   }
 
-  private async connectLoop(): Promise<void> {
-    try {
-      const nc = await connect({
-        servers: this.o.url,
-        name: `stargate-gateway-${this.o.peerId}`,
-        waitOnFirstConnect: true,
-        maxReconnectAttempts: -1,
-        reconnectTimeWait: this.o.reconnectWaitMs,
-        pingInterval: this.o.pingIntervalMs,
-        maxPingOut: this.o.maxPingsOut,
-        noEcho: true,
-      })
-      if (this.stopped) {
-        await nc.close()
-        return
-      }
-      this.nc = nc
-      this.state = NatsState.CONNECTED
-      this.o.log.info('nats connected', { url: this.url })
-      for (const s of this.subscriptions) this.attach(s)
-      for (const fn of this.onConnectedHooks) fn()
-      void this.watch(nc)
-    } catch (err: unknown) {
-      this.o.log.warn('nats connect failed', { url: this.url, err: messageOf(err) })
+  /** One connection attempt through the seed servers; a failure is logged and tried again later. */
+  private async connectOnce(): Promise<void> {
+    const options: ConnectionOptions = {
+      servers: this.o.servers,
+      name: `stargate-gateway-${this.o.peerId}`,
+      // Not waitOnFirstConnect: that retries silently; a failed first attempt is logged with its reason here.
+      waitOnFirstConnect: false,
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: this.o.reconnectWaitMs,
+      pingInterval: this.o.pingIntervalMs,
+      maxPingOut: this.o.maxPingsOut,
+      noEcho: true,
+      // Cluster members announced by the server join the list of servers to reconnect to.
+      ignoreClusterUpdates: false,
+      ...(this.o.auth != null ? { authenticator: authenticatorOf(this.o.auth) } : {}),
+      ...(this.o.tls != null ? { tls: this.o.tls } : {}),
     }
+    let nc: NatsConnection
+    try {
+      nc = await connect(options)
+    } catch (err: unknown) {
+      const retryInMs = isAuthError(err) ? this.o.retryConnectMs : this.o.reconnectWaitMs
+      const timedOut = (err as { code?: unknown }).code === 'TIMEOUT'
+      this.warnings.warn('nats connect failed', {
+        url: this.url,
+        err: messageOf(err),
+        ...(timedOut ? { hint: 'no server completed the handshake: is it up, and does it accept our TLS (--nats-tls-*)?' } : {}),
+        retryInMs,
+      })
+      this.retry(retryInMs)
+      return
+    }
+    if (this.stopped) {
+      await nc.close()
+      return
+    }
+    this.nc = nc
+    this.stateRef = NatsState.CONNECTED
+    this.o.log.info('nats connected', { server: nc.getServer(), serverName: this.connectedServerName, known: this.knownServers })
+    this.inbox = `${createInbox()}.`
+    nc.subscribe(`${this.inbox}*`, { callback: (err, msg) => this.onAnswer(err, msg) })
+    for (const s of this.subscriptions) this.attach(s)
+    for (const fn of this.onConnectedHooks) fn()
+    this.firstConnected?.()
+    void this.watch(nc)
+    // The client closes for good when it gives up (e.g. credentials refused twice): start over later.
+    void nc.closed().then((err) => {
+      if (this.stopped || this.nc !== nc) return
+      this.nc = undefined
+      this.stateRef = NatsState.DISCONNECTED
+      this.failPending('the NATS connection was closed')
+      this.o.log.warn('nats connection closed', { err: err != null ? messageOf(err) : undefined, retryInMs: this.o.retryConnectMs })
+      this.retry(this.o.retryConnectMs)
+    })
+  }
+
+  private retry(delayMs: number): void {
+    if (this.stopped) return
+    this.retryTimer = setTimeout(() => void this.connectOnce(), delayMs)
+    this.retryTimer.unref()
   }
 
   private async watch(nc: NatsConnection): Promise<void> {
     for await (const s of nc.status()) {
-      if (s.type === 'disconnect') this.state = NatsState.DISCONNECTED
-      else if (s.type === 'reconnecting') this.state = NatsState.RECONNECTING
-      else if (s.type === 'reconnect') {
-        this.state = NatsState.CONNECTED
-        this.o.log.info('nats reconnected', { url: this.url })
-        for (const fn of this.onConnectedHooks) fn()
+      switch (s.type) {
+        case 'disconnect':
+          this.stateRef = NatsState.DISCONNECTED
+          this.o.log.warn('nats disconnected', { server: String(s.data) })
+          this.failPending(`lost the NATS connection to ${String(s.data)} while waiting for the answer`)
+          break
+        case 'reconnecting':
+          this.stateRef = NatsState.RECONNECTING
+          break
+        case 'reconnect':
+          this.stateRef = NatsState.CONNECTED
+          this.o.log.info('nats reconnected', { server: nc.getServer(), serverName: this.connectedServerName })
+          for (const fn of this.onConnectedHooks) fn()
+          break
+        case 'update':
+          this.o.log.info('nats cluster members changed', { update: s.data, known: this.knownServers })
+          break
+        case 'ldm':
+          this.o.log.info('nats server entering lame duck mode; will move to another cluster member', { server: nc.getServer() })
+          break
+        case 'error':
+          this.warnings.warn('nats error', { err: String(s.data) })
+          break
+        default:
+          break
       }
     }
   }
@@ -118,12 +339,10 @@ export class NatsBus {
     s.sub = this.nc!.subscribe(s.subject, {
       callback: (err: Error | null, msg: Msg) => {
         if (err != null) {
-          this.o.log.warn('nats subscription error', { subject: s.subject, err: err.message })
+          this.warnings.warn('nats subscription error', { subject: s.subject, err: err.message })
           return
         }
-        s.handler(msg.data, (bytes) => {
-          if (msg.reply != null && msg.reply !== '') msg.respond(bytes)
-        })
+        s.handler(msg.data, msg.reply != null && msg.reply !== '' ? (bytes) => msg.respond(bytes) : undefined)
       },
     })
   }
@@ -133,30 +352,92 @@ export class NatsBus {
     try {
       this.nc!.publish(subject, data)
     } catch (err: unknown) {
-      this.o.log.warn('nats publish failed', { subject, err: messageOf(err) })
+      this.warnings.warn('nats publish failed', { subject, err: messageOf(err) })
     }
   }
 
-  /** Request-reply; rejects with a StargateError (UNAVAILABLE when nobody listens, DEADLINE_EXCEEDED on timeout). */
-  async request(subject: string, data: Uint8Array, timeoutMs: number, signal: AbortSignal): Promise<Uint8Array> {
-    if (!this.connected) throw new StargateError(Code.Unavailable, `NATS is not connected (${this.url})`)
-    signal.throwIfAborted()
-    const aborted = new Promise<never>((_, reject) => {
-      signal.addEventListener('abort', () => reject(StargateError.from(signal.reason, Code.Canceled)), { once: true })
+  /**
+   * Request-reply: publishes data on subject and settles with the first answer `accept` returns for
+   * (answers it throws for are dropped and counted; waiting goes on). Rejects with a StargateError:
+   * UNAVAILABLE when not connected, nobody listens or the connection drops, DEADLINE_EXCEEDED on timeout,
+   * CANCELLED/DEADLINE_EXCEEDED when the signal aborts.
+   */
+  request<T>(subject: string, data: Uint8Array, timeoutMs: number, signal: AbortSignal, accept: (answer: Uint8Array) => T): Promise<T> {
+    const nc = this.nc
+    if (nc == null || !this.connected) return Promise.reject(new StargateError(Code.Unavailable, `NATS is not connected (${this.url})`))
+    if (signal.aborted) return Promise.reject(StargateError.from(signal.reason, Code.Canceled))
+    const token = (++this.nextToken).toString(36)
+    return new Promise<T>((resolve, reject) => {
+      const waitMs = Math.max(1, timeoutMs)
+      const p: Pending = {
+        subject,
+        accept,
+        resolve: resolve as (value: unknown) => void,
+        reject,
+        signal,
+        timer: setTimeout(
+          () => this.settle(token, new StargateError(Code.DeadlineExceeded, `no answer on ${subject} within ${waitMs} ms`)),
+          waitMs,
+        ),
+        onAbort: () => this.settle(token, StargateError.from(signal.reason, Code.Canceled)),
+      }
+      p.timer.unref()
+      signal.addEventListener('abort', p.onAbort, { once: true })
+      this.pending.set(token, p)
+      try {
+        nc.publish(subject, data, { reply: this.inbox + token })
+      } catch (err: unknown) {
+        this.settle(token, StargateError.from(err, Code.Unavailable))
+      }
     })
-    try {
-      const msg = await Promise.race([this.nc!.request(subject, data, { timeout: Math.max(1, timeoutMs) }), aborted])
-      return msg.data
-    } catch (err: unknown) {
-      throw StargateError.from(err, Code.Unavailable)
+  }
+
+  private onAnswer(err: Error | null, msg: Msg): void {
+    if (err != null) {
+      this.warnings.warn('nats inbox subscription error', { err: err.message })
+      return
     }
+    const p = this.pending.get(msg.subject.slice(this.inbox.length))
+    if (p == null) return // a late answer to a request that already settled
+    if (msg.data.length === 0 && msg.headers?.code === 503) {
+      this.settle(
+        msg.subject.slice(this.inbox.length),
+        new StargateError(Code.Unavailable, `no gateway listens on ${p.subject} (the peer is not connected to NATS)`),
+      )
+      return
+    }
+    let value: unknown
+    try {
+      value = p.accept(msg.data)
+    } catch (e: unknown) {
+      this.dropped++
+      this.warnings.warn('dropped NATS answer', { subject: p.subject, reason: messageOf(e) })
+      return
+    }
+    this.settle(msg.subject.slice(this.inbox.length), undefined, value)
+  }
+
+  private settle(token: string, err: StargateError | undefined, value?: unknown): void {
+    const p = this.pending.get(token)
+    if (p == null) return
+    this.pending.delete(token)
+    clearTimeout(p.timer)
+    p.signal.removeEventListener('abort', p.onAbort)
+    if (err != null) p.reject(err)
+    else p.resolve(value)
+  }
+
+  private failPending(reason: string): void {
+    for (const token of [...this.pending.keys()]) this.settle(token, new StargateError(Code.Unavailable, reason))
   }
 
   async stop(): Promise<void> {
     this.stopped = true
+    clearTimeout(this.retryTimer)
     const nc = this.nc
     this.nc = undefined
-    this.state = NatsState.DISCONNECTED
+    this.stateRef = NatsState.DISCONNECTED
+    this.failPending('the gateway is stopping')
     if (nc != null) {
       try {
         await nc.drain()

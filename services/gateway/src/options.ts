@@ -25,7 +25,28 @@ export interface GatewayOptions {
   /** Extra multiaddrs to announce (e.g. a public address in front of a NAT). */
   p2pAnnounce: string[]
   relays: string[]
-  natsUrl?: string
+  /** NATS seed servers (URLs); empty = no NATS tier and no presence. Cluster members are discovered. */
+  natsServers: string[]
+  /** NATS credentials file (JWT and nkey seed, as written by nsc). */
+  natsCredsFile?: string
+  /** File holding an nkey seed (SU...). */
+  natsNkeyFile?: string
+  /** File holding a NATS token. */
+  natsTokenFile?: string
+  /** NATS token (STARGATE_NATS_TOKEN). */
+  natsToken?: string
+  natsUser?: string
+  /** File holding the password of natsUser. */
+  natsPasswordFile?: string
+  /** Password of natsUser (STARGATE_NATS_PASSWORD). */
+  natsPassword?: string
+  /** PEM CA that the NATS servers' certificates must chain to (turns TLS on). */
+  natsTlsCaFile?: string
+  /** PEM client certificate presented to NATS (with natsTlsKeyFile; turns TLS on). */
+  natsTlsCertFile?: string
+  natsTlsKeyFile?: string
+  /** Sender sessions the NATS replay guard tracks at most (new sessions are refused when full). */
+  natsReplayMaxSessions: number
   staticPeers: StaticPeer[]
   callDeadlineMs: number
   attemptTimeoutMs: number
@@ -130,6 +151,7 @@ export function resolveGatewayOptions(init: GatewayInit): GatewayOptions {
     p2pListen: [],
     p2pAnnounce: [],
     relays: [],
+    natsServers: [],
     staticPeers: [],
     capabilities: [],
     authTokens: [],
@@ -155,6 +177,7 @@ export function resolveGatewayOptions(init: GatewayInit): GatewayOptions {
     const problem = corsOriginProblem(origin)
     if (problem != null) throw new RangeError(`corsAllowOrigins: "${origin}" ${problem}`)
   }
+  checkNatsOptions(o)
   for (const p of o.staticPeers) {
     peerIdFromString(p.peerId)
     multiaddr(p.addr)
@@ -187,6 +210,7 @@ export function resolveGatewayOptions(init: GatewayInit): GatewayOptions {
     'stunRetransmitMs',
     'natDetectIntervalMs',
     'natAddrPollMs',
+    'natsReplayMaxSessions',
   ]
   for (const k of positive) {
     if (!((o[k] as number) > 0)) throw new RangeError(`${k} must be positive, got ${String(o[k])}`)
@@ -200,4 +224,31 @@ export function resolveGatewayOptions(init: GatewayInit): GatewayOptions {
   if (o.backoffFactor < 1) throw new RangeError(`backoffFactor must be at least 1, got ${o.backoffFactor}`)
   if (o.maxRetries < 0) throw new RangeError(`maxRetries must not be negative, got ${o.maxRetries}`)
   return o
+}
+
+/** NATS servers, credentials and TLS: one way to authenticate, files that go together. Throws RangeError naming the flags. */
+function checkNatsOptions(o: GatewayOptions): void {
+  for (const url of o.natsServers) {
+    if (!/^(nats|tls|ws|wss):\/\/[^\s,]+$/.test(url)) throw new RangeError(`--nats must be URLs like nats://HOST:4222, got "${url}"`)
+  }
+  const methods = [
+    o.natsCredsFile != null && '--nats-creds',
+    o.natsNkeyFile != null && '--nats-nkey',
+    o.natsTokenFile != null && '--nats-token-file',
+    o.natsToken != null && '--nats-token',
+    o.natsUser != null && '--nats-user',
+  ].filter((m) => m !== false)
+  if (methods.length > 1) throw new RangeError(`NATS authentication: give one of ${methods.join(', ')}, not several`)
+  if (o.natsUser != null && o.natsPassword == null && o.natsPasswordFile == null) {
+    throw new RangeError('--nats-user needs --nats-password-file (or STARGATE_NATS_PASSWORD)')
+  }
+  if (o.natsUser == null && (o.natsPassword != null || o.natsPasswordFile != null)) {
+    throw new RangeError('--nats-password-file / STARGATE_NATS_PASSWORD need --nats-user')
+  }
+  if (o.natsPassword != null && o.natsPasswordFile != null)
+    throw new RangeError('give --nats-password-file or STARGATE_NATS_PASSWORD, not both')
+  if ((o.natsTlsCertFile == null) !== (o.natsTlsKeyFile == null))
+    throw new RangeError('--nats-tls-cert and --nats-tls-key must be given together')
+  const configured = methods.length > 0 || o.natsTlsCaFile != null || o.natsTlsCertFile != null
+  if (configured && o.natsServers.length === 0) throw new RangeError('NATS credentials or TLS given without --nats')
 }

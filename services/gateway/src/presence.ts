@@ -3,7 +3,7 @@ import type { PrivateKey } from '@libp2p/interface'
 import { messageOf } from '@stargate/shared/errors'
 import type { PresenceRecord } from '@stargate/shared/gen/envelope'
 import { type NatType, PeerSource } from '@stargate/shared/gen/gateway'
-import type { Logger } from '@stargate/shared/log'
+import { type Logger, RateLimitedLog } from '@stargate/shared/log'
 import { signPresence, verifyPresence } from '@stargate/shared/presence-sign'
 import type { NatsBus } from './nats.ts'
 import type { PeerBook } from './peers.ts'
@@ -31,18 +31,23 @@ export interface PresenceOptions {
 
 /**
  * Announces this gateway's signed presence record on NATS at start, periodically and on change, answers
- * presence queries, and learns other gateways from theirs. Unsigned or forged records are dropped.
+ * presence queries, and learns other gateways from theirs. Unsigned or forged records are dropped; a
+ * record older than the newest one accepted from its peer (sequence), or issued more than ttlMs ago, is
+ * ignored, so a replayed record never replaces a peer's current addresses.
  */
 export class Presence {
-  readonly stats = { received: 0, rejected: 0, announced: 0 }
+  readonly stats = { received: 0, rejected: 0, announced: 0, ignoredStale: 0, ignoredOlder: 0 }
   private readonly o: PresenceOptions
   private timer?: NodeJS.Timeout
-  private sequence = BigInt(Date.now())
+  /** Increases with every record; starts from the clock in microseconds so a restart continues above it. */
+  private sequence = BigInt(Date.now()) * 1000n
   private lastContent = ''
   private queryDebounce?: NodeJS.Timeout
+  private readonly warnings: RateLimitedLog
 
   constructor(options: PresenceOptions) {
     this.o = options
+    this.warnings = new RateLimitedLog(options.log)
   }
 
   start(): void {
@@ -62,7 +67,7 @@ export class Presence {
       bus.publish(bus.presenceQuerySubject, new Uint8Array())
     })
     this.timer = setInterval(() => {
-      this.o.peers.expire(this.o.ttlMs)
+      this.o.peers.expire()
       void this.announce(true)
     }, this.o.intervalMs)
     this.timer.unref()
@@ -80,8 +85,10 @@ export class Presence {
     if (!force && key === this.lastContent) return
     this.lastContent = key
     try {
+      const nowMs = Date.now()
+      this.sequence = this.sequence + 1n > BigInt(nowMs) * 1000n ? this.sequence + 1n : BigInt(nowMs) * 1000n
       const bytes = await signPresence(
-        { ...content, peerId: this.o.peerId, issuedAt: timestampFromMs(Date.now()), sequence: ++this.sequence },
+        { ...content, peerId: this.o.peerId, issuedAt: timestampFromMs(nowMs), sequence: this.sequence },
         this.o.key,
       )
       this.o.bus.publish(this.o.bus.presenceSubject, bytes)
@@ -97,18 +104,43 @@ export class Presence {
       record = await verifyPresence(data)
     } catch (err: unknown) {
       this.stats.rejected++
-      this.o.log.warn('dropped presence record', { reason: messageOf(err) })
+      this.warnings.warn('dropped presence record', { reason: messageOf(err) })
       return
     }
     if (record.peerId === this.o.peerId) return
+    const nowMs = Date.now()
+    const issuedAtMs = record.issuedAt != null ? timestampMs(record.issuedAt) : 0
+    if (nowMs - issuedAtMs > this.o.ttlMs) {
+      this.stats.ignoredStale++
+      this.warnings.warn('ignored stale presence record', {
+        peerId: record.peerId,
+        issuedAt: new Date(issuedAtMs).toISOString(),
+        ttlMs: this.o.ttlMs,
+      })
+      return
+    }
+    const newest = this.o.peers.get(record.peerId)?.presenceSequence
+    if (newest != null && record.sequence <= newest) {
+      // Records arrive twice in normal operation (an announcement and an answer to a query): not worth a warning.
+      this.stats.ignoredOlder++
+      if (record.sequence < newest) {
+        this.warnings.warn('ignored presence record older than the newest one seen', {
+          peerId: record.peerId,
+          sequence: record.sequence,
+          newest,
+        })
+      }
+      return
+    }
     this.stats.received++
     this.o.peers.upsert(record.peerId, {
+      presenceSequence: record.sequence,
       source: PeerSource.PRESENCE,
       directAddrs: record.directAddrs,
       circuitAddrs: record.circuitAddrs,
       capabilities: record.capabilities,
       natType: record.natType,
-      lastSeenMs: record.issuedAt != null ? Math.min(Date.now(), timestampMs(record.issuedAt)) : Date.now(),
+      lastSeenMs: Math.min(nowMs, issuedAtMs),
     })
   }
 }

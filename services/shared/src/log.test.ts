@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { context, INVALID_SPAN_CONTEXT, ROOT_CONTEXT, type SpanContext, TraceFlags, trace } from '@opentelemetry/api'
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks'
-import { createLogger } from './log.ts'
+import { createLogger, RateLimitedLog } from './log.ts'
 
 const SPAN: SpanContext = { traceId: '4bf92f3577b34da6a3ce929d0e0e4736', spanId: '00f067aa0ba902b7', traceFlags: TraceFlags.SAMPLED }
 
@@ -48,5 +48,34 @@ describe('log', () => {
     } finally {
       context.disable()
     }
+  })
+})
+
+describe('RateLimitedLog', () => {
+  it('RateLimitedLog - writes at most burst lines per kind per window and reports how many it held back', () => {
+    const lines: Array<Record<string, unknown>> = []
+    let nowMs = 0
+    const log = new RateLimitedLog(createLogger('t', { write: (l) => lines.push(JSON.parse(l)) }), {
+      intervalMs: 1000,
+      burst: 2,
+      now: () => nowMs,
+    })
+    for (let i = 0; i < 10; i++) log.warn('dropped message', { i })
+    log.warn('another kind')
+    assert.deepEqual(
+      lines.map((l) => [l.msg, l.i]),
+      [
+        ['dropped message', 0],
+        ['dropped message', 1],
+        ['another kind', undefined],
+      ],
+    )
+    assert.equal(log.suppressed, 8)
+    nowMs = 1000
+    log.warn('dropped message', { i: 10 })
+    assert.equal(lines.at(-1)?.suppressed, 8)
+    assert.equal(lines.at(-1)?.level, 'warn')
+    log.warn('dropped message', { i: 11 })
+    assert.equal(lines.at(-1)?.suppressed, undefined)
   })
 })

@@ -65,3 +65,60 @@ export function createLogger(namespace: string, options: LoggerOptions = {}): Lo
     child: (suffix) => createLogger(`${namespace}:${suffix}`, { level, write }),
   }
 }
+
+/** Defaults of RateLimitedLog. */
+export const RATE_LIMITED_LOG_DEFAULTS = {
+  /** Length of one rate-limiting window. */
+  intervalMs: 10_000,
+  /** Lines of one kind written per window; the rest are counted. */
+  burst: 5,
+} as const
+
+/**
+ * Warnings about things a remote party controls (garbage, forgeries, replays): at most `burst` lines per
+ * kind per window, the rest counted and reported (`suppressed`) on the next line of that kind, so a flood
+ * of bad messages cannot flood the log.
+ */
+export class RateLimitedLog {
+  private readonly log: Logger
+  private readonly intervalMs: number
+  private readonly burst: number
+  private readonly now: () => number
+  private readonly kinds = new Map<string, { windowStartMs: number; written: number; suppressed: number }>()
+  private suppressedTotal = 0
+
+  constructor(log: Logger, options: { intervalMs?: number; burst?: number; now?: () => number } = {}) {
+    this.log = log
+    this.intervalMs = options.intervalMs ?? RATE_LIMITED_LOG_DEFAULTS.intervalMs
+    this.burst = options.burst ?? RATE_LIMITED_LOG_DEFAULTS.burst
+    this.now = options.now ?? Date.now
+  }
+
+  /** Lines not written so far. */
+  get suppressed(): number {
+    return this.suppressedTotal
+  }
+
+  /** Writes a warning of kind `msg` unless this kind used its burst in the current window. */
+  warn(msg: string, fields: Record<string, unknown> = {}): void {
+    const nowMs = this.now()
+    let k = this.kinds.get(msg)
+    if (k == null) {
+      k = { windowStartMs: nowMs, written: 0, suppressed: 0 }
+      this.kinds.set(msg, k)
+    } else if (nowMs - k.windowStartMs >= this.intervalMs) {
+      k.windowStartMs = nowMs
+      k.written = 0
+    }
+    if (k.written >= this.burst) {
+      k.suppressed++
+      this.suppressedTotal++
+      return
+    }
+    k.written++
+    if (k.suppressed > 0) {
+      this.log.warn(msg, { ...fields, suppressed: k.suppressed })
+      k.suppressed = 0
+    } else this.log.warn(msg, fields)
+  }
+}

@@ -46,7 +46,14 @@ export interface StatusView {
   listenAddrs: string[]
   announcedAddrs: string[]
   natStatus: NatStatusInit
-  nats: { state: NatsState; url: string; subject: string }
+  nats: {
+    state: NatsState
+    url: string
+    subject: string
+    connectedServer: string
+    connectedServerName: string
+    knownServers: string[]
+  }
 }
 
 /**

@@ -90,6 +90,8 @@ export interface GatewayTelemetrySources {
   relays(): RelayState[]
   /** State of the NATS connection (DISABLED without --nats). */
   natsState?(): NatsState
+  /** Sealed NATS messages refused, by reason (stale, replay, forged, full, ...). */
+  natsRefusals?(): Readonly<Record<string, number>>
 }
 
 /**
@@ -147,6 +149,14 @@ export class GatewayTelemetry implements RouterObserver, RelayHealthObserver, In
       .addCallback((r) => {
         const state = sources.natsState?.() ?? NatsState.DISABLED
         if (state !== NatsState.DISABLED) r.observe(state === NatsState.CONNECTED ? 1 : 0)
+      })
+    meter
+      .createObservableCounter('stargate.nats.refused', {
+        description: 'Sealed NATS messages refused, by reason (malformed, version, misaddressed, stale, replay, forged, full)',
+        unit: '{message}',
+      })
+      .addCallback((r) => {
+        for (const [reason, n] of Object.entries(sources.natsRefusals?.() ?? {})) r.observe(n, { reason })
       })
     meter
       .createObservableGauge('stargate.pool.connections', { description: 'Open pooled peer connections', unit: '{connection}' })

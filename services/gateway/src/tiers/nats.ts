@@ -4,14 +4,15 @@ import { decodePeerFrame } from '@stargate/shared/envelope'
 import { Code, messageOf, StargateError } from '@stargate/shared/errors'
 import { type PeerFrame, PeerFrameSchema, type PeerResponse } from '@stargate/shared/gen/envelope'
 import { Tier } from '@stargate/shared/gen/gateway'
+import type { OpenOptions } from '@stargate/shared/seal'
 import type { NatsBus } from '../nats.ts'
 import type { RequestSink } from '../peer/server.ts'
 import type { Purpose, TierInbound, TierLink, TierTransport } from './tier.ts'
 
-/** Seals and opens NATS payloads (end-to-end encryption to the recipient, authenticated sender). */
+/** Seals and opens NATS payloads (end-to-end encryption to the recipient, authenticated sender): seal.ts. */
 export interface NatsCodec {
   seal(frame: Uint8Array, recipientPeerId: string): Uint8Array
-  open(bytes: Uint8Array, expectedSender?: string): { senderPeerId?: string; frame: Uint8Array }
+  open(bytes: Uint8Array, options?: OpenOptions): { senderPeerId: string; frame: Uint8Array }
 }
 
 /** What the NATS tier needs. */
@@ -53,15 +54,26 @@ export class NatsTier implements TierTransport {
       send: async (req, signal): Promise<PeerResponse> => {
         const frame = toBinary(PeerFrameSchema, create(PeerFrameSchema, { kind: { case: 'request', value: { ...req, exchangeId: 1n } } }))
         const timeoutMs = req.timeout != null ? durationToMs(req.timeout) : this.c.attemptTimeoutMs
-        const answer = await bus.request(subject, codec.seal(frame, peerId), timeoutMs, signal)
-        let decoded: PeerFrame
-        try {
-          decoded = decodePeerFrame(codec.open(answer, peerId).frame)
-        } catch (err: unknown) {
-          throw StargateError.from(err, Code.Unavailable)
-        }
-        if (decoded.kind.case !== 'response') throw new StargateError(Code.Unavailable, 'NATS answer was not a response frame')
-        return decoded.kind.value
+        // Only an answer sealed by the target for this very request settles the call; any other is dropped
+        // before it is recorded as received, so the genuine answer can still arrive.
+        return bus.request(subject, codec.seal(frame, peerId), timeoutMs, signal, (answer) => {
+          let response: PeerResponse | undefined
+          codec.open(answer, {
+            expectedSender: peerId,
+            check: (bytes) => {
+              const decoded = decodePeerFrame(bytes)
+              if (decoded.kind.case !== 'response') throw new StargateError(Code.InvalidArgument, 'NATS answer is not a response frame')
+              if (decoded.kind.value.requestId !== (req.requestId ?? '')) {
+                throw new StargateError(
+                  Code.PermissionDenied,
+                  `NATS answer is for request ${JSON.stringify(decoded.kind.value.requestId)}, not ${JSON.stringify(req.requestId)}`,
+                )
+              }
+              response = decoded.kind.value
+            },
+          })
+          return response as PeerResponse
+        })
       },
     }
   }
@@ -76,7 +88,7 @@ export function natsInbound(bus: NatsBus, selfPeerId: string, codec: NatsCodec, 
     async start() {
       bus.subscribe(bus.callSubject(selfPeerId), (data, reply) => {
         let frame: PeerFrame
-        let sender: string | undefined
+        let sender: string
         try {
           const opened = codec.open(data)
           sender = opened.senderPeerId
@@ -85,20 +97,19 @@ export function natsInbound(bus: NatsBus, selfPeerId: string, codec: NatsCodec, 
           sink.dropped('malformed NATS message', { err: messageOf(err) })
           return
         }
-        if (frame.kind.case !== 'request') {
-          sink.dropped('NATS message that is not a request', { kind: frame.kind.case })
+        if (frame.kind.case !== 'request' || reply == null) {
+          sink.dropped('NATS message that is not a request with a reply subject', { kind: frame.kind.case, sender })
           return
         }
         const req = frame.kind.value
-        if (sender != null && req.callerPeerId !== '' && req.callerPeerId !== sender) {
+        if (req.callerPeerId !== '' && req.callerPeerId !== sender) {
           sink.dropped('NATS request whose caller_peer_id differs from its verified sender', { sender })
           return
         }
-        const caller = sender ?? req.callerPeerId
         sink
-          .handle(req, { callerPeerId: caller, tier: Tier.NATS }, NEVER)
+          .handle(req, { callerPeerId: sender, tier: Tier.NATS }, NEVER)
           .then((res) =>
-            reply(codec.seal(toBinary(PeerFrameSchema, create(PeerFrameSchema, { kind: { case: 'response', value: res } })), caller)),
+            reply(codec.seal(toBinary(PeerFrameSchema, create(PeerFrameSchema, { kind: { case: 'response', value: res } })), sender)),
           )
           .catch((err: unknown) => sink.dropped('NATS reply failed', { err: messageOf(err) }))
       })

@@ -1156,8 +1156,9 @@ export declare type StreamWindowJson = {
 export declare const StreamWindowSchema: GenMessage<StreamWindow, {jsonType: StreamWindowJson}>;
 
 /**
- * SealedMessage carries a PeerRequest or PeerResponse over NATS, encrypted to the
- * recipient and signed by the sender with their libp2p identity keys.
+ * SealedMessage is version 1 of the sealed NATS envelope (encrypted to the recipient, signed by the
+ * sender). Gateways no longer produce or accept it: version 2 is a binary format whose first byte is 2
+ * (services/shared/src/seal.ts); a version 1 message starts with 0x0a and is refused as such.
  *
  * @generated from message stargate.v1.SealedMessage
  */
@@ -1213,8 +1214,9 @@ export declare type SealedMessage = Message<"stargate.v1.SealedMessage"> & {
 };
 
 /**
- * SealedMessage carries a PeerRequest or PeerResponse over NATS, encrypted to the
- * recipient and signed by the sender with their libp2p identity keys.
+ * SealedMessage is version 1 of the sealed NATS envelope (encrypted to the recipient, signed by the
+ * sender). Gateways no longer produce or accept it: version 2 is a binary format whose first byte is 2
+ * (services/shared/src/seal.ts); a version 1 message starts with 0x0a and is refused as such.
  *
  * @generated from message stargate.v1.SealedMessage
  */

@@ -1036,7 +1036,7 @@ export declare type NatsStatus = Message<"stargate.v1.NatsStatus"> & {
   state: NatsState;
 
   /**
-   * url is the configured NATS URL, without credentials.
+   * url is the configured NATS server URLs (comma-separated), without credentials.
    *
    * @generated from field: string url = 2;
    */
@@ -1048,6 +1048,27 @@ export declare type NatsStatus = Message<"stargate.v1.NatsStatus"> & {
    * @generated from field: string subject = 3;
    */
   subject: string;
+
+  /**
+   * connected_server is the NATS server (host:port) this gateway is connected to now; empty when not connected.
+   *
+   * @generated from field: string connected_server = 4;
+   */
+  connectedServer: string;
+
+  /**
+   * connected_server_name is the name of that server (its server_name, else its server id).
+   *
+   * @generated from field: string connected_server_name = 5;
+   */
+  connectedServerName: string;
+
+  /**
+   * known_servers are the configured servers and the cluster members the connected server announced (host:port).
+   *
+   * @generated from field: repeated string known_servers = 6;
+   */
+  knownServers: string[];
 };
 
 /**
@@ -1064,7 +1085,7 @@ export declare type NatsStatusJson = {
   state?: NatsStateJson;
 
   /**
-   * url is the configured NATS URL, without credentials.
+   * url is the configured NATS server URLs (comma-separated), without credentials.
    *
    * @generated from field: string url = 2;
    */
@@ -1076,6 +1097,27 @@ export declare type NatsStatusJson = {
    * @generated from field: string subject = 3;
    */
   subject?: string;
+
+  /**
+   * connected_server is the NATS server (host:port) this gateway is connected to now; empty when not connected.
+   *
+   * @generated from field: string connected_server = 4;
+   */
+  connectedServer?: string;
+
+  /**
+   * connected_server_name is the name of that server (its server_name, else its server id).
+   *
+   * @generated from field: string connected_server_name = 5;
+   */
+  connectedServerName?: string;
+
+  /**
+   * known_servers are the configured servers and the cluster members the connected server announced (host:port).
+   *
+   * @generated from field: repeated string known_servers = 6;
+   */
+  knownServers?: string[];
 };
 
 /**

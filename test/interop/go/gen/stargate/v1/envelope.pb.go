@@ -1182,8 +1182,9 @@ func (x *StreamWindow) GetCreditBytes() uint32 {
 	return 0
 }
 
-// SealedMessage carries a PeerRequest or PeerResponse over NATS, encrypted to the
-// recipient and signed by the sender with their libp2p identity keys.
+// SealedMessage is version 1 of the sealed NATS envelope (encrypted to the recipient, signed by the
+// sender). Gateways no longer produce or accept it: version 2 is a binary format whose first byte is 2
+// (services/shared/src/seal.ts); a version 1 message starts with 0x0a and is refused as such.
 type SealedMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// sender_peer_id is the sender; its public key verifies signature.

@@ -1460,10 +1460,16 @@ type NatsStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// state is the connection state.
 	State NatsState `protobuf:"varint,1,opt,name=state,proto3,enum=stargate.v1.NatsState" json:"state,omitempty"`
-	// url is the configured NATS URL, without credentials.
+	// url is the configured NATS server URLs (comma-separated), without credentials.
 	Url string `protobuf:"bytes,2,opt,name=url,proto3" json:"url,omitempty"`
 	// subject is the subject this gateway receives calls on.
-	Subject       string `protobuf:"bytes,3,opt,name=subject,proto3" json:"subject,omitempty"`
+	Subject string `protobuf:"bytes,3,opt,name=subject,proto3" json:"subject,omitempty"`
+	// connected_server is the NATS server (host:port) this gateway is connected to now; empty when not connected.
+	ConnectedServer string `protobuf:"bytes,4,opt,name=connected_server,json=connectedServer,proto3" json:"connected_server,omitempty"`
+	// connected_server_name is the name of that server (its server_name, else its server id).
+	ConnectedServerName string `protobuf:"bytes,5,opt,name=connected_server_name,json=connectedServerName,proto3" json:"connected_server_name,omitempty"`
+	// known_servers are the configured servers and the cluster members the connected server announced (host:port).
+	KnownServers  []string `protobuf:"bytes,6,rep,name=known_servers,json=knownServers,proto3" json:"known_servers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1517,6 +1523,27 @@ func (x *NatsStatus) GetSubject() string {
 		return x.Subject
 	}
 	return ""
+}
+
+func (x *NatsStatus) GetConnectedServer() string {
+	if x != nil {
+		return x.ConnectedServer
+	}
+	return ""
+}
+
+func (x *NatsStatus) GetConnectedServerName() string {
+	if x != nil {
+		return x.ConnectedServerName
+	}
+	return ""
+}
+
+func (x *NatsStatus) GetKnownServers() []string {
+	if x != nil {
+		return x.KnownServers
+	}
+	return nil
 }
 
 // RelayStatus is one configured relay as seen from this gateway.
@@ -2617,12 +2644,15 @@ const file_stargate_v1_gateway_proto_rawDesc = "" +
 	"\fpublic_addrs\x18\x02 \x03(\tR\vpublicAddrs\x12%\n" +
 	"\x0erequires_relay\x18\x03 \x01(\bR\rrequiresRelay\x12;\n" +
 	"\vdetected_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"detectedAt\"f\n" +
+	"detectedAt\"\xea\x01\n" +
 	"\n" +
 	"NatsStatus\x12,\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x16.stargate.v1.NatsStateR\x05state\x12\x10\n" +
 	"\x03url\x18\x02 \x01(\tR\x03url\x12\x18\n" +
-	"\asubject\x18\x03 \x01(\tR\asubject\"\x99\x01\n" +
+	"\asubject\x18\x03 \x01(\tR\asubject\x12)\n" +
+	"\x10connected_server\x18\x04 \x01(\tR\x0fconnectedServer\x122\n" +
+	"\x15connected_server_name\x18\x05 \x01(\tR\x13connectedServerName\x12#\n" +
+	"\rknown_servers\x18\x06 \x03(\tR\fknownServers\"\x99\x01\n" +
 	"\vRelayStatus\x12\x12\n" +
 	"\x04addr\x18\x01 \x01(\tR\x04addr\x12\x17\n" +
 	"\apeer_id\x18\x02 \x01(\tR\x06peerId\x12\x1c\n" +

@@ -235,14 +235,20 @@ class NatStatus(_message.Message):
     def __init__(self, nat_type: _Optional[_Union[NatType, str]] = ..., public_addrs: _Optional[_Iterable[str]] = ..., requires_relay: _Optional[bool] = ..., detected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class NatsStatus(_message.Message):
-    __slots__ = ("state", "url", "subject")
+    __slots__ = ("state", "url", "subject", "connected_server", "connected_server_name", "known_servers")
     STATE_FIELD_NUMBER: _ClassVar[int]
     URL_FIELD_NUMBER: _ClassVar[int]
     SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_SERVER_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_SERVER_NAME_FIELD_NUMBER: _ClassVar[int]
+    KNOWN_SERVERS_FIELD_NUMBER: _ClassVar[int]
     state: NatsState
     url: str
     subject: str
-    def __init__(self, state: _Optional[_Union[NatsState, str]] = ..., url: _Optional[str] = ..., subject: _Optional[str] = ...) -> None: ...
+    connected_server: str
+    connected_server_name: str
+    known_servers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, state: _Optional[_Union[NatsState, str]] = ..., url: _Optional[str] = ..., subject: _Optional[str] = ..., connected_server: _Optional[str] = ..., connected_server_name: _Optional[str] = ..., known_servers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RelayStatus(_message.Message):
     __slots__ = ("addr", "peer_id", "connected", "reserved", "circuit_addrs")
