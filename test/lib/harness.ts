@@ -10,6 +10,8 @@ import { type Client, createClient } from '@connectrpc/connect'
 import { createGrpcTransport } from '@connectrpc/connect-node'
 import { GatewayService } from '@stargate/shared/gen/gateway'
 import { RelayService } from '@stargate/shared/gen/relay'
+import { connect } from 'nats'
+import { eventually } from './eventually.ts'
 import { tool } from './tools.ts'
 
 export const STARGATE_BIN = join(import.meta.dirname, '../../services/cli/bin/stargate.js')
@@ -191,17 +193,58 @@ export class Harness {
     }
   }
 
-  /** Starts a real nats-server on a free port. */
-  async nats(port?: number): Promise<{ proc: Proc; url: string; port: number }> {
+  /**
+   * Starts a real nats-server on a free port (or `port`); `config` adds configuration lines (TLS,
+   * authorization, cluster, server_name). The URL is nats://127.0.0.1:PORT.
+   */
+  async nats(opts: number | { port?: number; config?: string; name?: string } = {}): Promise<{ proc: Proc; url: string; port: number }> {
+    const { port, config = '', name = 'nats-server' } = typeof opts === 'number' ? { port: opts } : opts
     const p = port ?? (await freePort())
     // max_payload above the gateway's 4 MiB payload limit plus envelope overhead.
     const conf = join(await this.tmp(), `nats-${p}.conf`)
-    await writeFile(conf, `listen: 127.0.0.1:${p}\nmax_payload: 8388608\n`)
+    await writeFile(conf, `listen: 127.0.0.1:${p}\nmax_payload: 8388608\n${config}\n`)
     const child = spawn(tool('nats-server'), ['-c', conf], { stdio: ['ignore', 'pipe', 'pipe'] })
-    const proc = new Proc('nats-server', child)
+    const proc = new Proc(name, child)
     this.procs.push(proc)
     await proc.waitFor(/Server is ready/)
     return { proc, url: `nats://127.0.0.1:${p}`, port: p }
+  }
+
+  /**
+   * Starts a cluster of real nats-servers (named n1, n2, ...) on free client and route ports, each routed
+   * to all others; resolves once every member sees every other (a message crosses between each pair).
+   */
+  async natsCluster(size: number, config = ''): Promise<Array<{ proc: Proc; url: string; port: number; name: string }>> {
+    const ports = await Promise.all(Array.from({ length: size }, async () => ({ client: await freePort(), route: await freePort() })))
+    const nodes = await Promise.all(
+      ports.map(async ({ client, route }, i) => {
+        const routes = ports.filter((_, j) => j !== i).map((p) => `nats-route://127.0.0.1:${p.route}`)
+        const name = `n${i + 1}`
+        const cluster = `server_name: ${name}\ncluster {\n  name: stargate-test\n  listen: 127.0.0.1:${route}\n  routes: [${routes.join(', ')}]\n}\n`
+        return { ...(await this.nats({ port: client, config: `${cluster}${config}`, name: `nats-${name}` })), name }
+      }),
+    )
+    const clients = await Promise.all(nodes.map((n) => connect({ servers: n.url })))
+    try {
+      for (const [i, to] of clients.entries()) {
+        to.subscribe(`cluster.check.${i}`, { callback: (_err, msg) => msg.respond(new Uint8Array()) })
+        await to.flush()
+      }
+      // Interest crosses the routes asynchronously, and no event says when: ask until every pair answers.
+      for (const [i] of clients.entries()) {
+        for (const from of clients) {
+          await eventually(
+            `cluster member ${i + 1} is reachable from every member`,
+            () => from.request(`cluster.check.${i}`, new Uint8Array(), { timeout: 500 }).then(() => true),
+            30_000,
+            100,
+          )
+        }
+      }
+    } finally {
+      await Promise.all(clients.map((c) => c.close()))
+    }
+    return nodes
   }
 
   /** Starts examples/node/serve-client.ts against a gateway API (env added to the test's); resolves once registered. */
