@@ -6,6 +6,7 @@ import { GATEWAY_FLAGS } from '@stargate/gateway/cli'
 import { GATEWAY_DEFAULTS } from '@stargate/gateway/defaults'
 import { RELAY_FLAGS } from '@stargate/relay/cli'
 import { RELAY_DEFAULTS } from '@stargate/relay/defaults'
+import { SEAL_DEFAULTS, SEAL_OVERHEAD_BYTES } from '@stargate/shared/seal'
 import { README, renderReadme } from '../../scripts/flags-table.ts'
 
 describe('README', () => {
@@ -43,6 +44,16 @@ describe('README', () => {
       `\`--max-payload-bytes\` (${D.maxPayloadBytes / 1024 / 1024} MiB)`,
       `\`--max-reserved-relays\` (${D.maxReservedRelays})`,
       `every ${D.relayHealthIntervalMs / 1000} s (\`--relay-health-interval-ms\`)`,
+      `within ±${SEAL_DEFAULTS.replayWindowMs / 1000} s of the receiver's clock`,
+      `counters up to ${SEAL_DEFAULTS.replayCounterWindow.toLocaleString('en-US').replace(',', ' ')} behind the newest`,
+      `\`--nats-replay-max-sessions\` (${D.natsReplayMaxSessions})`,
+      `or ${SEAL_DEFAULTS.replayMaxSessionsPerSender} of one sender`,
+      `cached for ${SEAL_DEFAULTS.maxCachedPeers.toLocaleString('en-US').replace(',', ' ')} peers`,
+      `the frame plus ${SEAL_OVERHEAD_BYTES} bytes`,
+      `retried every ${D.natsRetryConnectMs / 1000} s`,
+      `issued more than ${D.presenceTtlMs / 1000} s ago`,
+      `from connections ${D.connectionPeerTtlMs / 60_000} min after`,
+      `at most ${D.maxLearnedPeers.toLocaleString('en-US').replace(',', ' ')} are kept`,
     ]) {
       assert.ok(text.includes(phrase), `README says: ${phrase}`)
     }
