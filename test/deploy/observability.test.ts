@@ -207,7 +207,7 @@ describe('observability pack against real metrics', () => {
     }
     await round()
     await eventually('the first round in the scrapes', async () =>
-      (await instant('stargate_call_duration_count{error_type="Unavailable"}')).length > 0 ? true : undefined,
+      (await instant('stargate_call_duration_count{error_type="UNAVAILABLE"}')).length > 0 ? true : undefined,
     )
     await round()
     // Calls to B's Serve handler until its journal refuses one: the journal is then near its bound.
@@ -222,7 +222,7 @@ describe('observability pack against real metrics', () => {
       if (refused) break
     }
     await eventually('the second round in the scrapes', async () =>
-      (await instant('increase(stargate_call_duration_count{error_type="Unavailable"}[1m]) > 0')).length > 0 ? true : undefined,
+      (await instant('increase(stargate_call_duration_count{error_type="UNAVAILABLE"}[1m]) > 0')).length > 0 ? true : undefined,
     )
   })
 

@@ -13,6 +13,13 @@ import { type Attrs, matches, OtlpReceiver, type ReceivedSpan } from '../lib/otl
 const json = (v: unknown) => ({ case: 'json' as const, value: fromJson(ValueSchema, v as never) })
 
 const SPAN_KIND_SERVER = 2
+const SPAN_KIND_CLIENT = 3
+
+/** A gateway's span of a Call to a peer: an RPC client span of rpc.system.name "stargate", named after the method. */
+const isCallSpan = (s: ReceivedSpan): boolean => s.kind === SPAN_KIND_CLIENT && s.attrs['rpc.system.name'] === 'stargate'
+/** A gateway's span of a call received from a peer (the RPC server span; the Serve client's spans have no peer id). */
+const isInboundSpan = (s: ReceivedSpan): boolean =>
+  s.kind === SPAN_KIND_SERVER && s.attrs['rpc.system.name'] === 'stargate' && s.resource['stargate.peer_id'] != null
 /** A valid peer id no process has: calls to it find no tier. */
 const UNKNOWN_PEER = '12D3KooWGzxzKZYveHXtpG6AsrUJBcWxHBFS2HsEoGTxrMLvKXtf'
 
@@ -21,7 +28,8 @@ function otelEnv(endpoint: string): NodeJS.ProcessEnv {
   return {
     OTEL_EXPORTER_OTLP_ENDPOINT: endpoint,
     OTEL_BSP_SCHEDULE_DELAY: '100',
-    OTEL_METRIC_EXPORT_INTERVAL: '500',
+    // the export timeout is the interval: 1 s leaves room for a loaded machine
+    OTEL_METRIC_EXPORT_INTERVAL: '1000',
   }
 }
 
@@ -58,7 +66,7 @@ describe('telemetry - traces and metrics over OTLP/HTTP for every tier', () => {
   /** The spans of one Call on the caller, found by request id: the call span and its attempt spans. */
   async function callTrace(requestId: string, attempts: number): Promise<{ call: ReceivedSpan; attempts: ReceivedSpan[] }> {
     const call = await otlp.waitFor(`call span of ${requestId}`, () =>
-      otlp.spans.find((s) => s.name === 'stargate.call' && s.attrs['stargate.request_id'] === requestId),
+      otlp.spans.find((s) => isCallSpan(s) && s.attrs['stargate.request_id'] === requestId),
     )
     const found = await otlp.waitFor(`${attempts} attempt spans of ${requestId}`, () => {
       const xs = otlp.spans.filter((s) => s.parentSpanId === call.spanId && s.name.startsWith('stargate.attempt '))
@@ -75,14 +83,16 @@ describe('telemetry - traces and metrics over OTLP/HTTP for every tier', () => {
     const inbound = await otlp.waitFor(`inbound span on ${tier}`, () =>
       otlp.spans.find(
         (s) =>
-          s.name === 'stargate.inbound' &&
+          isInboundSpan(s) &&
           s.traceId === call.traceId &&
           s.resource['stargate.peer_id'] === target.peerId &&
           s.attrs['stargate.tier'] === tier,
       ),
     )
     assert.equal(inbound.parentSpanId, call.spanId, 'the inbound span is a child of the caller span (context from the envelope)')
-    assert.equal(inbound.kind, SPAN_KIND_SERVER)
+    assert.equal(inbound.name, 'echo', 'named after the method it serves')
+    assert.ok(matches(inbound.attrs, { 'rpc.method': 'echo', 'rpc.status_code': 'OK' }))
+    assert.equal(inbound.attrs['error.type'], undefined)
     assert.equal(inbound.attrs['stargate.caller_peer_id'], a.peerId)
     assert.equal(inbound.attrs['stargate.outcome'], 'success')
     const deliver = await otlp.waitFor('serve delivery span', () =>
@@ -172,8 +182,19 @@ describe('telemetry - traces and metrics over OTLP/HTTP for every tier', () => {
     assert.ok(server != null, 'the call span has the API server span as parent')
     assert.equal(server.name, 'stargate.v1.GatewayService/Call')
     assert.equal(server.kind, SPAN_KIND_SERVER)
-    assert.ok(matches(server.attrs, { 'rpc.system': 'grpc', 'rpc.service': 'stargate.v1.GatewayService', 'rpc.method': 'Call' }))
-    assert.equal(server.attrs['rpc.grpc.status_code'], 0)
+    // RPC semantic conventions 1.45: rpc.system.name, fully qualified rpc.method, rpc.status_code by name
+    assert.deepEqual(
+      Object.keys(server.attrs)
+        .filter((k) => k.startsWith('rpc.') || k === 'error.type')
+        .sort(),
+      ['rpc.method', 'rpc.status_code', 'rpc.system.name'],
+    )
+    assert.ok(
+      matches(server.attrs, { 'rpc.system.name': 'grpc', 'rpc.method': 'stargate.v1.GatewayService/Call', 'rpc.status_code': 'OK' }),
+    )
+    // the call span: an RPC client span named after the method, with the status of the call
+    assert.equal(call.name, 'echo')
+    assert.ok(matches(call.attrs, { 'rpc.method': 'echo', 'rpc.status_code': 'OK', 'stargate.peer_id': b.peerId }))
     assert.equal(server.resource['stargate.peer_id'], a.peerId)
     const direct = attemptOf(attempts, 'direct', 'success')
     assert.ok(direct != null, JSON.stringify(attempts.map((s) => s.attrs)))
@@ -225,12 +246,12 @@ describe('telemetry - traces and metrics over OTLP/HTTP for every tier', () => {
         (s) =>
           s.name === 'stargate.relay.health_check' &&
           s.resource['stargate.peer_id'] === a.peerId &&
-          matches(s.attrs, { 'stargate.relay.peer_id': relay.peerId, 'stargate.outcome': 'ok' }),
+          matches(s.attrs, { 'stargate.relay.peer_id': relay.peerId, 'stargate.outcome': 'success' }),
       ),
     )
     assert.equal(typeof check.attrs['stargate.relay.rtt_ms'], 'number')
     assert.equal(check.attrs['stargate.relay.addr'], relay.multiaddr)
-    await counterAtLeast('stargate.relay.health_checks', { 'stargate.relay.peer_id': relay.peerId, 'stargate.outcome': 'ok' }, 1, {
+    await counterAtLeast('stargate.relay.health_checks', { 'stargate.relay.peer_id': relay.peerId, 'stargate.outcome': 'success' }, 1, {
       'stargate.peer_id': a.peerId,
     })
     const healthy = await otlp.waitFor('relay healthy gauge', () =>
@@ -267,6 +288,81 @@ describe('telemetry - traces and metrics over OTLP/HTTP for every tier', () => {
     await counterAtLeast('stargate.inbound.calls', { 'stargate.tier': 'direct', 'stargate.outcome': 'success' }, 1, {
       'stargate.peer_id': b.peerId,
     })
+    // RPC semantic conventions 1.45: API calls, Calls to peers and calls from peers, in seconds
+    const rpc = [
+      ['rpc.server.call.duration', { 'rpc.system.name': 'grpc', 'rpc.method': 'stargate.v1.GatewayService/Call' }, a],
+      ['rpc.client.call.duration', { 'rpc.system.name': 'stargate', 'rpc.method': 'echo' }, a],
+      ['rpc.server.call.duration', { 'rpc.system.name': 'stargate', 'rpc.method': 'echo' }, b],
+    ] as const
+    for (const [name, attrs, g] of rpc) {
+      const p = await otlp.waitFor(`${name} ${JSON.stringify(attrs)}`, () =>
+        otlp.latest(name, { ...attrs, 'rpc.status_code': 'OK' }, { 'stargate.peer_id': g.peerId }),
+      )
+      assert.equal(p.kind, 'histogram')
+      assert.equal(p.unit, 's')
+      assert.ok(p.value >= 1 && (p.sum ?? 0) > 0 && (p.sum ?? 0) < 30, JSON.stringify(p))
+      assert.equal(p.attrs['error.type'], undefined)
+    }
+  })
+
+  it('runtime - event loop delay, V8 heap and GC pauses of each process (Node runtime metrics)', async () => {
+    for (const p of [a, relay]) {
+      const self = { 'stargate.peer_id': p.peerId }
+      const delay = await otlp.waitFor('event loop delay p99', () => otlp.latest('nodejs.eventloop.delay.p99', {}, self))
+      assert.equal(delay.unit, 's')
+      assert.ok(delay.value > 0 && delay.value < 10, String(delay.value))
+      const heap = await otlp.waitFor('old space in use', () =>
+        otlp.latest('v8js.memory.heap.used', { 'v8js.heap.space.name': 'old_space' }, self),
+      )
+      assert.equal(heap.unit, 'By')
+      assert.ok(heap.value > 1_000_000, String(heap.value))
+      const gc = await otlp.waitFor('GC pauses', () => otlp.latest('v8js.gc.duration', {}, self))
+      assert.equal(gc.kind, 'histogram')
+      assert.ok(gc.value >= 1)
+    }
+  })
+
+  it("rpc status - a server's own error is an error (error.type, span status), a caller's mistake is not; unserved methods are _OTHER", async () => {
+    const mistake = '11111111111111111111111111111111'
+    await assert.rejects(
+      a.client.call({ peerId: 'not-a-peer', method: 'ping' }, { headers: { traceparent: `00-${mistake}-00f067aa0ba902b7-01` } }),
+      (e: unknown) => ConnectError.from(e).code === Code.InvalidArgument,
+    )
+    const bad = await otlp.waitFor('API span of the bad request', () => otlp.spans.find((s) => s.traceId === mistake))
+    assert.ok(matches(bad.attrs, { 'rpc.method': 'stargate.v1.GatewayService/Call', 'rpc.status_code': 'INVALID_ARGUMENT' }))
+    assert.equal(bad.attrs['error.type'], undefined, 'INVALID_ARGUMENT is the caller’s error, not the server’s')
+    assert.equal(bad.error, false)
+    const unserved = '22222222222222222222222222222222'
+    await assert.rejects(
+      a.client.call(
+        { peerId: b.peerId, method: 'nobody.serves', options: { allowedTiers: [Tier.DIRECT] } },
+        { headers: { traceparent: `00-${unserved}-00f067aa0ba902b7-01` } },
+      ),
+      (e: unknown) => ConnectError.from(e).code === Code.Unimplemented,
+    )
+    const api = await otlp.waitFor('API span', () =>
+      otlp.spans.find((s) => s.traceId === unserved && s.kind === SPAN_KIND_SERVER && s.attrs['rpc.system.name'] === 'grpc'),
+    )
+    assert.ok(matches(api.attrs, { 'rpc.status_code': 'UNIMPLEMENTED', 'error.type': 'UNIMPLEMENTED' }))
+    assert.ok(api.error)
+    const call = await otlp.waitFor('call span', () => otlp.spans.find((s) => isCallSpan(s) && s.traceId === unserved))
+    assert.ok(matches(call.attrs, { 'rpc.method': 'nobody.serves', 'rpc.status_code': 'UNIMPLEMENTED', 'error.type': 'UNIMPLEMENTED' }))
+    // B does not serve the method: its span and metric name it _OTHER (a peer cannot grow B's series at will)
+    const inbound = await otlp.waitFor('inbound span on B', () => otlp.spans.find((s) => isInboundSpan(s) && s.traceId === unserved))
+    assert.equal(inbound.name, 'stargate')
+    assert.ok(matches(inbound.attrs, { 'rpc.method': '_OTHER', 'rpc.method_original': 'nobody.serves', 'error.type': 'UNIMPLEMENTED' }))
+    const onB = { 'stargate.peer_id': b.peerId }
+    await otlp.waitFor('rpc.server.call.duration of _OTHER on B', () =>
+      otlp.latest('rpc.server.call.duration', { 'rpc.method': '_OTHER', 'rpc.status_code': 'UNIMPLEMENTED' }, onB),
+    )
+    assert.ok(
+      !otlp.points.some((p) => p.name === 'rpc.server.call.duration' && p.attrs['rpc.method'] === 'nobody.serves'),
+      'the unserved method name is in no series',
+    )
+    await counterAtLeast('stargate.inbound.calls', { 'stargate.outcome': 'error', 'error.type': 'UNIMPLEMENTED' }, 1, onB)
+    await otlp.waitFor('call duration by error.type on A', () =>
+      otlp.latest('stargate.call.duration', { 'error.type': 'UNIMPLEMENTED' }, { 'stargate.peer_id': a.peerId }),
+    )
   })
 
   it('relay down - NATS serves the relay-only peer; the relay attempt and the health checks fail', async () => {
@@ -353,7 +449,7 @@ describe('telemetry - the trace reaches the logs and Serve handlers in Go and Py
     const logged = JSON.parse(line) as { trace_id?: string; span_id?: string; peerId: string }
     assert.equal(logged.peerId, UNKNOWN_PEER)
     assert.equal(logged.trace_id, traceId, 'the line carries the trace of the call')
-    const call = await otlp.waitFor('the call span', () => otlp.spans.find((s) => s.name === 'stargate.call' && s.traceId === traceId))
+    const call = await otlp.waitFor('the call span', () => otlp.spans.find((s) => isCallSpan(s) && s.traceId === traceId))
     assert.equal(logged.span_id, call.spanId, 'the line names the span that was active: the call span')
     assert.equal(call.resource['stargate.peer_id'], a.peerId)
     // Lines written outside any span carry no trace.
@@ -370,7 +466,7 @@ describe('telemetry - the trace reaches the logs and Serve handlers in Go and Py
         { headers: { traceparent: `00-${traceId}-b7ad6b7169203331-01` } },
       )
       assert.equal(res.tier, Tier.DIRECT)
-      const call = await otlp.waitFor('the call span', () => otlp.spans.find((s) => s.name === 'stargate.call' && s.traceId === traceId))
+      const call = await otlp.waitFor('the call span', () => otlp.spans.find((s) => isCallSpan(s) && s.traceId === traceId))
       const deliver = await otlp.waitFor('the delivery span on B', () =>
         otlp.spans.find((s) => s.name === 'stargate.serve.deliver' && s.traceId === traceId),
       )
@@ -404,6 +500,13 @@ describe('telemetry - off by default, harmless when the collector is down', () =
       const scrape = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text()
       assert.match(scrape, /stargate_tier_attempts(_total)?\{[^}]*stargate_tier="direct"[^}]*\} 5/)
       assert.match(scrape, /stargate_call_duration_seconds_count|stargate_call_duration_count/)
+      // the API server's calls per the RPC conventions, and the Node runtime
+      assert.match(
+        scrape,
+        /rpc_server_call_duration(_seconds)?_count\{[^}]*rpc_method="stargate.v1.GatewayService\/Call"[^}]*rpc_status_code="OK"[^}]*\} 5\n/,
+      )
+      assert.match(scrape, /^nodejs_eventloop_delay_p99(_seconds)?\{[^}]*\} \d/m)
+      assert.match(scrape, /^v8js_memory_heap_used(_bytes)?\{[^}]*v8js_heap_space_name="old_space"[^}]*\} [1-9]/m)
       // exports to the closed port fail (reported once through the service log); the gateway still answers
       await down.proc.waitFor(/"ns":"gateway:otel"/, 10_000)
       assert.equal((await down.client.getStatus({})).peerId, down.peerId)
@@ -436,16 +539,16 @@ describe('telemetry - OTLP over gRPC', () => {
       )
       assert.equal(span.resource['service.name'], 'edge-gateway')
       assert.equal(span.resource['stargate.peer_id'], g.peerId)
-      assert.equal(span.attrs['rpc.method'], 'GetStatus')
+      assert.equal(span.attrs['rpc.method'], 'stargate.v1.GatewayService/GetStatus')
       await otlp.waitFor('pool gauge', () => otlp.latest('stargate.pool.connections', {}, { 'stargate.peer_id': g.peerId }))
       // a call to the gateway itself takes the same path as any call: API span → call span → local attempt,
       // and the inbound span is a child of the call span
       const self = await g.client.call({ peerId: g.peerId, method: 'ping', payload: json('me') })
       assert.equal(self.tier, Tier.LOCAL)
       const api = await otlp.waitFor('Call server span', () => otlp.spans.find((s) => s.name === 'stargate.v1.GatewayService/Call'))
-      const call = await otlp.waitFor('call span of the self call', () => otlp.spans.find((s) => s.name === 'stargate.call'))
+      const call = await otlp.waitFor('call span of the self call', () => otlp.spans.find(isCallSpan))
       const attempt = await otlp.waitFor('local attempt span', () => otlp.spans.find((s) => s.name === 'stargate.attempt local'))
-      const inbound = await otlp.waitFor('inbound span of the self call', () => otlp.spans.find((s) => s.name === 'stargate.inbound'))
+      const inbound = await otlp.waitFor('inbound span of the self call', () => otlp.spans.find(isInboundSpan))
       assert.equal(call.parentSpanId, api.spanId)
       assert.equal(attempt.parentSpanId, call.spanId)
       assert.equal(inbound.traceId, api.traceId)

@@ -1,7 +1,8 @@
 /**
- * Telemetry of tunnelled calls over OTLP/HTTP from real gateways: the caller's call and attempt spans with
- * rpc.service / rpc.method, continuing the client's trace; the callee's inbound span in the same trace;
- * the trace continuing into the backend request (traceparent); the counter of tunnelled calls.
+ * Telemetry of tunnelled calls over OTLP/HTTP from real gateways: the caller's RPC client span and attempt
+ * spans (RPC semantic conventions 1.45: rpc.system.name grpc, rpc.method "package.Service/Method"),
+ * continuing the client's trace; the callee's RPC server span in the same trace; the trace continuing into
+ * the backend request (traceparent); the counter of tunnelled calls.
  */
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
@@ -13,6 +14,8 @@ import { OtlpReceiver } from '../lib/otlp-receiver.ts'
 const SERVICE = 'stargate.test.v1.EchoService'
 const TRACE_ID = '4bf92f3577b34da6a3ce929d0e0e4736'
 const CLIENT_SPAN = '00f067aa0ba902b7'
+const SPAN_KIND_SERVER = 2
+const SPAN_KIND_CLIENT = 3
 
 describe('tunnel telemetry (real processes, OTLP receiver)', { timeout: 180_000 }, () => {
   const h = new Harness()
@@ -54,31 +57,34 @@ describe('tunnel telemetry (real processes, OTLP receiver)', { timeout: 180_000 
       c.close()
     }
     const call = await otlp.waitFor('the call span on A', () =>
-      otlp.spans.find((s) => s.name === 'stargate.call' && s.traceId === TRACE_ID && s.resource['stargate.peer_id'] === a.peerId),
+      otlp.spans.find((s) => s.kind === SPAN_KIND_CLIENT && s.traceId === TRACE_ID && s.resource['stargate.peer_id'] === a.peerId),
     )
     assert.equal(call.parentSpanId, CLIENT_SPAN, "the call span is a child of the client's span")
-    assert.equal(call.attrs['rpc.service'], SERVICE)
-    assert.equal(call.attrs['rpc.method'], 'Unary')
-    assert.equal(call.attrs['rpc.grpc.status_code'], 0)
+    assert.equal(call.name, `${SERVICE}/Unary`)
+    assert.equal(call.attrs['rpc.system.name'], 'grpc')
+    assert.equal(call.attrs['rpc.method'], `${SERVICE}/Unary`)
+    assert.equal(call.attrs['rpc.status_code'], 'OK')
     assert.equal(call.attrs['stargate.peer_id'], b.peerId)
     const attempt = await otlp.waitFor('the direct attempt span', () =>
       otlp.spans.find((s) => s.parentSpanId === call.spanId && s.name === 'stargate.attempt direct'),
     )
     assert.equal(attempt.attrs['stargate.outcome'], 'success')
-    assert.equal(attempt.attrs['rpc.service'], SERVICE)
+    assert.equal(attempt.attrs['rpc.method'], `${SERVICE}/Unary`)
     const inbound = await otlp.waitFor('the inbound span on B', () =>
-      otlp.spans.find((s) => s.name === 'stargate.tunnel.inbound' && s.traceId === TRACE_ID),
+      otlp.spans.find((s) => s.kind === SPAN_KIND_SERVER && s.traceId === TRACE_ID && s.resource['stargate.peer_id'] === b.peerId),
     )
     assert.equal(inbound.resource['stargate.peer_id'], b.peerId)
     assert.equal(inbound.parentSpanId, call.spanId)
-    assert.equal(inbound.attrs['rpc.service'], SERVICE)
+    assert.equal(inbound.name, `${SERVICE}/Unary`)
+    assert.equal(inbound.attrs['rpc.method'], `${SERVICE}/Unary`)
+    assert.equal(inbound.attrs['rpc.status_code'], 'OK')
     assert.equal(inbound.attrs['stargate.caller_peer_id'], a.peerId)
     const traceparent = String(backend.lastMetadata?.get('traceparent')[0] ?? '')
     assert.equal(traceparent, `00-${TRACE_ID}-${inbound.spanId}-01`, 'the backend request continues the trace from B')
     const counted = await otlp.waitFor('stargate.tunnel.calls on A', () =>
       otlp.latest(
         'stargate.tunnel.calls',
-        { 'rpc.service': SERVICE, 'stargate.tier': 'direct', 'rpc.grpc.status_code': 0 },
+        { 'stargate.service': SERVICE, 'stargate.tier': 'direct', 'rpc.status_code': 'OK' },
         {
           'stargate.peer_id': a.peerId,
         },

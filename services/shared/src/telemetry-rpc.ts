@@ -1,8 +1,118 @@
 import type { HandlerContext } from '@connectrpc/connect'
-import { context, propagation, ROOT_CONTEXT, type Span, SpanKind, SpanStatusCode, type TextMapGetter, trace } from '@opentelemetry/api'
+import {
+  type Attributes,
+  context,
+  type Histogram,
+  type Meter,
+  metrics,
+  propagation,
+  ROOT_CONTEXT,
+  SpanKind,
+  SpanStatusCode,
+  type TextMapGetter,
+  trace,
+} from '@opentelemetry/api'
+import {
+  ATTR_ERROR_TYPE,
+  ATTR_RPC_METHOD,
+  ATTR_RPC_STATUS_CODE,
+  ATTR_RPC_SYSTEM_NAME,
+  METRIC_RPC_CLIENT_CALL_DURATION,
+  METRIC_RPC_SERVER_CALL_DURATION,
+  RPC_SYSTEM_NAME_VALUE_GRPC,
+} from '@opentelemetry/semantic-conventions'
 import { Code, StargateError } from './errors.ts'
 import type { AnyMethodImpl, MethodMiddleware } from './grpc/server.ts'
 import { STARGATE_VERSION } from './version.ts'
+
+/**
+ * Spans and metrics of RPCs per the OpenTelemetry semantic conventions for RPC, v1.45.0 (the version where
+ * RPC spans and call duration metrics became stable; `@opentelemetry/semantic-conventions` 1.45 exports these
+ * names as stable): span name `{rpc.method}`, `rpc.system.name`, fully qualified `rpc.method`,
+ * `rpc.status_code` as the status code's name, `error.type` only for errors, and `rpc.{server,client}.call.duration`
+ * histograms in seconds with the recommended buckets.
+ */
+export const RPC_SEMCONV_VERSION = '1.45.0'
+
+/** Bucket boundaries (s) the conventions recommend for rpc.server.call.duration and rpc.client.call.duration. */
+export const RPC_DURATION_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10]
+
+/**
+ * The rpc.server.call.duration or rpc.client.call.duration histogram of a meter. Every user of one meter
+ * gets the same instrument (same name, unit, description and buckets), so the SDK registers it once.
+ */
+export function rpcCallDuration(meter: Meter, side: 'server' | 'client'): Histogram {
+  return side === 'server'
+    ? meter.createHistogram(METRIC_RPC_SERVER_CALL_DURATION, {
+        description: 'Duration of RPCs received (API calls; calls from peers), to the end of the response or stream',
+        unit: 's',
+        advice: { explicitBucketBoundaries: RPC_DURATION_BUCKETS_S },
+      })
+    : meter.createHistogram(METRIC_RPC_CLIENT_CALL_DURATION, {
+        description: 'Duration of RPCs made (Calls to peers, retries included)',
+        unit: 's',
+        advice: { explicitBucketBoundaries: RPC_DURATION_BUCKETS_S },
+      })
+}
+
+/** rpc.system.name of the Connect protocol (a well-known value of the conventions, still in development). */
+export const RPC_SYSTEM_CONNECT = 'connectrpc'
+
+/** gRPC status names (github.com/grpc/grpc doc/statuscodes.md) by code: the values of rpc.status_code for gRPC. */
+const GRPC_STATUS_NAMES: readonly string[] = [
+  'OK',
+  'CANCELLED',
+  'UNKNOWN',
+  'INVALID_ARGUMENT',
+  'DEADLINE_EXCEEDED',
+  'NOT_FOUND',
+  'ALREADY_EXISTS',
+  'PERMISSION_DENIED',
+  'RESOURCE_EXHAUSTED',
+  'FAILED_PRECONDITION',
+  'ABORTED',
+  'OUT_OF_RANGE',
+  'UNIMPLEMENTED',
+  'INTERNAL',
+  'UNAVAILABLE',
+  'DATA_LOSS',
+  'UNAUTHENTICATED',
+]
+
+/** The gRPC status name of a code (0 = OK): "UNAVAILABLE". Unknown numbers are given as digits. */
+export function grpcStatusName(code: Code | 0): string {
+  return GRPC_STATUS_NAMES[code] ?? String(code)
+}
+
+/** Codes a gRPC server reports as its own errors (span status ERROR, error.type); the others are the caller's. */
+const SERVER_ERRORS: ReadonlySet<Code> = new Set([
+  Code.Unknown,
+  Code.DeadlineExceeded,
+  Code.Unimplemented,
+  Code.Internal,
+  Code.Unavailable,
+  Code.DataLoss,
+])
+
+/** Whether a server that answered `code` failed (per the gRPC conventions); a client fails on any code but OK. */
+export function isServerError(code: Code | 0): boolean {
+  return SERVER_ERRORS.has(code as Code)
+}
+
+/**
+ * The status attributes of a finished RPC: rpc.status_code, and error.type (the status name) when the
+ * side that recorded it failed. Connect spells its codes in lower case ("unavailable") and has none for
+ * success.
+ */
+export function rpcStatusAttributes(system: string, code: Code | 0, side: 'server' | 'client'): Attributes {
+  const name = grpcStatusName(code)
+  const status = system === RPC_SYSTEM_CONNECT ? (code === 0 ? undefined : name.toLowerCase()) : name
+  const attrs: Attributes = {}
+  if (status != null) attrs[ATTR_RPC_STATUS_CODE] = status
+  const failed = code !== 0 && (side === 'client' || isServerError(code))
+  if (failed) attrs[ATTR_ERROR_TYPE] = status ?? name
+  return attrs
+}
 
 const headerGetter: TextMapGetter<Headers> = {
   get: (headers, key) => headers.get(key) ?? undefined,
@@ -15,52 +125,47 @@ const headerGetter: TextMapGetter<Headers> = {
   },
 }
 
-/** The RPC system of a request, per the OTel RPC semantic conventions. */
+/** The rpc.system.name of a request: connectrpc for the Connect protocol, grpc for gRPC and gRPC-Web. */
 function rpcSystem(ctx: HandlerContext): string {
-  return ctx.protocolName === 'connect' ? 'connect_rpc' : 'grpc'
-}
-
-function finish(span: Span, err: unknown): void {
-  if (err === undefined) {
-    span.setAttribute('rpc.grpc.status_code', 0)
-  } else {
-    const e = StargateError.from(err)
-    span.setAttribute('rpc.grpc.status_code', e.code)
-    span.setAttribute('error.type', Code[e.code] ?? String(e.code))
-    span.setStatus({ code: SpanStatusCode.ERROR, message: e.rawMessage })
-  }
-  span.end()
+  return ctx.protocolName === 'connect' ? RPC_SYSTEM_CONNECT : RPC_SYSTEM_NAME_VALUE_GRPC
 }
 
 /**
- * A SERVER span per API call (gRPC, gRPC-Web and Connect alike): rpc.system, rpc.service, rpc.method and
- * rpc.grpc.status_code per the OTel RPC semantic conventions, joining the caller's trace when the request
- * carries W3C trace context headers. The span is the active context of the method implementation.
+ * A SERVER span and an rpc.server.call.duration measurement per API call (gRPC, gRPC-Web and Connect
+ * alike), per the RPC semantic conventions (RPC_SEMCONV_VERSION): span name and rpc.method
+ * "package.Service/Method", rpc.system.name, rpc.status_code, error.type for server errors. The span joins
+ * the caller's trace when the request carries W3C trace context headers and is the active context of the
+ * method implementation. A streaming call is measured over the whole stream.
  */
-export function rpcServerSpans(tracerName: string): MethodMiddleware {
-  const tracer = trace.getTracer(tracerName, STARGATE_VERSION)
+export function rpcServerSpans(scope: string): MethodMiddleware {
+  const tracer = trace.getTracer(scope, STARGATE_VERSION)
+  const duration = rpcCallDuration(metrics.getMeter(scope, STARGATE_VERSION), 'server')
   return (service, method, impl): AnyMethodImpl => {
     const name = `${service.typeName}/${method.name}`
     const streamingResponse = method.methodKind === 'server_streaming' || method.methodKind === 'bidi_streaming'
     return (input: unknown, ctx: HandlerContext) => {
       const parent = propagation.extract(ROOT_CONTEXT, ctx.requestHeader, headerGetter)
-      const span = tracer.startSpan(
-        name,
-        {
-          kind: SpanKind.SERVER,
-          attributes: { 'rpc.system': rpcSystem(ctx), 'rpc.service': service.typeName, 'rpc.method': method.name },
-        },
-        parent,
-      )
+      const system = rpcSystem(ctx)
+      const base: Attributes = { [ATTR_RPC_SYSTEM_NAME]: system, [ATTR_RPC_METHOD]: name }
+      const span = tracer.startSpan(name, { kind: SpanKind.SERVER, attributes: base }, parent)
+      const startedAtMs = performance.now()
+      const finish = (err: unknown): void => {
+        const e = err === undefined ? undefined : StargateError.from(err)
+        const status = rpcStatusAttributes(system, e?.code ?? 0, 'server')
+        span.setAttributes(status)
+        if (e != null && status[ATTR_ERROR_TYPE] != null) span.setStatus({ code: SpanStatusCode.ERROR, message: e.rawMessage })
+        span.end()
+        duration.record((performance.now() - startedAtMs) / 1000, { ...base, ...status })
+      }
       const active = trace.setSpan(parent, span)
       if (!streamingResponse) {
         return context.with(active, async () => {
           try {
             const res: unknown = await impl(input, ctx)
-            finish(span, undefined)
+            finish(undefined)
             return res
           } catch (err: unknown) {
-            finish(span, err)
+            finish(err)
             throw err
           }
         })
@@ -74,7 +179,7 @@ export function rpcServerSpans(tracerName: string): MethodMiddleware {
           failure = err
           throw err
         } finally {
-          finish(span, failure)
+          finish(failure)
         }
       })()
     }

@@ -3,6 +3,7 @@ import { type Attributes, type DiagLogger, DiagLogLevel, diag } from '@opentelem
 import { OTLPMetricExporter as OTLPGrpcMetricExporter } from '@opentelemetry/exporter-metrics-otlp-grpc'
 import { OTLPMetricExporter as OTLPProtoMetricExporter } from '@opentelemetry/exporter-metrics-otlp-proto'
 import { PrometheusExporter } from '@opentelemetry/exporter-prometheus'
+import { RuntimeNodeInstrumentation } from '@opentelemetry/instrumentation-runtime-node'
 import {
   defaultResource,
   detectResources,
@@ -149,7 +150,8 @@ function diagLogger(log: Logger): DiagLogger {
  * OTLP over http/protobuf by default, gRPC with OTEL_EXPORTER_OTLP_PROTOCOL=grpc; nothing is exported
  * when no exporter or endpoint is configured (the process then runs quietly). W3C trace context is
  * always propagated. Resource: service.name, service.version, service.instance.id (unique per process)
- * and stargate.peer_id. SDK diagnostics go to the service log (level OTEL_LOG_LEVEL, default warn).
+ * and stargate.peer_id. With metrics on, Node runtime metrics (nodejs.eventloop.*, v8js.*) are collected too.
+ * SDK diagnostics go to the service log (level OTEL_LOG_LEVEL, default warn).
  */
 export async function startTelemetry(init: TelemetryInit): Promise<Telemetry> {
   const log = init.log
@@ -172,6 +174,9 @@ export async function startTelemetry(init: TelemetryInit): Promise<Telemetry> {
     spanProcessors: tracing ? undefined : [],
     metricReaders,
     logRecordProcessors: [],
+    // Node runtime metrics (event loop delay and utilization, V8 heap spaces, GC pauses) from perf_hooks and v8,
+    // read in process: only when metrics go somewhere.
+    instrumentations: metricReaders.length > 0 ? [new RuntimeNodeInstrumentation()] : [],
   })
   diag.setLogger(diagLogger(log), { logLevel: level, suppressOverrideMessage: true })
   if (prometheus != null) {

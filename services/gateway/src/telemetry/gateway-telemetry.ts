@@ -12,18 +12,19 @@ import {
   SpanStatusCode,
   trace,
 } from '@opentelemetry/api'
+import { ATTR_RPC_METHOD, ATTR_RPC_METHOD_ORIGINAL, ATTR_RPC_SYSTEM_NAME } from '@opentelemetry/semantic-conventions'
 import { durationToMs } from '@stargate/shared/clock'
 import { Code, StargateError } from '@stargate/shared/errors'
 import type { PeerRequest, StreamOpen } from '@stargate/shared/gen/envelope'
 import { AttemptOutcome, NatsState, Tier } from '@stargate/shared/gen/gateway'
+import { grpcStatusName, rpcCallDuration, rpcStatusAttributes } from '@stargate/shared/telemetry-rpc'
 import { STARGATE_VERSION } from '@stargate/shared/version'
-import type { InboundMeta, InboundObserver, PeerResponseInit } from '../inbound.ts'
+import { type InboundMeta, type InboundObserver, type PeerResponseInit, PING_METHOD } from '../inbound.ts'
 import type { RelayHealthObserver, RelayState } from '../relays.ts'
 import type { AttemptInit, RouteObserverPlan, RouterObserver } from '../router.ts'
 import type { HandlerResult } from '../serve.ts'
 import { tierName } from '../tiers/tier.ts'
 import type { TunnelCalleeObserver, TunnelCallTrace } from '../tunnel/callee.ts'
-import { STATUS_OK } from '../tunnel/endpoint.ts'
 
 /** Instrumentation scope of the gateway's spans and metrics. */
 export const GATEWAY_SCOPE = 'stargate-gateway'
@@ -44,20 +45,42 @@ export const ATTR = {
   relayAddr: 'stargate.relay.addr',
   rttMs: 'stargate.relay.rtt_ms',
   errorType: 'error.type',
-  rpcSystem: 'rpc.system',
-  rpcService: 'rpc.service',
-  rpcMethod: 'rpc.method',
-  grpcStatus: 'rpc.grpc.status_code',
+  service: 'stargate.service',
 } as const
 
-/** The counter of tunnelled calls (by rpc.service, stargate.tier and rpc.grpc.status_code), for dashboards. */
+/**
+ * rpc.system.name of calls between gateways (Call → Serve handler, on any tier). The RPC conventions allow
+ * a custom value; with it the caller's call span and the callee's inbound span are an RPC client span and
+ * server span, named after rpc.method.
+ */
+export const RPC_SYSTEM_STARGATE = 'stargate'
+
+/** rpc.method of an inbound call whose method this gateway does not serve (bounded cardinality). */
+const OTHER_METHOD = '_OTHER'
+
+/** The counter of tunnelled calls (by stargate.service, stargate.tier, rpc.status_code and error.type), for dashboards. */
 export const TUNNEL_CALLS_METRIC = 'stargate.tunnel.calls'
 
-/** rpc.* attributes of a tunnelled /package.Service/Method (none for a Call). */
+/**
+ * rpc.system.name and rpc.method of an outbound exchange: a Call (stargate, the method as called) or a
+ * tunnelled gRPC call (grpc, "package.Service/Method").
+ */
+function rpcOf(plan: RouteObserverPlan): { system: string; method: string } {
+  return plan.purpose === 'stream'
+    ? { system: 'grpc', method: plan.method.replace(/^\//, '') }
+    : { system: RPC_SYSTEM_STARGATE, method: plan.method }
+}
+
+/** The rpc.* attributes of an outbound exchange's spans and metrics. */
 function rpcAttributes(plan: RouteObserverPlan): Attributes {
-  if (plan.purpose !== 'stream') return {}
-  const slash = plan.method.indexOf('/', 1)
-  return { [ATTR.rpcSystem]: 'grpc', [ATTR.rpcService]: plan.method.slice(1, slash), [ATTR.rpcMethod]: plan.method.slice(slash + 1) }
+  const { system, method } = rpcOf(plan)
+  return { [ATTR_RPC_SYSTEM_NAME]: system, [ATTR_RPC_METHOD]: method }
+}
+
+/** The service of a "/package.Service/Method" path (stargate.service of tunnel metrics). */
+function serviceOf(path: string): string {
+  const slash = path.indexOf('/', 1)
+  return path.slice(path.startsWith('/') ? 1 : 0, slash > 0 ? slash : undefined)
 }
 
 const OUTCOMES: Record<number, string> = {
@@ -70,10 +93,6 @@ const OUTCOMES: Record<number, string> = {
 
 function outcomeName(o: AttemptOutcome | undefined): string {
   return OUTCOMES[o ?? AttemptOutcome.UNSPECIFIED] ?? 'unspecified'
-}
-
-function codeName(code: number): string {
-  return (Code as unknown as Record<number, string>)[code] ?? String(code)
 }
 
 /** What the gateway telemetry reads on its own (observable gauges). */
@@ -111,6 +130,10 @@ export class GatewayTelemetry implements RouterObserver, RelayHealthObserver, In
   private readonly healthChecks: Counter
   private readonly relayRtt: Histogram
   private readonly inboundCalls: Counter
+  private readonly rpcClientDuration: Histogram
+  private readonly rpcServerDuration: Histogram
+  /** Inbound requests handed to a Serve client during their handling: their method is one this gateway serves. */
+  private readonly delivered = new WeakSet<PeerRequest>()
 
   constructor(sources: GatewayTelemetrySources) {
     const meter = metrics.getMeter(GATEWAY_SCOPE, STARGATE_VERSION)
@@ -137,6 +160,8 @@ export class GatewayTelemetry implements RouterObserver, RelayHealthObserver, In
       description: 'Tunnelled gRPC calls received from other gateways (or this one), by service, tier and gRPC status',
       unit: '{call}',
     })
+    this.rpcClientDuration = rpcCallDuration(meter, 'client')
+    this.rpcServerDuration = rpcCallDuration(meter, 'server')
     meter
       .createObservableGauge('stargate.relay.healthy', { description: '1 when the relay is healthy and usable, else 0' })
       .addCallback((r) => {
@@ -200,13 +225,12 @@ export class GatewayTelemetry implements RouterObserver, RelayHealthObserver, In
    * `run` gets its W3C trace context to send along, so the remote gateway joins the trace on every tier.
    */
   async traceCall<T>(plan: RouteObserverPlan, run: (traceContext: Record<string, string>) => Promise<T>): Promise<T> {
-    const span = this.tracer.startSpan('stargate.call', {
+    const span = this.tracer.startSpan(rpcOf(plan).method, {
       kind: SpanKind.CLIENT,
       attributes: {
-        [ATTR.peerId]: plan.peerId,
-        [ATTR.method]: plan.method,
-        [ATTR.requestId]: plan.requestId,
         ...rpcAttributes(plan),
+        [ATTR.peerId]: plan.peerId,
+        [ATTR.requestId]: plan.requestId,
       },
     })
     const ctx = trace.setSpan(context.active(), span)
@@ -238,7 +262,11 @@ export class GatewayTelemetry implements RouterObserver, RelayHealthObserver, In
     if (a.via) attrs[ATTR.via] = a.via
     const failed =
       a.outcome === AttemptOutcome.FAILED || a.outcome === AttemptOutcome.CANCELLED || a.outcome === AttemptOutcome.REMOTE_ERROR
-    if (failed) attrs[ATTR.errorType] = outcome
+    const metricAttrs: Attributes = { [ATTR.tier]: tier, [ATTR.outcome]: outcome }
+    if (failed) {
+      attrs[ATTR.errorType] = outcome
+      metricAttrs[ATTR.errorType] = outcome
+    }
     const span = this.tracer.startSpan(
       `stargate.attempt ${tier}`,
       { kind: SpanKind.INTERNAL, startTime: endMs - durationMs, attributes: attrs },
@@ -246,19 +274,20 @@ export class GatewayTelemetry implements RouterObserver, RelayHealthObserver, In
     )
     if (failed) span.setStatus({ code: SpanStatusCode.ERROR, message: a.reason ?? outcome })
     span.end(endMs)
-    this.attempts.add(1, { [ATTR.tier]: tier, [ATTR.outcome]: outcome })
-    this.attemptDuration.record(durationMs / 1000, { [ATTR.tier]: tier, [ATTR.outcome]: outcome })
+    this.attempts.add(1, metricAttrs)
+    this.attemptDuration.record(durationMs / 1000, metricAttrs)
   }
 
   call(_peerId: string, ok: boolean, tier: Tier, durationMs: number, code: Code | undefined, plan: RouteObserverPlan): void {
+    const status = rpcStatusAttributes(rpcOf(plan).system, ok ? 0 : (code ?? Code.Unknown), 'client')
     const attrs: Attributes = { [ATTR.tier]: tierName(tier), [ATTR.outcome]: ok ? 'success' : 'error' }
-    if (!ok && code != null) attrs[ATTR.errorType] = codeName(code)
+    if (!ok) attrs[ATTR.errorType] = status[ATTR.errorType]
     this.callDuration.record(durationMs / 1000, attrs)
+    this.rpcClientDuration.record(durationMs / 1000, { ...rpcAttributes(plan), ...status })
     const span = this.calls.get(plan)
     if (span == null) return
-    span.setAttributes(attrs)
-    if (plan.purpose === 'stream') span.setAttribute(ATTR.grpcStatus, ok ? STATUS_OK : (code ?? Code.Unknown))
-    if (!ok) span.setStatus({ code: SpanStatusCode.ERROR, message: code != null ? codeName(code) : 'error' })
+    span.setAttributes({ ...attrs, ...status })
+    if (!ok) span.setStatus({ code: SpanStatusCode.ERROR, message: String(status[ATTR.errorType]) })
   }
 
   /**
@@ -271,7 +300,7 @@ export class GatewayTelemetry implements RouterObserver, RelayHealthObserver, In
 
   /** A tunnelled call made through this gateway ended (once per client call, whatever peers and tiers it tried). */
   tunnelled(service: string, tier: Tier, code: number): void {
-    this.tunnelCalls.add(1, { [ATTR.rpcService]: service, [ATTR.tier]: tierName(tier), [ATTR.grpcStatus]: code })
+    this.tunnelCalls.add(1, { [ATTR.service]: service, [ATTR.tier]: tierName(tier), ...rpcStatusAttributes('grpc', code, 'client') })
   }
 
   /**
@@ -281,43 +310,51 @@ export class GatewayTelemetry implements RouterObserver, RelayHealthObserver, In
    */
   start(open: StreamOpen, meta: InboundMeta): TunnelCallTrace {
     const parent: Context = propagation.extract(ROOT_CONTEXT, open.traceContext)
-    const slash = open.method.indexOf('/', 1)
-    const service = open.method.slice(1, slash)
     const tier = tierName(meta.tier)
+    // Named once the service and method are known to be served here (UNIMPLEMENTED: not exposed, or not a
+    // method of the backend); until then the RPC system's name, as the conventions say.
     const span = this.tracer.startSpan(
-      'stargate.tunnel.inbound',
+      'grpc',
       {
         kind: SpanKind.SERVER,
         attributes: {
+          [ATTR_RPC_SYSTEM_NAME]: 'grpc',
           [ATTR.tier]: tier,
           [ATTR.callerPeerId]: meta.callerPeerId,
           [ATTR.requestId]: open.requestId,
-          [ATTR.rpcSystem]: 'grpc',
-          [ATTR.rpcService]: service,
-          [ATTR.rpcMethod]: open.method.slice(slash + 1),
         },
       },
       parent,
     )
+    const startedAtMs = performance.now()
     const traceContext: Record<string, string> = {}
     propagation.inject(trace.setSpan(parent, span), traceContext)
     return {
       traceContext,
-      end: (status, replayed) => {
-        span.setAttributes({ [ATTR.grpcStatus]: status.code, [ATTR.replayed]: replayed })
-        if (status.code !== STATUS_OK) {
-          span.setAttribute(ATTR.errorType, codeName(status.code))
-          span.setStatus({ code: SpanStatusCode.ERROR, message: status.message })
-        }
+      end: (result, replayed) => {
+        const served = result.code !== Code.Unimplemented
+        const method = open.method.replace(/^\//, '')
+        const named: Attributes = served
+          ? { [ATTR_RPC_METHOD]: method }
+          : { [ATTR_RPC_METHOD]: OTHER_METHOD, [ATTR_RPC_METHOD_ORIGINAL]: method }
+        const status = rpcStatusAttributes('grpc', result.code, 'server')
+        if (served) span.updateName(method)
+        span.setAttributes({ ...named, ...status, [ATTR.replayed]: replayed })
+        if (status[ATTR.errorType] != null) span.setStatus({ code: SpanStatusCode.ERROR, message: result.message })
         span.end()
-        this.tunnelInbound.add(1, { [ATTR.rpcService]: service, [ATTR.tier]: tier, [ATTR.grpcStatus]: status.code })
+        this.rpcServerDuration.record((performance.now() - startedAtMs) / 1000, {
+          [ATTR_RPC_SYSTEM_NAME]: 'grpc',
+          [ATTR_RPC_METHOD]: named[ATTR_RPC_METHOD],
+          ...status,
+        })
+        this.tunnelInbound.add(1, { [ATTR.service]: served ? serviceOf(open.method) : OTHER_METHOD, [ATTR.tier]: tier, ...status })
       },
     }
   }
 
   check(relay: RelayState, ok: boolean, rttMs: number, error: string | undefined): void {
     const endMs = Date.now()
-    const outcome = ok ? 'ok' : 'failed'
+    const outcome = ok ? 'success' : 'failed'
     const attrs: Attributes = { [ATTR.relay]: relay.peerId, [ATTR.relayAddr]: relay.addr, [ATTR.outcome]: outcome }
     if (ok) attrs[ATTR.rttMs] = rttMs
     else attrs[ATTR.errorType] = 'health_check_failed'
@@ -336,29 +373,42 @@ export class GatewayTelemetry implements RouterObserver, RelayHealthObserver, In
   async handle(req: PeerRequest, meta: InboundMeta, run: () => Promise<PeerResponseInit>): Promise<PeerResponseInit> {
     const parent: Context = propagation.extract(ROOT_CONTEXT, req.traceContext)
     const tier = tierName(meta.tier)
+    // The span is named once the method is known to be served here (a peer may send any method name).
     const span = this.tracer.startSpan(
-      'stargate.inbound',
+      RPC_SYSTEM_STARGATE,
       {
         kind: SpanKind.SERVER,
         attributes: {
+          [ATTR_RPC_SYSTEM_NAME]: RPC_SYSTEM_STARGATE,
           [ATTR.tier]: tier,
           [ATTR.callerPeerId]: meta.callerPeerId,
-          [ATTR.method]: req.method,
           [ATTR.requestId]: req.requestId,
         },
       },
       parent,
     )
+    const startedAtMs = performance.now()
     try {
       const res = await context.with(trace.setSpan(parent, span), run)
       const error = res.result?.case === 'error' ? res.result.value : undefined
       const outcome = error != null ? 'error' : 'success'
-      span.setAttributes({ [ATTR.outcome]: outcome, [ATTR.replayed]: res.replayed === true })
-      if (error != null) {
-        span.setAttribute(ATTR.errorType, codeName(error.code ?? Code.Unknown))
-        span.setStatus({ code: SpanStatusCode.ERROR, message: error.message ?? '' })
-      }
-      this.inboundCalls.add(1, { [ATTR.tier]: tier, [ATTR.outcome]: outcome })
+      const code: Code | 0 = error != null ? ((error.code ?? Code.Unknown) as Code) : 0
+      const status = rpcStatusAttributes(RPC_SYSTEM_STARGATE, code, 'server')
+      const served = this.delivered.has(req) || (req.method === PING_METHOD && error == null && res.replayed !== true)
+      const method: Attributes = served
+        ? { [ATTR_RPC_METHOD]: req.method }
+        : { [ATTR_RPC_METHOD]: OTHER_METHOD, [ATTR_RPC_METHOD_ORIGINAL]: req.method }
+      if (served) span.updateName(req.method)
+      span.setAttributes({ ...method, ...status, [ATTR.outcome]: outcome, [ATTR.replayed]: res.replayed === true })
+      if (error != null && status[ATTR.errorType] != null) span.setStatus({ code: SpanStatusCode.ERROR, message: error.message ?? '' })
+      const counted: Attributes = { [ATTR.tier]: tier, [ATTR.outcome]: outcome }
+      if (error != null) counted[ATTR.errorType] = grpcStatusName(code)
+      this.inboundCalls.add(1, counted)
+      this.rpcServerDuration.record((performance.now() - startedAtMs) / 1000, {
+        [ATTR_RPC_SYSTEM_NAME]: RPC_SYSTEM_STARGATE,
+        [ATTR_RPC_METHOD]: method[ATTR_RPC_METHOD],
+        ...status,
+      })
       return res
     } finally {
       span.end()
@@ -367,6 +417,7 @@ export class GatewayTelemetry implements RouterObserver, RelayHealthObserver, In
 
   /** The delivery to a Serve client in its own span, whose W3C context the client gets (InboundCall.trace_context). */
   async deliver(req: PeerRequest, run: (traceContext: Record<string, string>) => Promise<HandlerResult>): Promise<HandlerResult> {
+    this.delivered.add(req)
     const span = this.tracer.startSpan('stargate.serve.deliver', { kind: SpanKind.INTERNAL, attributes: { [ATTR.method]: req.method } })
     const ctx = trace.setSpan(context.active(), span)
     const carrier: Record<string, string> = {}
@@ -375,7 +426,7 @@ export class GatewayTelemetry implements RouterObserver, RelayHealthObserver, In
       return await context.with(ctx, () => run(carrier))
     } catch (err: unknown) {
       const e = StargateError.from(err)
-      span.setAttribute(ATTR.errorType, codeName(e.code))
+      span.setAttribute(ATTR.errorType, grpcStatusName(e.code))
       span.setStatus({ code: SpanStatusCode.ERROR, message: e.rawMessage })
       throw err
     } finally {
