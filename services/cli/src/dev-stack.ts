@@ -17,11 +17,17 @@ export const DEV_PORTS = {
   gatewayA: 50051,
   gatewayB: 50052,
   gatewayAp2p: 4011,
+  /** The example gRPC service (EchoService) that gateway B exposes. */
+  echoService: 50061,
 } as const
+
+/** The example service gateway B exposes (test/proto/stargate/test/v1/echo.proto). */
+export const DEV_ECHO_SERVICE = 'stargate.test.v1.EchoService'
 
 const REPO = resolve(import.meta.dirname, '../../..')
 const BIN = join(REPO, 'services/cli/bin/stargate.js')
 const ECHO_CLIENT = join(REPO, 'examples/node/serve-client.ts')
+const ECHO_SERVER = join(REPO, 'examples/node/echo-server.ts')
 
 interface Running {
   name: string
@@ -135,6 +141,9 @@ export async function startDevStack(o: DevStackOptions): Promise<void> {
     const relayPeer = relay.lines.find((l) => l.startsWith('Relay node started: '))!.split(': ')[1]!
     const relayAddr = `/ip4/127.0.0.1/tcp/${DEV_PORTS.relay}/p2p/${relayPeer}`
     const natsFlags = natsUrl != null ? ['--nats', natsUrl] : []
+    // An existing gRPC service that knows nothing about Stargate, exposed by gateway B.
+    const echoAddr = `127.0.0.1:${DEV_PORTS.echoService}`
+    running.push(await start('echo-service', node, [ECHO_SERVER, '--listen', echoAddr], /^LISTENING /, join(dir, 'echo-service.log')))
     const b = await start(
       'gateway-b',
       node,
@@ -146,6 +155,8 @@ export async function startDevStack(o: DevStackOptions): Promise<void> {
         '--relay',
         relayAddr,
         ...natsFlags,
+        '--expose',
+        `${DEV_ECHO_SERVICE}=${echoAddr}`,
         '--identity',
         join(dir, 'gateway-b.key'),
       ],
@@ -153,6 +164,8 @@ export async function startDevStack(o: DevStackOptions): Promise<void> {
       join(dir, 'gateway-b.log'),
     )
     running.push(b)
+    const peerOf = (r: Running): string => r.lines.find((l) => l.startsWith('Gateway started: '))!.split(': ')[1]!
+    const B = peerOf(b)
     const a = await start(
       'gateway-a',
       node,
@@ -166,6 +179,9 @@ export async function startDevStack(o: DevStackOptions): Promise<void> {
         '--relay',
         relayAddr,
         ...natsFlags,
+        // Calls for the example service go to B without any header from the client.
+        '--route',
+        `${DEV_ECHO_SERVICE}=${B}`,
         '--identity',
         join(dir, 'gateway-a.key'),
       ],
@@ -175,15 +191,15 @@ export async function startDevStack(o: DevStackOptions): Promise<void> {
     running.push(a)
     const echo = await start('echo', node, [ECHO_CLIENT, `127.0.0.1:${DEV_PORTS.gatewayB}`, 'echo'], /^REGISTERED /, join(dir, 'echo.log'))
     running.push(echo)
-    const peerOf = (r: Running): string => r.lines.find((l) => l.startsWith('Gateway started: '))!.split(': ')[1]!
     const A = peerOf(a)
-    const B = peerOf(b)
+    const apiA = `127.0.0.1:${DEV_PORTS.gatewayA}`
     process.stdout.write(`
 Stargate dev stack is up (logs in ${dir}):
   relay      ${relayAddr}   admin API 127.0.0.1:${DEV_PORTS.relayAdmin}
   gateway A  ${A}   API 127.0.0.1:${DEV_PORTS.gatewayA}   (direct + relay${natsUrl != null ? ' + NATS' : ''})
   gateway B  ${B}   API 127.0.0.1:${DEV_PORTS.gatewayB}   (reachable only through the relay; echo handler registered)
   NATS       ${natsUrl ?? 'off'}
+  EchoService ${echoAddr}   (an ordinary gRPC server, exposed by B: --expose ${DEV_ECHO_SERVICE}=${echoAddr})
 
 Try (grpcurl: https://github.com/fullstorydev/grpcurl, or ~/.cache/stargate/bin/grpcurl after npm test):
   export B=${B}
@@ -191,7 +207,18 @@ Try (grpcurl: https://github.com/fullstorydev/grpcurl, or ~/.cache/stargate/bin/
   grpcurl -plaintext -d "{\\"peer_id\\":\\"$B\\",\\"method\\":\\"ping\\"}" 127.0.0.1:${DEV_PORTS.gatewayA} stargate.v1.GatewayService/Call
   grpcurl -plaintext 127.0.0.1:${DEV_PORTS.gatewayA} stargate.v1.GatewayService/GetStatus
   grpcurl -plaintext 127.0.0.1:${DEV_PORTS.relayAdmin} stargate.v1.RelayService/GetRelayStats
-The "tier" field of each answer shows which tier served it. Ctrl-C stops everything.
+The "tier" field of each answer shows which tier served it.
+
+Your existing gRPC services, tunnelled: call B's ${DEV_ECHO_SERVICE} through A as if it were local
+(reflection and calls pass through to the service; without the header, A routes it to B by --route):
+  grpcurl -plaintext -H "stargate-peer: $B" ${apiA} list
+  grpcurl -plaintext -H "stargate-peer: $B" ${apiA} describe ${DEV_ECHO_SERVICE}
+  grpcurl -plaintext -H "stargate-peer: $B" -d '{"payload":"aGVsbG8=","response_count":3}' ${apiA} ${DEV_ECHO_SERVICE}/ServerStream
+  grpcurl -plaintext -import-path test/proto -proto stargate/test/v1/echo.proto -d '{"payload":"aGVsbG8="}' ${apiA} ${DEV_ECHO_SERVICE}/Unary
+An unmodified client, every call kind (Go, or Python through test/interop/python/setup.sh):
+  (cd test/interop/go && go run ./cmd/echo-client -addr ${apiA})
+  "$(bash test/interop/python/setup.sh)" test/interop/python/echo_client.py --addr ${apiA}
+Ctrl-C stops everything.
 `)
     await Promise.race(running.map((r) => new Promise((res) => r.child.once('exit', res))))
     if (!stopping) {

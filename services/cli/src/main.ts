@@ -40,7 +40,11 @@ const COMMANDS: Record<string, Command> = {
       process.stdout.write(`${peerIdOf(key)}\n`)
     },
   },
-  dev: { summary: 'Start the local stack: nats-server, a relay and two gateways with an echo handler.', flags: DEV_FLAGS, run: runDev },
+  dev: {
+    summary: 'Start the local stack: nats-server, a relay, two gateways with an echo handler, and a gRPC service exposed by one.',
+    flags: DEV_FLAGS,
+    run: runDev,
+  },
 }
 
 function usage(): string {
