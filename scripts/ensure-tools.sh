@@ -86,6 +86,9 @@ want netns && { netns_tool ip iproute2; netns_tool iptables iptables; }
 # Only when asked for by name (TOOLS=docker-compose): it needs apt-get and root or passwordless sudo.
 # Debian's docker-compose (v1) validates docker-compose.yml offline with `docker-compose config -q`.
 [[ " ${TOOLS:-} " == *" docker-compose "* ]] && apt_tool docker-compose docker-compose
+# Only when asked for by name (TOOLS=chromium): Debian's chromium (/usr/bin/chromium) for the browser test
+# (test/e2e/browser.test.ts drives it with playwright-core; no browser download). Needs apt-get and root or sudo.
+[[ " ${TOOLS:-} " == *" chromium "* ]] && apt_tool chromium chromium
 # Only when asked for by name (TOOLS=kubernetes-validate): offline Kubernetes JSON schemas, strict mode (~150 MB).
 [[ " ${TOOLS:-} " == *" kubernetes-validate "* ]] && pip_tool kubernetes-validate kubernetes-validate "$KUBERNETES_VALIDATE_VERSION"
 echo "$BIN"
