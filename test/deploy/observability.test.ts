@@ -1,5 +1,6 @@
 // The observability pack against what the services really export. A real relay and two real gateways (with
-// NATS) serve /metrics (--metrics-listen) after calls that succeed, fail remotely and find no tier; a real
+// NATS) serve /metrics (--metrics-listen) after calls that succeed, fail remotely and find no tier, and tunnelled
+// gRPC calls to a backend B exposes; a real
 // Prometheus (the version docker compose runs) scrapes them and loads the chart's alert rules. Then:
 //   - every dashboard query parses (Prometheus' own parser), every metric selector in it matches exported
 //     series, every label it groups by or shows in a legend is on those series, and every panel has data;
@@ -16,7 +17,9 @@ import { after, before, describe, it } from 'node:test'
 import { fromJson } from '@bufbuild/protobuf'
 import { ValueSchema } from '@bufbuild/protobuf/wkt'
 import { Code, ConnectError } from '@connectrpc/connect'
+import * as grpc from '@grpc/grpc-js'
 import { parse } from 'yaml'
+import { EchoBackend, EchoClient } from '../lib/echo.ts'
 import { freePort, type GatewayHandle, Harness, Proc } from '../lib/harness.ts'
 import { tool } from '../lib/tools.ts'
 
@@ -31,6 +34,7 @@ const TARGET_LABELS = new Set(['job', 'instance'])
 // biome-ignore lint/suspicious/noTemplateCurlyInString: Grafana's variable syntax, not a JavaScript template
 const DATASOURCE = { type: 'prometheus', uid: '${datasource}' }
 const UNKNOWN_PEER = '12D3KooWGzxzKZYveHXtpG6AsrUJBcWxHBFS2HsEoGTxrMLvKXtf'
+const ECHO_SERVICE = 'stargate.test.v1.EchoService'
 
 interface Target {
   expr: string
@@ -76,6 +80,7 @@ const withGrafanaVariables = (expr: string): string =>
 describe('observability pack against real metrics', () => {
   const h = new Harness()
   const work = mkdtempSync(join(tmpdir(), 'stargate-prom-'))
+  const backend = new EchoBackend()
   let prom = ''
   let natsProc: Proc | undefined
 
@@ -138,6 +143,7 @@ describe('observability pack against real metrics', () => {
   before(async () => {
     const nats = await h.nats()
     natsProc = nats.proc
+    await backend.start()
     const [relayMetrics, aMetrics, bMetrics, deadRelayPort, promPort] = await Promise.all([
       freePort(),
       freePort(),
@@ -149,7 +155,19 @@ describe('observability pack against real metrics', () => {
     const relay = await h.relay(['--metrics-listen', `127.0.0.1:${relayMetrics}`, '--max-reservations', '2'], { name: 'relay' })
     // B's request journal is small, so calls fill it (StargateJournalNearBound).
     const b = await h.gateway(
-      ['--relay', relay.multiaddr, '--nats', nats.url, '--metrics-listen', `127.0.0.1:${bMetrics}`, '--request-journal-max-bytes', '8192'],
+      [
+        ...[
+          '--relay',
+          relay.multiaddr,
+          '--nats',
+          nats.url,
+          '--metrics-listen',
+          `127.0.0.1:${bMetrics}`,
+          '--request-journal-max-bytes',
+          '8192',
+        ],
+        ...['--expose', `${ECHO_SERVICE}=127.0.0.1:${backend.port}`],
+      ],
       { name: 'gateway-b' },
     )
     // A also has a relay nobody runs (StargateRelayUnhealthy, failing health checks).
@@ -204,6 +222,19 @@ describe('observability pack against real metrics', () => {
         a.client.call({ peerId: UNKNOWN_PEER, method: 'ping' }),
         (e: unknown) => ConnectError.from(e).code === Code.Unavailable,
       )
+      // a gRPC call tunnelled through A to the backend B exposes
+      const echo = new EchoClient(a.api, grpc.credentials.createInsecure())
+      try {
+        const md = new grpc.Metadata()
+        md.set('stargate-peer', b.peerId)
+        await new Promise((resolve, reject) =>
+          (echo as unknown as Record<string, (...args: unknown[]) => void>).unary!({ payload: Buffer.from('t') }, md, (err: unknown) =>
+            err != null ? reject(err) : resolve(undefined),
+          ),
+        )
+      } finally {
+        echo.close()
+      }
     }
     await round()
     await eventually('the first round in the scrapes', async () =>
@@ -221,13 +252,22 @@ describe('observability pack against real metrics', () => {
         )
       if (refused) break
     }
-    await eventually('the second round in the scrapes', async () =>
-      (await instant('increase(stargate_call_duration_count{error_type="UNAVAILABLE"}[1m]) > 0')).length > 0 ? true : undefined,
+    // Pings from C with many small JSON objects: megabytes of short-lived objects on B, so its young generation is
+    // collected (the GC panel reads v8js.gc.duration, which exists once a process has paused for GC); C is not
+    // scraped, so A's mix of calls (StargateCallsUnavailable) stays as it is.
+    const many = fromJson(ValueSchema, { items: Array.from({ length: 5000 }, (_, i) => ({ i, s: 'x'.repeat(20) })) })
+    for (let i = 0; i < 20; i++) await c.client.call({ peerId: b.peerId, method: 'ping', payload: { case: 'json', value: many } })
+    await eventually('the second round and a GC pause of B in the scrapes', async () =>
+      (await instant('increase(stargate_call_duration_count{error_type="UNAVAILABLE"}[1m]) > 0')).length > 0 &&
+      (await instant(`v8js_gc_duration_count{instance="127.0.0.1:${bMetrics}"}`)).length > 0
+        ? true
+        : undefined,
     )
   })
 
   after(async () => {
     await h.close()
+    await backend.stop()
     rmSync(work, { recursive: true, force: true })
   })
 
