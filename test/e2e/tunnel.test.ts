@@ -10,14 +10,7 @@ import { execFile } from 'node:child_process'
 import { after, before, describe, it } from 'node:test'
 import { promisify } from 'node:util'
 import { Tier } from '@stargate/shared/gen/gateway'
-import {
-  assertEchoed,
-  assertMetadataIncludes,
-  ECHO_METADATA,
-  echoMetadataFor,
-  metadataJson,
-  statusDetails,
-} from '../interop/echo-checks.ts'
+import { assertEchoed, assertMetadataIncludes, echoMetadataFor, metadataJson, statusDetails } from '../interop/echo-checks.ts'
 import {
   ECHO_KINDS,
   ECHO_LANGS,
@@ -78,15 +71,25 @@ describe('tunnel (real gateways, relay, Go/Python/Node servers, Go/Python client
     }
   }
 
-  for (const client of ECHO_LANGS) {
-    it(`route - ${client} client without any Stargate header reaches the Go server by --route`, async () => {
-      const before = { go: s.servers.go.events.length, python: s.servers.python.events.length, node: s.servers.node.events.length }
-      const run = await runEchoClient(client, s.a.api, { sizes: [1000], count: 5, metadata: ECHO_METADATA })
-      for (const r of run.results) assertEchoed(r, { count: 5, metadata: ECHO_METADATA })
-      assert.equal(s.servers.go.calls('Unary', before.go).length, 1, 'the routed server got the calls')
-      assert.equal(s.servers.python.events.length, before.python, 'no other server did')
-      assert.equal(s.servers.node.events.length, before.node, 'no other server did')
-    })
+  for (const [via, target] of [
+    ['a', 'go'],
+    ['aDirect', 'node'],
+  ] as const) {
+    for (const client of ECHO_LANGS) {
+      it(`route - ${client} client without any Stargate header → ${via === 'a' ? 'A' : 'A-direct'} → ${Tier[TIER_OF[target]]} → the ${target} server, by --route`, async () => {
+        const gateway = s[via]
+        const metadata = echoMetadataFor(target)
+        const before = Object.fromEntries((['go', 'python', 'node'] as const).map((l) => [l, s.servers[l].events.length]))
+        const run = await runEchoClient(client, gateway.api, { sizes: [1000], count: 5, metadata })
+        assert.equal(run.results.length, ECHO_KINDS.length)
+        for (const r of run.results) assertEchoed(r, { count: 5, metadata })
+        assert.equal(await lastTier(gateway, s.b[target].peerId), TIER_OF[target], 'the tier used')
+        for (const lang of ['go', 'python', 'node'] as const) {
+          const calls = s.servers[lang].events.slice(before[lang]).filter((e) => e.event === 'call').length
+          assert.equal(calls, lang === target ? ECHO_KINDS.length : 0, `calls that reached the ${lang} server`)
+        }
+      })
+    }
   }
 
   for (const server of ['go', 'python', 'node'] as const) {
@@ -275,7 +278,7 @@ describe('tunnel (real gateways, relay, Go/Python/Node servers, Go/Python client
           responseBytes: SIZE,
         })
         const r = run.results[0]!
-        assert.equal(r.code, 0, r.message)
+        assert.equal(r.code, 0, `${r.message}\n${h.dump()}`)
         assert.equal(r.received_bytes, TOTAL)
         assert.equal(r.received_sha256, generatedSha256(COUNT, SIZE))
         assert.ok(r.in_order)
@@ -292,7 +295,7 @@ describe('tunnel (real gateways, relay, Go/Python/Node servers, Go/Python client
       await measured('client stream 100 MiB', async () => {
         const run = await runEchoClient('go', s.a.api, { peer: s.b.go.peerId, kinds: ['client_stream'], sizes: [SIZE], count: COUNT })
         const r = run.results[0]!
-        assert.equal(r.code, 0, r.message)
+        assert.equal(r.code, 0, `${r.message}\n${h.dump()}`)
         assert.deepEqual(r.server, { received_messages: COUNT, received_bytes: TOTAL, sha256: generatedSha256(COUNT, SIZE) })
         console.log(
           `client stream: ${TOTAL / MiB} MiB in ${(r.elapsed_ms / 1000).toFixed(1)} s (${(TOTAL / MiB / (r.elapsed_ms / 1000)).toFixed(1)} MiB/s)`,

@@ -7,6 +7,8 @@
  *                 └─ direct ─► B-node  (libp2p listener, no relay: reachable only directly)            ─► Node server
  *
  * A routes stargate.test.v1.EchoService to B-go by --route; a client's stargate-peer header picks any B.
+ * A second caller gateway, A-direct, routes it to B-node by --route (so routing by --route is shown over
+ * both tiers).
  */
 import type { Tier } from '@stargate/shared/gen/gateway'
 import type { GatewayHandle, Harness, RelayHandle } from '../lib/harness.ts'
@@ -20,6 +22,8 @@ export interface TunnelStack {
   b: Record<EchoServerLang, GatewayHandle>
   /** The caller gateway. */
   a: GatewayHandle
+  /** A caller gateway whose --route goes to B-node (direct). */
+  aDirect: GatewayHandle
 }
 
 /** --expose of the echo service toward a server. */
@@ -50,11 +54,14 @@ export async function startTunnelStack(h: Harness): Promise<TunnelStack> {
     ],
     { name: 'gateway-a' },
   )
+  const aDirect = await h.gateway(['--peer', `${b.node.peerId}=${nodeAddr}`, '--route', `${ECHO_SERVICE}=${b.node.peerId}`], {
+    name: 'gateway-a-direct',
+  })
   for (const g of [b.go, b.python]) {
     await waitFor(async () => (await g.client.getStatus({})).relays.some((r) => r.reserved), `${g.proc.name} holds a relay reservation`)
   }
   await waitFor(async () => (await a.client.getRelayHealth({})).relays.some((r) => r.isHealthy), 'gateway A sees the relay healthy')
-  return { relay, servers, b, a }
+  return { relay, servers, b, a, aDirect }
 }
 
 /** The tier of A's last successful call to a peer (GetPeerMetrics.connection_type). */
