@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
+import { createHash } from 'node:crypto'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { after, before, describe, it } from 'node:test'
@@ -439,6 +440,52 @@ describe('NATS credentials and TLS', () => {
     const [noCertLine] = await d.proc.waitFor(/^.*nats (connect failed|error|disconnected).*$/)
     console.log(`# no client certificate: ${noCertLine}`)
     assert.notEqual((await d.client.getStatus({})).nats?.state, NatsState.CONNECTED)
+  })
+
+  /** A NATS JWT (what nsc writes): claims signed by the issuer's nkey, for an operator-mode test server. */
+  function natsJwt(issuer: ReturnType<typeof nkeys.createOperator>, subject: string, nats: Record<string, unknown>): string {
+    const claims: Record<string, unknown> = {
+      iat: Math.floor(Date.now() / 1000),
+      iss: issuer.getPublicKey(),
+      sub: subject,
+      nats: { ...nats, version: 2 },
+    }
+    claims.jti = createHash('sha256').update(JSON.stringify(claims)).digest('hex')
+    const head = Buffer.from(JSON.stringify({ typ: 'JWT', alg: 'ed25519-nkey' })).toString('base64url')
+    const body = Buffer.from(JSON.stringify(claims)).toString('base64url')
+    return `${head}.${body}.${Buffer.from(issuer.sign(new TextEncoder().encode(`${head}.${body}`))).toString('base64url')}`
+  }
+
+  it('nats auth - credentials files (user JWT and nkey seed) against an operator-mode nats-server', async () => {
+    const dir = await h.tmp()
+    const operator = nkeys.createOperator()
+    const account = nkeys.createAccount()
+    const unlimited = { subs: -1, data: -1, payload: -1, imports: -1, exports: -1, wildcards: true, conn: -1, leaf: -1 }
+    const nats = await h.nats({
+      config: [
+        `operator: ${natsJwt(operator, operator.getPublicKey(), { type: 'operator' })}`,
+        'resolver: MEMORY',
+        `resolver_preload: { ${account.getPublicKey()}: ${natsJwt(operator, account.getPublicKey(), { type: 'account', limits: unlimited })} }`,
+      ].join('\n'),
+    })
+    const credsFile = async (name: string): Promise<string> => {
+      const user = nkeys.createUser()
+      const jwt = natsJwt(account, user.getPublicKey(), { type: 'user', pub: {}, sub: {}, subs: -1, data: -1, payload: -1 })
+      const seed = new TextDecoder().decode(user.getSeed())
+      const file = join(dir, `${name}.creds`)
+      await writeFile(
+        file,
+        `-----BEGIN NATS USER JWT-----\n${jwt}\n------END NATS USER JWT------\n\n-----BEGIN USER NKEY SEED-----\n${seed}\n------END USER NKEY SEED------\n`,
+      )
+      return file
+    }
+    const b = await h.gateway(['--nats', nats.url, '--nats-creds', await credsFile('b')], { name: 'b' })
+    const a = await h.gateway(['--nats', nats.url], { name: 'a', env: { STARGATE_NATS_CREDS: await credsFile('a') } })
+    const res = await a.client.call({ peerId: b.peerId, method: 'ping', payload: json(1), options: { allowedTiers: [Tier.NATS] } })
+    assert.equal(res.tier, Tier.NATS)
+    // Without credentials the same server refuses the connection.
+    const c = await h.gateway(['--nats', nats.url], { name: 'c' })
+    await c.proc.waitFor(/nats connect failed.*Authorization Violation/i)
   })
 
   it('nats auth - a token from the environment or a file', async () => {
