@@ -6,7 +6,7 @@ import type { Client } from '@connectrpc/connect'
 import type { GatewayService } from '@stargate/shared/gen/gateway'
 import { Tier } from '@stargate/shared/gen/gateway'
 import { eventually } from '../lib/eventually.ts'
-import { Harness } from '../lib/harness.ts'
+import { Harness, type Proc } from '../lib/harness.ts'
 
 const json = (v: unknown) => ({ case: 'json' as const, value: fromJson(ValueSchema, v as never) })
 
@@ -112,6 +112,61 @@ describe('relay health and multi-relay failover', () => {
       throw new Error(`${err instanceof Error ? err.message : String(err)}\n${h.dump()}`)
     } finally {
       stop = true
+      await h.close()
+    }
+  })
+
+  it('presence - a relay turning unhealthy is dropped from the presence record at once, and announced again once healthy', async () => {
+    const h = new Harness()
+    const circuitsKnown = async (caller: Client<typeof GatewayService>, peerId: string): Promise<string[]> =>
+      (await caller.listPeers({})).peers.find((p) => p.peerId === peerId)?.circuitAddrs ?? []
+    let frozen: Proc | undefined
+    try {
+      const nats = await h.nats()
+      const r1 = await h.relay([], { name: 'relay-1' })
+      const r2 = await h.relay([], { name: 'relay-2' })
+      const common = ['--relay', r1.multiaddr, '--relay', r2.multiaddr, '--nats', nats.url]
+      // Fast checks on the target so r1 turns unhealthy about a second after it falls silent.
+      const fast = ['--relay-health-interval-ms', '300', '--relay-health-timeout-ms', '300']
+      const target = await h.gateway([...common, ...fast], { name: 'target' })
+      const caller = await h.gateway(common, { name: 'caller' })
+      await until(
+        async () =>
+          (await circuitsKnown(caller.client, target.peerId)).filter((a) => a.includes(r1.peerId) || a.includes(r2.peerId)).length === 2,
+        30_000,
+        "the caller knows the target's circuits through both relays",
+      )
+      // r1 falls silent (SIGSTOP: its connections stay open, nothing answers).
+      frozen = r1.proc
+      r1.proc.child.kill('SIGSTOP')
+      const t0 = Date.now()
+      await until(async () => !(await health(target.client, r1.peerId)).isHealthy, 10_000, 'the target finds r1 unhealthy')
+      const unhealthyAfterMs = Date.now() - t0
+      // At once: within 2 s of the change, not at the next periodic announcement (every 30 s).
+      await until(
+        async () => !(await circuitsKnown(caller.client, target.peerId)).some((a) => a.includes(r1.peerId)),
+        2_000,
+        'the caller no longer knows the target through r1',
+      )
+      const droppedAfterMs = Date.now() - t0
+      // Announced because r1 turned unhealthy, not because the reservation went away: the target still holds it.
+      assert.equal((await health(target.client, r1.peerId)).reserved, true, 'the reservation on r1 is still held')
+      assert.ok(
+        (await target.client.getStatus({})).announcedAddrs.some((a) => a.includes(r1.peerId)),
+        "r1's circuit address is still among the target's addresses",
+      )
+      process.stdout.write(
+        `r1 silent: unhealthy for the target after ${unhealthyAfterMs} ms, dropped by the caller after ${droppedAfterMs} ms\n`,
+      )
+      r1.proc.child.kill('SIGCONT')
+      frozen = undefined
+      await until(
+        async () => (await circuitsKnown(caller.client, target.peerId)).some((a) => a.includes(r1.peerId)),
+        15_000,
+        'the caller knows the target through r1 again',
+      )
+    } finally {
+      frozen?.child.kill('SIGCONT')
       await h.close()
     }
   })

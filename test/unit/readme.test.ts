@@ -54,6 +54,10 @@ describe('README', () => {
       `issued more than ${D.presenceTtlMs / 1000} s ago`,
       `from connections ${D.connectionPeerTtlMs / 60_000} min after`,
       `at most ${D.maxLearnedPeers.toLocaleString('en-US').replace(',', ' ')} are kept`,
+      `\`--relay-stagger-ms\` (${D.relayStaggerMs} ms)`,
+      `\`--circuit-cooldown-ms\` (${D.circuitCooldownMs / 1000} s)`,
+      `\`--liveness-probe-ms\` (${D.livenessProbeMs} ms)`,
+      `\`--liveness-probe-timeout-ms\` (${D.livenessProbeTimeoutMs} ms)`,
     ]) {
       assert.ok(text.includes(phrase), `README says: ${phrase}`)
     }

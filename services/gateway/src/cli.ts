@@ -242,6 +242,30 @@ export const GATEWAY_FLAGS: FlagSpec[] = [
     description: 'sender sessions the NATS replay guard tracks; when full, new sessions are refused until old ones expire',
     defaultText: String(D.natsReplayMaxSessions),
   },
+  {
+    name: 'relay-stagger-ms',
+    type: 'string',
+    description: 'start the next relay circuit of an attempt when the ones started have not opened after this long',
+    defaultText: String(D.relayStaggerMs),
+  },
+  {
+    name: 'circuit-cooldown-ms',
+    type: 'string',
+    description: 'try a circuit that failed toward a peer last for this long (probing it in the background)',
+    defaultText: String(D.circuitCooldownMs),
+  },
+  {
+    name: 'liveness-probe-ms',
+    type: 'string',
+    description: 'ping a peer connection when calls wait and nothing arrived for this long; 0 = never',
+    defaultText: String(D.livenessProbeMs),
+  },
+  {
+    name: 'liveness-probe-timeout-ms',
+    type: 'string',
+    description: 'fail the calls of a connection whose ping is unanswered this long (they move on)',
+    defaultText: String(D.livenessProbeTimeoutMs),
+  },
 ]
 
 function parsePeer(value: string): StaticPeer {
@@ -404,6 +428,10 @@ export function gatewayConfigFromFlags(flags: ParsedFlags): {
         if (problem != null) throw new UsageError(`--cors-allow-origin "${v}" ${problem}`)
         return v
       }),
+      relayStaggerMs: int(flags, 'relay-stagger-ms', 0),
+      circuitCooldownMs: int(flags, 'circuit-cooldown-ms', 0),
+      livenessProbeMs: int(flags, 'liveness-probe-ms', 0),
+      livenessProbeTimeoutMs: int(flags, 'liveness-probe-timeout-ms', 1),
     },
     identityFile,
     stateDir,

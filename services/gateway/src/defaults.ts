@@ -107,10 +107,19 @@ export const GATEWAY_DEFAULTS = {
   frameOverheadBytes: 64 * 1024,
   /** Peer channels: frames up to this size written in one event-loop turn leave in one stream send. */
   batchFrameMaxBytes: 16 * 1024,
-  /** Peer channels: when calls wait and nothing arrived for this long, the connection is pinged. */
-  livenessProbeMs: 1_000,
-  /** Peer channels: a liveness ping unanswered for this long fails the connection's calls. */
-  livenessProbeTimeoutMs: 2_000,
+  /**
+   * Peer channels: when calls wait and nothing arrived for this long, the connection is pinged; a call sent on a
+   * channel silent this long is raced by a ping from the start.
+   */
+  livenessProbeMs: 500,
+  /** Peer channels: a liveness ping unanswered for this long fails the connection's calls (they move on). */
+  livenessProbeTimeoutMs: 1_500,
+  /** Relay tier: within one attempt, the next circuit starts when the ones started have not opened after this long. */
+  relayStaggerMs: 300,
+  /** Relay tier: a circuit that failed toward a peer is tried last for this long (probed in the background). */
+  circuitCooldownMs: 60_000,
+  /** Relay tier: (peer, relay) failures remembered at most; the oldest is forgotten first. */
+  circuitHistoryMaxEntries: 10_000,
   /** libp2p: streams per protocol and connection, each way (calls are multiplexed; this is headroom). */
   maxStreamsPerConnection: 4_096,
   /** libp2p: connections kept beyond the pool's two per peer and the relays. */

@@ -25,6 +25,7 @@ import { RelayManager } from './relays.ts'
 import { Router } from './router.ts'
 import { ServeRegistry } from './serve.ts'
 import { GATEWAY_SCOPE, GatewayTelemetry } from './telemetry/gateway-telemetry.ts'
+import { CircuitHistory, relayOfCircuit } from './tiers/circuits.ts'
 import { createTiers } from './tiers/index.ts'
 import { LoopbackTier } from './tiers/loopback.ts'
 import type { TierModule } from './tiers/tier.ts'
@@ -252,13 +253,18 @@ export class Gateway {
         peers: this.peers,
         channel: {
           maxFrameBytes,
-          livenessProbeMs: D.livenessProbeMs,
-          livenessProbeTimeoutMs: D.livenessProbeTimeoutMs,
+          livenessProbeMs: o.livenessProbeMs,
+          livenessProbeTimeoutMs: o.livenessProbeTimeoutMs,
           tunnel: { localPeerId: this.peerId, ...tunnelLimits },
         },
         log: this.log.child('tiers'),
       },
       relays: this.relays,
+      relay: {
+        staggerMs: o.relayStaggerMs,
+        probeTimeoutMs: o.attemptTimeoutMs,
+        history: new CircuitHistory({ cooldownMs: o.circuitCooldownMs, maxEntries: D.circuitHistoryMaxEntries }),
+      },
       nats: { bus: this.nats, codec: this.sealer, attemptTimeoutMs: o.attemptTimeoutMs },
       selfPeerId: this.peerId,
       inbound: this.inbound,
@@ -407,8 +413,13 @@ export class Gateway {
     return this.multiaddrs().filter((a) => !a.includes('/p2p-circuit'))
   }
 
+  /**
+   * The circuit addresses to announce: those through relays that pass their health checks. A relay that turns
+   * unhealthy is dropped from the next presence record (announced at once), so callers stop preferring it.
+   */
   private circuitAddrs(): string[] {
-    return this.multiaddrs().filter((a) => a.includes('/p2p-circuit'))
+    const usable = new Set(this.relays.usable().map((r) => r.peerId))
+    return this.multiaddrs().filter((a) => a.includes('/p2p-circuit') && usable.has(relayOfCircuit(a)))
   }
 
   /**

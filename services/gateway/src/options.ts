@@ -56,6 +56,14 @@ export interface GatewayOptions {
   backoffJitter: number
   tierStaggerMs: number
   tierCooldownMs: number
+  /** Within one relay attempt, the next circuit starts when the ones started have not opened after this long. */
+  relayStaggerMs: number
+  /** A circuit that failed toward a peer is tried last for this long. */
+  circuitCooldownMs: number
+  /** When calls wait on a peer channel and nothing arrived for this long, its connection is probed. */
+  livenessProbeMs: number
+  /** A liveness probe unanswered for this long fails the channel's calls (they move to another circuit or tier). */
+  livenessProbeTimeoutMs: number
   poolMaxPeers: number
   poolTtlMs: number
   maxPayloadBytes: number
@@ -211,6 +219,7 @@ export function resolveGatewayOptions(init: GatewayInit): GatewayOptions {
     'natDetectIntervalMs',
     'natAddrPollMs',
     'natsReplayMaxSessions',
+    'livenessProbeTimeoutMs',
   ]
   for (const k of positive) {
     if (!((o[k] as number) > 0)) throw new RangeError(`${k} must be positive, got ${String(o[k])}`)
@@ -223,6 +232,9 @@ export function resolveGatewayOptions(init: GatewayInit): GatewayOptions {
   }
   if (o.backoffFactor < 1) throw new RangeError(`backoffFactor must be at least 1, got ${o.backoffFactor}`)
   if (o.maxRetries < 0) throw new RangeError(`maxRetries must not be negative, got ${o.maxRetries}`)
+  for (const k of ['relayStaggerMs', 'circuitCooldownMs', 'livenessProbeMs'] as const) {
+    if (!(o[k] >= 0)) throw new RangeError(`${k} must not be negative, got ${String(o[k])}`)
+  }
   return o
 }
 

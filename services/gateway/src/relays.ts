@@ -63,6 +63,7 @@ export class RelayManager implements RelaySelector {
   private checking?: Promise<void>
   private readonly checks = new Map<RelayState, Promise<void>>()
   private readonly observer: RelayHealthObserver
+  /** What this gateway announces about its relays may have changed: a reservation made, a relay turned (un)healthy. */
   private readonly onReservationsChanged: () => void
 
   constructor(
@@ -138,12 +139,18 @@ export class RelayManager implements RelaySelector {
       .map((s) => ({ addr: dialAddr(s), peerId: s.peerId }))
   }
 
+  unhealthy(relayPeerId: string): boolean {
+    const s = this.states.find((x) => x.peerId === relayPeerId)
+    return s != null && (!s.healthy || s.suspect)
+  }
+
   reportFailure(relayPeerId: string, reason: string): void {
     const s = this.states.find((x) => x.peerId === relayPeerId)
     if (s == null || s.suspect) return
     s.suspect = true
     s.lastError = `relayed call failed: ${reason}`
     this.o.log.warn('relay suspect after a failed relayed call', { relay: s.addr, reason })
+    this.onReservationsChanged()
     // Check it now instead of waiting for the next interval.
     void this.checkOne(s)
   }
@@ -171,6 +178,7 @@ export class RelayManager implements RelaySelector {
     for (const s of this.states.filter((x) => x.peerId === evt.detail.toString())) {
       s.suspect = true
       s.lastError = 'connection to the relay closed'
+      this.onReservationsChanged()
       void this.checkOne(s)
     }
   }
@@ -210,6 +218,7 @@ export class RelayManager implements RelaySelector {
       this.observer.check?.(s, true, rtt, undefined)
       if (!wasHealthy) {
         this.o.log.info('relay healthy', { relay: s.addr, rttMs: rtt })
+        this.onReservationsChanged()
         if (this.running) void this.ensureReservations()
       }
     } catch (err: unknown) {
@@ -220,6 +229,7 @@ export class RelayManager implements RelaySelector {
       this.observer.check?.(s, false, 0, s.lastError)
       if (wasHealthy && !s.healthy) {
         this.o.log.warn('relay unhealthy', { relay: s.addr, failures: s.consecutiveFailures, error: s.lastError })
+        this.onReservationsChanged()
         if (this.running) void this.ensureReservations()
       }
     }

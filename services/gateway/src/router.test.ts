@@ -26,6 +26,8 @@ interface Behaviour {
   connectError?: string
   /** What a send returns (default: an echo of the method as data); throw to fail the send. */
   send?: (req: PeerRequestInit) => PeerResponse
+  /** Whether the link of the n-th connect (0-based) was reused from the pool (default: fresh). */
+  reused?: boolean[]
 }
 
 /** A tier driven by a fake clock; it records when each connect started. */
@@ -49,10 +51,11 @@ class FakeTier implements TierTransport {
     this.connectsAtMs.push(this.clock.nowMs())
     const b = this.behaviour
     return new Promise((resolve, reject) => {
+      const reused = b.reused?.[this.connectsAtMs.length - 1] === true
       const timer = this.clock.setTimeout(() => {
         signal.removeEventListener('abort', onAbort)
         if (b.connectError != null) reject(new StargateError(Code.Unavailable, b.connectError))
-        else resolve(this.link())
+        else resolve(this.link(reused))
       }, b.connectMs ?? 0)
       const onAbort = (): void => {
         timer.clear()
@@ -62,9 +65,10 @@ class FakeTier implements TierTransport {
     })
   }
 
-  private link(): TierLink {
+  private link(reused: boolean): TierLink {
     return {
       via: `fake-${this.tier}`,
+      reused,
       send: async (req) => {
         this.sends.push(req)
         const send =
@@ -259,6 +263,49 @@ describe('router', () => {
     assert.deepEqual(summary(res.attempts ?? []), ['0:direct:FAILED', '0:relay:SUCCESS'])
     // Both carried the same request id: the callee's duplicate memory makes the second delivery safe.
     assert.equal(direct.sends[0]?.requestId, relay.sends[0]?.requestId)
+  })
+
+  it('router - a pooled link whose send fails is replaced at once by a fresh connect on the same tier, in the same round', async () => {
+    const { clock, relay, call } = setup()
+    let sends = 0
+    relay.behaviour = {
+      connectMs: 5,
+      reused: [true],
+      send: (req) => {
+        // The pooled circuit's far side went silent: its liveness probe failed the call.
+        if (++sends === 1) throw new StargateError(Code.Unavailable, 'connection to the peer stopped answering')
+        return create(PeerResponseSchema, { result: { case: 'data', value: Buffer.from(req.method ?? '') } })
+      },
+    }
+    const t0 = clock.nowMs()
+    const res = await drive(clock, call(PEER, 30_000, { allowedTiers: [Tier.RELAY] }), 30_000, 5)
+    assert.equal(res.tier, Tier.RELAY)
+    assert.deepEqual(summary(res.attempts ?? []), ['0:relay:FAILED', '0:relay:SUCCESS'])
+    assert.deepEqual(
+      relay.connectsAtMs.map((t) => t - t0),
+      [0, 5],
+      'the fresh connect started when the pooled link failed, not after a backoff',
+    )
+    // The resend carries the same request id: the callee answers it from memory if the first one arrived.
+    assert.equal(relay.sends[0]?.requestId, relay.sends[1]?.requestId)
+  })
+
+  it('router - a fresh link that fails gets no second connect in its round (only a pooled one does, once)', async () => {
+    const { clock, relay, call } = setup()
+    relay.behaviour = {
+      connectMs: 5,
+      reused: [true, false],
+      send: () => {
+        throw new StargateError(Code.Unavailable, 'stream reset')
+      },
+    }
+    const t0 = clock.nowMs()
+    await assert.rejects(drive(clock, call(PEER, 3_000, { allowedTiers: [Tier.RELAY] }), 30_000, 5))
+    // Round 0: the pooled link and one fresh connect; round 1 after the 2 s backoff; no round 2 before the deadline.
+    assert.deepEqual(
+      relay.connectsAtMs.map((t) => t - t0),
+      [0, 5, 2_010],
+    )
   })
 
   it('router - a failure marked final is never tried on another tier', async () => {

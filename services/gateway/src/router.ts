@@ -316,6 +316,8 @@ export class Router {
       }
     }
     let remaining = candidates
+    // Tiers whose pooled link failed in this round and that got their one fresh connect.
+    const refreshed = new Set<Tier>()
     while (remaining.length > 0 && !signal.aborted) {
       const won = await this.race(plan, round, remaining, record, signal)
       if (won == null) return undefined
@@ -348,6 +350,13 @@ export class Router {
         if (signal.aborted) return undefined
         if (!isTransportFailure(e) || isFinal(e)) throw e
         this.markFailed(plan.peerId, tier)
+        // A pooled link that died (its far side went silent) says nothing of a fresh connection on the same
+        // tier (another relay, a new dial): connect once more at once instead of waiting for the next round.
+        // The request may have reached the peer; its request id makes the peer answer a resend from memory.
+        if (won.link.reused === true && !refreshed.has(tier)) {
+          refreshed.add(tier)
+          remaining = [won.transport, ...remaining]
+        }
       }
     }
     return undefined

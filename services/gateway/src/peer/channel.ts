@@ -1,5 +1,6 @@
 import type { MessageInitShape } from '@bufbuild/protobuf'
 import type { Connection, Stream } from '@libp2p/interface'
+import { type Clock, systemClock, type Timer } from '@stargate/shared/clock'
 import { Code, StargateError } from '@stargate/shared/errors'
 import type { PeerFrame, PeerRequestSchema, PeerResponse } from '@stargate/shared/gen/envelope'
 import { Tier } from '@stargate/shared/gen/gateway'
@@ -14,13 +15,15 @@ export interface PeerChannelOptions {
   /**
    * When calls are waiting and nothing has arrived for this long, the connection is probed (libp2p ping on a
    * new stream); a connection whose packets are silently dropped fails its calls at once instead of holding
-   * them until their deadline. 0 disables the probe.
+   * them until their deadline. A call (or tunnelled stream) started on a channel silent this long is raced by
+   * a probe from the start. 0 disables the probe.
    */
   livenessProbeMs: number
   /** A probe unanswered for this long fails the connection. */
   livenessProbeTimeoutMs: number
   /** The tunnelled streams the channel carries (this gateway's peer id, window, limits). */
   tunnel: Omit<TunnelClientOptions, 'log' | 'remotePeerId' | 'tier'>
+  clock?: Clock
 }
 
 interface Pending {
@@ -38,15 +41,16 @@ export class PeerChannel {
   readonly connection: Connection
   /** The caller half of the tunnelled streams carried by this channel; it fails when the channel does. */
   readonly tunnel: TunnelClient
-  readonly openedAtMs = Date.now()
-  lastUsedAtMs = Date.now()
+  readonly openedAtMs: number
+  lastUsedAtMs: number
   private readonly pending = new Map<bigint, Pending>()
   private nextExchange = 1n
   private closedError?: StargateError
   private readonly log: Logger
   private readonly o: PeerChannelOptions
-  private lastFrameAt = Date.now()
-  private watchdog?: NodeJS.Timeout
+  private readonly clock: Clock
+  private lastFrameAtMs: number
+  private watchdog?: Timer
   private probing = false
 
   constructor(stream: Stream, connection: Connection, options: PeerChannelOptions, log: Logger) {
@@ -54,6 +58,10 @@ export class PeerChannel {
     this.connection = connection
     this.log = log
     this.o = options
+    this.clock = options.clock ?? systemClock
+    this.openedAtMs = this.clock.nowMs()
+    this.lastUsedAtMs = this.openedAtMs
+    this.lastFrameAtMs = this.openedAtMs
     const remotePeerId = connection.remotePeer.toString()
     this.tunnel = new TunnelClient(
       streamLink(stream, () => this.tunnel),
@@ -62,14 +70,14 @@ export class PeerChannel {
         log: log.child('tunnel'),
         remotePeerId,
         tier: isCircuitConnection(connection) ? Tier.RELAY : Tier.DIRECT,
-        onOpen: () => this.armWatchdog(),
+        onOpen: () => this.watch(),
       },
     )
     onFrames(
       stream,
       { maxFrameBytes: options.maxFrameBytes },
       (frame) => {
-        this.lastFrameAt = Date.now()
+        this.lastFrameAtMs = this.clock.nowMs()
         this.onFrame(frame)
       },
       (err) => this.fail(err),
@@ -94,7 +102,7 @@ export class PeerChannel {
   async call(req: MessageInitShape<typeof PeerRequestSchema>, signal: AbortSignal): Promise<PeerResponse> {
     if (this.closedError != null) throw this.closedError
     signal.throwIfAborted()
-    this.lastUsedAtMs = Date.now()
+    this.lastUsedAtMs = this.clock.nowMs()
     const exchangeId = this.nextExchange++
     const result = new Promise<PeerResponse>((resolve, reject) => this.pending.set(exchangeId, { resolve, reject }))
     // Rejected by abort or stream close while the request may still be being written: handled below either way.
@@ -107,7 +115,7 @@ export class PeerChannel {
       if (this.open) writeFrame(this.stream, { kind: { case: 'cancel', value: { exchangeId } } }).catch(() => {})
     }
     signal.addEventListener('abort', onAbort, { once: true })
-    this.armWatchdog()
+    this.watch()
     try {
       await writeFrame(this.stream, { kind: { case: 'request', value: { ...req, exchangeId } } }, signal)
       return await result
@@ -117,7 +125,7 @@ export class PeerChannel {
       throw StargateError.from(err, Code.Unavailable)
     } finally {
       signal.removeEventListener('abort', onAbort)
-      this.lastUsedAtMs = Date.now()
+      this.lastUsedAtMs = this.clock.nowMs()
     }
   }
 
@@ -152,41 +160,60 @@ export class PeerChannel {
     p.resolve(res)
   }
 
+  /**
+   * A call or tunnelled stream starts: a channel silent for livenessProbeMs may be dead (its far side gone
+   * without a FIN), so it is probed alongside, and a dead one fails within the probe timeout instead of after
+   * another watchdog period; the watchdog keeps watching while anything is in flight.
+   */
+  private watch(): void {
+    if (this.o.livenessProbeMs > 0 && this.clock.nowMs() - this.lastFrameAtMs >= this.o.livenessProbeMs) this.probe()
+    this.armWatchdog()
+  }
+
+  /** Probes the connection while calls wait, as soon as nothing has arrived for livenessProbeMs. */
   private armWatchdog(): void {
     if (this.o.livenessProbeMs <= 0 || this.watchdog != null || this.closedError != null) return
-    this.watchdog = setTimeout(() => {
+    const silentForMs = this.clock.nowMs() - this.lastFrameAtMs
+    // Due when the channel will have been silent for livenessProbeMs; a full period when it already has.
+    const dueInMs = silentForMs < this.o.livenessProbeMs ? this.o.livenessProbeMs - silentForMs : this.o.livenessProbeMs
+    this.watchdog = this.clock.setTimeout(() => {
       this.watchdog = undefined
       if (this.inflight === 0 || this.closedError != null) return
-      if (Date.now() - this.lastFrameAt < this.o.livenessProbeMs || this.probing) {
-        this.armWatchdog()
-        return
-      }
-      this.probing = true
-      probeConnection(this.connection, this.o.livenessProbeTimeoutMs)
-        .then(
-          () => {
-            this.lastFrameAt = Date.now()
-            this.armWatchdog()
-          },
-          (err: unknown) => {
-            const e = new StargateError(Code.Unavailable, `connection to ${this.connection.remotePeer.toString()} stopped answering`, {
-              cause: err,
-            })
-            this.log.warn('peer connection stopped answering; failing its calls', { peer: this.connection.remotePeer.toString() })
-            this.fail(e)
-            this.stream.abort(e)
-            this.connection.abort(e)
-          },
-        )
-        .finally(() => {
-          this.probing = false
-        })
-    }, this.o.livenessProbeMs)
-    this.watchdog.unref()
+      if (this.clock.nowMs() - this.lastFrameAtMs >= this.o.livenessProbeMs) this.probe()
+      this.armWatchdog()
+    }, dueInMs)
+  }
+
+  /** One probe at a time: an answer counts as a frame; none within the timeout fails the connection. */
+  private probe(): void {
+    if (this.probing || this.closedError != null) return
+    this.probing = true
+    probeConnection(this.connection, this.o.livenessProbeTimeoutMs, this.clock)
+      .then(
+        () => {
+          this.lastFrameAtMs = this.clock.nowMs()
+        },
+        (err: unknown) => {
+          // Another ping is in flight on this connection (libp2p's own connection monitor): no verdict; that
+          // ping aborts the connection if it fails, and the watchdog probes again next period.
+          if (this.closedError != null || (err as { name?: unknown } | undefined)?.name === 'TooManyOutboundProtocolStreamsError') return
+          const e = new StargateError(Code.Unavailable, `connection to ${this.connection.remotePeer.toString()} stopped answering`, {
+            cause: err,
+          })
+          this.log.warn('peer connection stopped answering; failing its calls', { peer: this.connection.remotePeer.toString() })
+          this.fail(e)
+          this.stream.abort(e)
+          this.connection.abort(e)
+        },
+      )
+      .finally(() => {
+        this.probing = false
+      })
   }
 
   private fail(err: StargateError): void {
-    clearTimeout(this.watchdog)
+    this.watchdog?.clear()
+    this.watchdog = undefined
     this.closedError ??= err
     for (const [id, p] of this.pending) {
       this.pending.delete(id)
@@ -200,8 +227,8 @@ const PING_PROTOCOL = '/ipfs/ping/1.0.0'
 const IDENTIFY_PROTOCOL = '/ipfs/id/1.0.0'
 
 /** One libp2p ping round trip on a new stream of the connection; rejects on timeout or mismatch. */
-export async function probeConnection(connection: Connection, timeoutMs: number): Promise<void> {
-  const probe = deadline(timeoutMs)
+export async function probeConnection(connection: Connection, timeoutMs: number, clock: Clock = systemClock): Promise<void> {
+  const probe = deadline(timeoutMs, undefined, clock)
   const signal = probe.signal
   const stream = await connection.newStream(PING_PROTOCOL, { signal, runOnLimitedConnection: true }).catch((err: unknown) => {
     probe.dispose()

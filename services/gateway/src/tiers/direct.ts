@@ -44,7 +44,7 @@ export class DirectTier implements TierTransport {
   async connect(peerId: string, signal: AbortSignal): Promise<TierLink> {
     const onFailure = (): void => this.c.pool.drop(peerId, this.tier)
     const pooled = this.c.pool.get(peerId, this.tier)
-    if (pooled != null) return linkFor(pooled, onFailure)
+    if (pooled != null) return linkFor(pooled, onFailure, true)
     let conn = this.existing(peerId)
     if (conn == null) {
       const addrs = await this.addresses(peerId)
@@ -64,6 +64,6 @@ export class DirectTier implements TierTransport {
     })
     const entry: PooledChannel = { channel, via: conn.remoteAddr.toString() }
     this.c.pool.put(peerId, this.tier, entry)
-    return linkFor(entry, onFailure)
+    return linkFor(entry, onFailure, false)
   }
 }

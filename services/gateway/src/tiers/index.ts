@@ -3,13 +3,15 @@ import type { RequestSink, StreamSink } from '../peer/server.ts'
 import { DirectTier } from './direct.ts'
 import { type Libp2pTierComponents, libp2pInbound } from './libp2p.ts'
 import { NatsTier, type NatsTierComponents, natsInbound } from './nats.ts'
-import { type RelaySelector, RelayTier } from './relay.ts'
+import { libp2pCircuits, type RelaySelector, RelayTier, type RelayTierOptions } from './relay.ts'
 import type { TierModule } from './tier.ts'
 
 /** Everything the tiers need, wired by the gateway. */
 export interface TierComponents {
   libp2p: Libp2pTierComponents
   relays: RelaySelector
+  /** How the relay tier races and remembers circuits. */
+  relay: RelayTierOptions
   nats: NatsTierComponents
   selfPeerId: string
   /** Where inbound requests go (the inbound dispatcher). */
@@ -28,7 +30,7 @@ export interface TierComponents {
 export function createTiers(c: TierComponents): TierModule[] {
   return [
     { transport: new DirectTier(c.libp2p), inbound: libp2pInbound(c.libp2p, c.inbound, c.streams, c.reader) },
-    { transport: new RelayTier(c.libp2p, c.relays) },
+    { transport: new RelayTier({ ...c.libp2p, circuits: libp2pCircuits(c.libp2p) }, c.relays, c.relay) },
     {
       transport: new NatsTier(c.nats),
       inbound: c.nats.bus != null ? natsInbound(c.nats.bus, c.selfPeerId, c.nats.codec, c.inbound) : undefined,

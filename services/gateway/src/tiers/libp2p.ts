@@ -45,11 +45,13 @@ export async function dialTransport(node: GatewayNode, ma: Multiaddr, signal: Ab
 
 /**
  * The link over a pooled channel: calls and tunnelled streams. A failed send (not a cancelled one), or a
- * stream that cannot be opened because the channel failed, reports the channel broken.
+ * stream that cannot be opened because the channel failed, reports the channel broken. `reused`: the channel
+ * was already pooled (not opened for this exchange).
  */
-export function linkFor(pooled: PooledChannel, onFailure: () => void): TierLink {
+export function linkFor(pooled: PooledChannel, onFailure: () => void, reused: boolean): TierLink {
   return {
     via: pooled.via,
+    reused,
     send: async (req, signal) => {
       try {
         return await pooled.channel.call(req, signal)

@@ -1,7 +1,13 @@
+import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
+import { type Clock, systemClock } from '@stargate/shared/clock'
 import { Code, StargateError } from '@stargate/shared/errors'
 import { Tier } from '@stargate/shared/gen/gateway'
-import type { PooledChannel } from '../pool.ts'
+import type { Logger } from '@stargate/shared/log'
+import { deadline } from '@stargate/shared/signals'
+import type { PeerBook } from '../peers.ts'
+import type { ChannelPool, PooledChannel } from '../pool.ts'
+import { type Circuit, type CircuitCandidate, type CircuitHistory, circuitCandidates, raceStaggered, relayOfCircuit } from './circuits.ts'
 import { dialTransport, type Libp2pTierComponents, linkFor, openChannel, unavailable } from './libp2p.ts'
 import type { TierLink, TierTransport } from './tier.ts'
 
@@ -9,50 +15,97 @@ import type { TierLink, TierTransport } from './tier.ts'
 export interface RelaySelector {
   /** Healthy relays, lowest RTT first. */
   usable(): Array<{ addr: string; peerId: string }>
-  /** A relayed call through this relay failed: mark it suspect now (passive detection). */
+  /** Whether the relay is one of ours that fails its health checks. */
+  unhealthy(relayPeerId: string): boolean
+  /** The relay itself could not be reached for a relayed call: mark it suspect now (passive detection). */
   reportFailure(relayPeerId: string, reason: string): void
 }
 
-const CIRCUIT = '/p2p-circuit'
-
-/** A way through a relay to a peer. */
-export interface Circuit {
-  /** The circuit multiaddr, ending in /p2p-circuit/p2p/<target>. */
-  addr: string
-  relayPeerId: string
+/** How the relay tier races and remembers circuits (defaults in GATEWAY_DEFAULTS). */
+export interface RelayTierOptions {
+  /** Within one attempt, the next circuit starts when the ones started have not opened after this long. */
+  staggerMs: number
+  /** A background probe of a cooled-down circuit gives up after this long. */
+  probeTimeoutMs: number
+  /** Failures per (target, relay): a circuit that failed toward a peer is tried last. */
+  history: CircuitHistory
+  clock?: Clock
 }
+
+/** How the relay tier opens circuits: over libp2p in the gateway (libp2pCircuits), fake dials in unit tests. */
+export interface CircuitDialer {
+  /** Dials one circuit and opens the call channel on it; rejects when it cannot. */
+  open(circuit: Circuit, signal: AbortSignal): Promise<PooledChannel>
+  /** Whether an open connection to the relay itself is held. */
+  connectedTo(relayPeerId: string): boolean
+}
+
+/** What the relay tier needs. */
+export interface RelayTierComponents {
+  pool: ChannelPool
+  peers: PeerBook
+  log: Logger
+  circuits: CircuitDialer
+}
+
+/** Circuits over libp2p: dialled through the transport manager, a call channel opened on each. */
+export function libp2pCircuits(c: Libp2pTierComponents): CircuitDialer {
+  return {
+    async open(circuit, signal) {
+      // Dialled through the transport manager: libp2p's dial queue merges dials to one peer id, so a relay
+      // dial would otherwise wait behind a direct dial that a firewall silently drops (or behind another circuit).
+      const conn = await dialTransport(c.node, multiaddr(circuit.addr), signal)
+      try {
+        const channel = await openChannel(conn, true, c, signal)
+        return { channel, via: circuit.addr, relayPeerId: circuit.relayPeerId }
+      } catch (err: unknown) {
+        await conn.close().catch(() => {})
+        throw err
+      }
+    },
+    connectedTo(relayPeerId) {
+      try {
+        return c.node.getConnections(peerIdFromString(relayPeerId)).some((conn) => conn.status === 'open')
+      } catch {
+        return false
+      }
+    },
+  }
+}
+
+/** The relay's own answer to CONNECT, as js-libp2p words a refusal: "failed to connect via relay with status X". */
+const RELAY_STATUS = /with status ([A-Z_]+)/
 
 /**
- * The circuits to try toward a peer, best first: through our own healthy relays (lowest RTT first, as given),
- * then through the relays the peer announces that we do not use ourselves. One circuit per relay.
+ * Tier 2: a libp2p Circuit Relay v2 connection. Within one attempt the circuits toward the peer are raced
+ * with a short stagger (circuits.ts orders them: what the peer announces, our relays' health and RTT,
+ * what failed toward this peer); the first to open wins and is pooled. A circuit that fails toward a peer is
+ * tried last for that peer only, and probed in the background while it cools down; the relay is reported
+ * unhealthy for everybody only when it could not be reached at all.
  */
-export function circuitCandidates(peerId: string, usable: Array<{ addr: string; peerId: string }>, announced: string[]): Circuit[] {
-  const out = new Map<string, Circuit>()
-  for (const r of usable) out.set(r.peerId, { addr: `${r.addr}${CIRCUIT}/p2p/${peerId}`, relayPeerId: r.peerId })
-  for (const a of announced) {
-    const relayPart = a.split(CIRCUIT)[0] ?? ''
-    const at = relayPart.lastIndexOf('/p2p/')
-    const relayPeerId = at < 0 ? '' : relayPart.slice(at + '/p2p/'.length)
-    if (relayPeerId === '' || out.has(relayPeerId)) continue
-    out.set(relayPeerId, { addr: a.endsWith(`/p2p/${peerId}`) ? a : `${a}/p2p/${peerId}`, relayPeerId })
-  }
-  return [...out.values()]
-}
-
-/** Tier 2: a libp2p Circuit Relay v2 connection through one of our healthy relays (lowest RTT first). */
 export class RelayTier implements TierTransport {
   readonly tier = Tier.RELAY
-  private readonly c: Libp2pTierComponents
+  private readonly c: RelayTierComponents
   private readonly relays: RelaySelector
+  private readonly o: RelayTierOptions
+  private readonly clock: Clock
+  private readonly probing = new Set<string>()
 
-  constructor(components: Libp2pTierComponents, relays: RelaySelector) {
+  constructor(components: RelayTierComponents, relays: RelaySelector, options: RelayTierOptions) {
     this.c = components
     this.relays = relays
+    this.o = options
+    this.clock = options.clock ?? systemClock
   }
 
-  /** Circuit addresses to try toward peerId, best first. */
-  circuits(peerId: string): Circuit[] {
-    return circuitCandidates(peerId, this.relays.usable(), this.c.peers.get(peerId)?.circuitAddrs ?? [])
+  /** Circuits to try toward peerId, best first. */
+  circuits(peerId: string): CircuitCandidate[] {
+    return circuitCandidates(peerId, {
+      usable: this.relays.usable(),
+      unhealthy: (relay) => this.relays.unhealthy(relay),
+      announced: this.announced(peerId),
+      failedAtMs: (relay) => this.o.history.failedAtMs(peerId, relay),
+    })
   }
 
   async unavailableReason(peerId: string): Promise<string | undefined> {
@@ -63,30 +116,88 @@ export class RelayTier implements TierTransport {
 
   async connect(peerId: string, signal: AbortSignal): Promise<TierLink> {
     const pooled = this.c.pool.get(peerId, this.tier)
-    if (pooled != null) return linkFor(pooled, () => this.failed(peerId, pooled.relayPeerId, 'relayed call failed'))
+    // A pooled circuit through a relay the peer no longer announces is not preferred: a fresh one is raced.
+    if (pooled != null && this.stillAnnounced(peerId, pooled.relayPeerId)) return this.link(peerId, pooled, true)
+    const candidates = this.circuits(peerId)
     const reasons: string[] = []
-    for (const circuit of this.circuits(peerId)) {
-      signal.throwIfAborted()
-      try {
-        // Dial the circuit through the transport manager: libp2p's dial queue merges dials to one peer id,
-        // so a relay dial would otherwise wait behind a direct dial that a firewall silently drops.
-        const conn = await dialTransport(this.c.node, multiaddr(circuit.addr), signal)
-        const channel = await openChannel(conn, true, this.c, signal)
-        const entry: PooledChannel = { channel, via: circuit.addr, relayPeerId: circuit.relayPeerId }
-        this.c.pool.put(peerId, this.tier, entry)
-        return linkFor(entry, () => this.failed(peerId, circuit.relayPeerId, 'relayed call failed'))
-      } catch (err: unknown) {
-        if (signal.aborted) throw StargateError.from(signal.reason, Code.Canceled)
-        const e = unavailable(err)
-        reasons.push(`via ${circuit.relayPeerId}: ${e.rawMessage}`)
-        this.relays.reportFailure(circuit.relayPeerId, e.rawMessage)
-      }
+    try {
+      const won = await raceStaggered(candidates, {
+        staggerMs: this.o.staggerMs,
+        signal,
+        clock: this.clock,
+        dial: (c, s) => this.c.circuits.open(c, s),
+        onFailure: (c, err) => {
+          const e = unavailable(err)
+          reasons.push(`via ${c.relayPeerId}: ${e.rawMessage}`)
+          this.circuitFailed(peerId, c.relayPeerId, e.rawMessage)
+        },
+        release: (entry) => void entry.channel.retire().catch(() => {}),
+      })
+      this.o.history.succeeded(peerId, won.candidate.relayPeerId)
+      this.c.pool.put(peerId, this.tier, won.value)
+      for (const c of candidates) if (c.coolingDown && !won.started.includes(c)) this.probe(peerId, c)
+      return this.link(peerId, won.value, false)
+    } catch (err: unknown) {
+      if (signal.aborted) throw StargateError.from(signal.reason, Code.Canceled)
+      // Every fresh circuit failed: the pooled one, though no longer announced, may still work.
+      if (pooled?.channel.open === true) return this.link(peerId, pooled, true)
+      throw new StargateError(Code.Unavailable, reasons.length > 0 ? reasons.join('; ') : StargateError.from(err).rawMessage)
     }
-    throw new StargateError(Code.Unavailable, reasons.length > 0 ? reasons.join('; ') : 'no relay to try')
   }
 
-  private failed(peerId: string, relayPeerId: string | undefined, reason: string): void {
-    this.c.pool.drop(peerId, this.tier)
-    if (relayPeerId != null) this.relays.reportFailure(relayPeerId, reason)
+  private link(peerId: string, entry: PooledChannel, reused: boolean): TierLink {
+    return linkFor(
+      entry,
+      () => {
+        this.c.pool.drop(peerId, this.tier)
+        if (entry.relayPeerId != null) this.circuitFailed(peerId, entry.relayPeerId, 'relayed call failed')
+      },
+      reused,
+    )
+  }
+
+  /**
+   * A circuit through the relay failed toward the peer: tried last for that peer. Only when the relay itself is
+   * out of reach (it did not answer with a status and we hold no open connection to it) is it reported, which
+   * makes it suspect for every peer; NO_RESERVATION, CONNECTION_FAILED and the like concern this peer alone.
+   */
+  private circuitFailed(peerId: string, relayPeerId: string, reason: string): void {
+    this.o.history.failed(peerId, relayPeerId)
+    if (RELAY_STATUS.test(reason) || this.c.circuits.connectedTo(relayPeerId)) return
+    this.relays.reportFailure(relayPeerId, reason)
+  }
+
+  /** Opens a cooled-down circuit in the background; success ends its cool-down (the connection is not kept). */
+  private probe(peerId: string, c: CircuitCandidate): void {
+    const key = `${peerId} ${c.relayPeerId}`
+    if (this.probing.has(key)) return
+    this.probing.add(key)
+    const attempt = deadline(this.o.probeTimeoutMs, undefined, this.clock)
+    this.c.circuits
+      .open(c, attempt.signal)
+      .then(
+        (entry) => {
+          this.o.history.succeeded(peerId, c.relayPeerId)
+          this.c.log.info('circuit recovered toward peer', { peerId, relay: c.relayPeerId })
+          return entry.channel.retire()
+        },
+        () => this.o.history.failed(peerId, c.relayPeerId),
+      )
+      .catch(() => {})
+      .finally(() => {
+        attempt.dispose()
+        this.probing.delete(key)
+      })
+  }
+
+  /** The circuit addresses the peer announces (presence record or static --peer). */
+  private announced(peerId: string): string[] {
+    return this.c.peers.get(peerId)?.circuitAddrs ?? []
+  }
+
+  /** Whether the peer still announces a circuit through the relay (or announces none, so nothing is known). */
+  private stillAnnounced(peerId: string, relayPeerId: string | undefined): boolean {
+    const announced = this.announced(peerId)
+    return announced.length === 0 || announced.some((a) => relayOfCircuit(a) === relayPeerId)
   }
 }

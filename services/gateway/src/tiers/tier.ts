@@ -20,6 +20,11 @@ export interface TierLink {
   openStream?(init: OpenInit, events: ClientStreamEvents): TunnelClientStream
   /** The address, relay circuit or subject used. */
   readonly via: string
+  /**
+   * The link was reused from the pool rather than opened for this exchange. When it fails, the router
+   * connects on the same tier once more at once: a pooled connection that died says nothing of a fresh one.
+   */
+  readonly reused?: boolean
 }
 
 /**
