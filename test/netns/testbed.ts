@@ -471,6 +471,22 @@ s.on('error', (e) => { clearTimeout(t); console.log(e.code === 'ECONNREFUSED' ? 
     }
   }
 
+  /**
+   * Silently drops every packet the host sends or receives on its network interface from now on (the host is
+   * "gone" as far as anyone can tell: no RST, no FIN, no ICMP); its own loopback still works. Resolves to a
+   * function that restores the host.
+   */
+  async isolate(host: TestbedHost): Promise<() => Promise<void>> {
+    const rules = [
+      ['OUTPUT', '-o', 'eth0', '-j', 'DROP'],
+      ['INPUT', '-i', 'eth0', '-j', 'DROP'],
+    ]
+    for (const r of rules) await this.nsRun(host.ns, ['iptables', '-I', ...r])
+    return async () => {
+      for (const r of rules) await this.nsRun(host.ns, ['iptables', '-D', ...r])
+    }
+  }
+
   /** Recent output of every process (for failing tests). */
   dump(): string {
     return this.procs.map((p) => p.dump()).join('\n')
