@@ -113,7 +113,7 @@ export const GATEWAY_DEFAULTS = {
    */
   livenessProbeMs: 500,
   /** Peer channels: a liveness ping unanswered for this long fails the connection's calls (they move on). */
-  livenessProbeTimeoutMs: 1_500,
+  livenessProbeTimeoutMs: 1_000,
   /** Relay tier: within one attempt, the next circuit starts when the ones started have not opened after this long. */
   relayStaggerMs: 300,
   /** Relay tier: a circuit that failed toward a peer is tried last for this long (probed in the background). */
