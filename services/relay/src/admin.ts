@@ -2,6 +2,7 @@ import { create } from '@bufbuild/protobuf'
 import { durationFromMs, timestampFromDate } from '@bufbuild/protobuf/wkt'
 import type { ServiceImpl } from '@connectrpc/connect'
 import {
+  CircuitEnd,
   type GetRelayInfoResponse,
   GetRelayInfoResponseSchema,
   type GetRelayStatsResponse,
@@ -11,6 +12,7 @@ import {
 } from '@stargate/shared/gen/relay'
 import { STARGATE_VERSION } from '@stargate/shared/version'
 import type { Relay } from './relay.ts'
+import type { SpliceEnd } from './splice.ts'
 import type { RefusalReasonName } from './stats.ts'
 
 const REFUSAL_REASONS: RefusalReasonName[] = [
@@ -27,6 +29,18 @@ const REFUSAL_REASONS: RefusalReasonName[] = [
   'SOURCE_CIRCUIT_LIMIT',
   'DESTINATION_CIRCUIT_LIMIT',
   'STOP_TIMEOUT',
+]
+
+/** Every circuit end, in enum order, with its wire value. */
+const CIRCUIT_ENDS: Array<[SpliceEnd, CircuitEnd]> = [
+  ['closed', CircuitEnd.CLOSED],
+  ['reset', CircuitEnd.RESET],
+  ['data-limit', CircuitEnd.DATA_LIMIT],
+  ['duration-limit', CircuitEnd.DURATION_LIMIT],
+  ['shutdown', CircuitEnd.SHUTDOWN],
+  ['replaced', CircuitEnd.REPLACED],
+  ['target-gone', CircuitEnd.TARGET_GONE],
+  ['initiator-gone', CircuitEnd.INITIATOR_GONE],
 ]
 
 /** The admin RelayService over a running relay. */
@@ -75,6 +89,7 @@ export function relayServiceImpl(relay: Relay): ServiceImpl<typeof RelayService>
         totalReservations: BigInt(s.totalReservations),
         reservationsReplaced: BigInt(s.reservationsReplaced),
         reservationsDropped: BigInt(s.reservationsDropped),
+        circuitEnds: CIRCUIT_ENDS.map(([name, end]) => ({ end, count: BigInt(s.circuitEnds.get(name) ?? 0) })),
       })
     },
   }

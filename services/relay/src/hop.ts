@@ -114,8 +114,11 @@ export class HopServer {
   private readonly circuitAdmission: CircuitAdmission
   private readonly shutdown = new AbortController()
   private readonly circuits = new Set<Promise<unknown>>()
-  /** Open circuits by the id of the connection their STOP stream runs on (the holder's), to end them with it. */
-  private readonly circuitsTo = new Map<string, Set<AbortController>>()
+  /**
+   * Open circuits by the id of each connection they run through: the holder's (their STOP stream) as 'target',
+   * the initiator's (their HOP stream) as 'initiator'; each circuit is ended with either connection.
+   */
+  private readonly circuitsOn = new Map<string, Map<AbortController, 'target' | 'initiator'>>()
   private readonly limit?: Limit
   private draining = false
   private sweeper?: NodeJS.Timeout
@@ -176,12 +179,30 @@ export class HopServer {
     this.reservations.clear()
   }
 
+  /**
+   * A connection closed (its peer left, was killed or lost its link): its reservation ends, and so does every
+   * circuit through it, at once and on both sides, so the peer at the other end of each sees its relayed
+   * connection fail instead of sending into a circuit that nobody reads.
+   */
   private readonly onConnectionClose = (evt: CustomEvent<Connection>): void => {
-    if (this.reservations.remove(evt.detail.id)) {
-      this.init.log.debug('reservation ended with its connection', {
-        peer: evt.detail.remotePeer.toString(),
-        connection: evt.detail.id,
-        ageMs: Date.now() - evt.detail.timeline.open,
+    const conn = evt.detail
+    const reserved = this.reservations.remove(conn.id)
+    const circuits = this.circuitsOn.get(conn.id)
+    this.circuitsOn.delete(conn.id)
+    for (const [ender, side] of circuits ?? []) {
+      ender.abort(
+        side === 'target'
+          ? new CircuitEndError('target-gone', "the reservation holder's connection closed")
+          : new CircuitEndError('initiator-gone', "the initiator's connection closed"),
+      )
+    }
+    if (reserved || circuits != null) {
+      this.init.log.debug('connection closed', {
+        peer: conn.remotePeer.toString(),
+        connection: conn.id,
+        ageMs: Date.now() - conn.timeline.open,
+        reservationEnded: reserved,
+        circuitsEnded: circuits?.size ?? 0,
       })
     }
   }
@@ -304,7 +325,7 @@ export class HopServer {
         stop.abort(err instanceof Error ? err : new Error(String(err)))
         throw err
       }
-      this.startCircuit(hop.unwrap().unwrap(), stop, { src: src.toString(), dst: dstId, ip }, slot.connectionId, admitted.places)
+      this.startCircuit(hop.unwrap().unwrap(), stop, { src: src.toString(), dst: dstId, ip }, [conn.id, slot.connectionId], admitted.places)
       opened = true
     } finally {
       if (!opened) admitted.places.release()
@@ -363,7 +384,7 @@ export class HopServer {
     initiator: MessageStream,
     target: MessageStream,
     fields: { src: string; dst: string; ip: string },
-    holderConnectionId: string,
+    [initiatorConnectionId, holderConnectionId]: [string, string],
     places: CircuitPlaces,
   ): void {
     const stats = this.init.stats
@@ -371,12 +392,18 @@ export class HopServer {
     stats.activeCircuits++
     const startedAt = Date.now()
     const ender = new AbortController()
-    let enders = this.circuitsTo.get(holderConnectionId)
-    if (enders == null) {
-      enders = new Set()
-      this.circuitsTo.set(holderConnectionId, enders)
+    const through: Array<[string, 'target' | 'initiator']> = [
+      [holderConnectionId, 'target'],
+      [initiatorConnectionId, 'initiator'],
+    ]
+    for (const [id, side] of through) {
+      let enders = this.circuitsOn.get(id)
+      if (enders == null) {
+        enders = new Map()
+        this.circuitsOn.set(id, enders)
+      }
+      enders.set(ender, side)
     }
-    enders.add(ender)
     this.init.log.debug('circuit opened', fields)
     const circuit = splice(initiator, target, {
       maxBytes: this.init.options.maxCircuitBytes,
@@ -388,11 +415,14 @@ export class HopServer {
       },
     }).then((end) => {
       stats.activeCircuits--
+      stats.circuitEnded(end)
       places.release()
       this.circuits.delete(circuit)
-      const set = this.circuitsTo.get(holderConnectionId)
-      set?.delete(ender)
-      if (set?.size === 0) this.circuitsTo.delete(holderConnectionId)
+      for (const [id] of through) {
+        const enders = this.circuitsOn.get(id)
+        enders?.delete(ender)
+        if (enders?.size === 0) this.circuitsOn.delete(id)
+      }
       const level = end === 'closed' ? 'debug' : 'info'
       this.init.log[level]('circuit closed', { ...fields, end, durationMs: Date.now() - startedAt })
     })
@@ -406,16 +436,15 @@ export class HopServer {
    */
   private replaced(old: Slot<Connection>, now: Connection): void {
     this.init.stats.reservationsReplaced++
-    const enders = this.circuitsTo.get(old.connectionId)
-    this.circuitsTo.delete(old.connectionId)
-    for (const e of enders ?? []) e.abort(new CircuitEndError('replaced', 'the reservation holder reconnected'))
+    const enders = [...(this.circuitsOn.get(old.connectionId) ?? [])].flatMap(([e, side]) => (side === 'target' ? [e] : []))
+    for (const e of enders) e.abort(new CircuitEndError('replaced', 'the reservation holder reconnected'))
     this.init.log.info('reservation replaced', {
       peer: old.peer,
       ip: remoteIp(now),
       oldIp: remoteIp(old.connection),
       oldConnection: old.connectionId,
       connection: now.id,
-      circuitsEnded: enders?.size ?? 0,
+      circuitsEnded: enders.length,
     })
   }
 

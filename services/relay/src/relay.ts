@@ -11,6 +11,7 @@ import { installAdmission } from './admission.ts'
 import type { CircuitLimits } from './circuit-limits.ts'
 import { RELAY_DEFAULTS } from './defaults.ts'
 import { HopServer } from './hop.ts'
+import type { SpliceEnd } from './splice.ts'
 import { type RefusalReasonName, RelayStats } from './stats.ts'
 
 /** Options of a relay; every field has a default in RELAY_DEFAULTS. */
@@ -104,6 +105,7 @@ export interface RelaySnapshot {
   bytesFromInitiator: bigint
   bytesToInitiator: bigint
   refusals: Map<RefusalReasonName, number>
+  circuitEnds: Map<SpliceEnd, number>
   connections: number
   uptimeMs: number
 }
@@ -236,6 +238,7 @@ export class Relay {
       bytesFromInitiator: s.bytesFromInitiator,
       bytesToInitiator: s.bytesToInitiator,
       refusals: new Map(s.refusals),
+      circuitEnds: new Map(s.circuitEnds),
       connections: this.node?.getConnections().length ?? 0,
       uptimeMs: Date.now() - this.startedAt.getTime(),
     }

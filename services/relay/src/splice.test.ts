@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict'
+import { once } from 'node:events'
 import { describe, it } from 'node:test'
 import type { Stream } from '@libp2p/interface'
-import { streamPair } from '@libp2p/utils'
+import { mockMuxer, multiaddrConnectionPair, streamPair } from '@libp2p/utils'
 import { CircuitEndError, splice } from './splice.ts'
 
 /** Collects everything a stream receives until the remote closes its write side. */
@@ -28,6 +29,18 @@ async function circuit(opts: { maxBytes?: number; maxDurationMs?: number; signal
     signal: opts.signal,
   })
   return { client, server, counts, done }
+}
+
+/**
+ * A stream pair over a pair of in-memory connections; `kill()` kills the near peer's connection (as a killed
+ * process does): the far end's connection closes under its stream with neither a stream reset nor a half-close.
+ */
+async function connectedPair(): Promise<{ near: Stream; far: Stream; kill(): void }> {
+  const [nearConnection, farConnection] = multiaddrConnectionPair()
+  const nearMuxer = mockMuxer().createStreamMuxer(nearConnection)
+  const farMuxer = mockMuxer().createStreamMuxer(farConnection)
+  const [[far], near] = await Promise.all([once(farMuxer, 'stream') as Promise<[CustomEvent<Stream>]>, nearMuxer.createStream()])
+  return { near, far: far.detail, kill: () => nearConnection.abort(new Error('killed')) }
 }
 
 describe('splice', () => {
@@ -85,5 +98,27 @@ describe('splice', () => {
     assert.equal(await done, 'replaced')
     await assert.rejects(atClient)
     await assert.rejects(atServer)
+  })
+
+  it("splice - the target's connection vanishing (transport closed, no reset) ends the initiator's side at once", async () => {
+    const [client, hop] = await streamPair()
+    const holder = await connectedPair()
+    const done = splice(hop, holder.far, { maxBytes: 0, maxDurationMs: 0, onBytes: () => {} })
+    const atClient = collect(client)
+    client.send(new Uint8Array(100))
+    await once(holder.near, 'message')
+    holder.kill()
+    await assert.rejects(atClient, 'the initiator sees its relayed connection end (reset), not a silent stall')
+    assert.equal(await done, 'target-gone')
+  })
+
+  it("splice - the initiator's connection vanishing ends the target's side at once", async () => {
+    const initiator = await connectedPair()
+    const [stop, server] = await streamPair()
+    const done = splice(initiator.far, stop, { maxBytes: 0, maxDurationMs: 0, onBytes: () => {} })
+    const atServer = collect(server)
+    initiator.kill()
+    await assert.rejects(atServer)
+    assert.equal(await done, 'initiator-gone')
   })
 })

@@ -1,7 +1,11 @@
 import type { MessageStream } from '@libp2p/interface'
 
-/** Why a relayed connection ended. */
-export type SpliceEnd = 'closed' | 'reset' | 'data-limit' | 'duration-limit' | 'shutdown' | 'replaced'
+/**
+ * Why a relayed connection ended: both sides half-closed ('closed'); a side reset; a limit; the relay shutting
+ * down; the holder's reservation replaced; or a side's connection gone under its stream (a peer killed or
+ * its link lost: neither a reset nor a half-close), the target's ('target-gone') or the initiator's.
+ */
+export type SpliceEnd = 'closed' | 'reset' | 'data-limit' | 'duration-limit' | 'shutdown' | 'replaced' | 'target-gone' | 'initiator-gone'
 
 export interface SpliceOptions {
   /** Bytes allowed per direction; 0 = no limit. */
@@ -35,6 +39,9 @@ export class CircuitEndError extends Error {
  * (the stop stream to the reserving peer) — forwarding every chunk both ways with backpressure (the reading
  * side is paused while the writing side drains), propagating half-closes and resets, counting forwarded bytes
  * per direction and enforcing the optional data (per direction) and duration limits.
+ * A side that ends before both directions were half-closed (a reset, or its connection gone: a killed peer's
+ * connection closes under its streams with neither a reset nor a half-close) ends the other side at once with
+ * a reset, so the other peer's relayed connection fails instead of sending into a circuit nobody reads.
  * Resolves when both streams are finished.
  */
 export function splice(initiator: MessageStream, target: MessageStream, opts: SpliceOptions): Promise<SpliceEnd> {
@@ -59,6 +66,10 @@ export function splice(initiator: MessageStream, target: MessageStream, opts: Sp
     else abortBoth('shutdown', new CircuitLimitError('relay is shutting down'))
   }
 
+  /** Directions whose sender half-closed (sent everything): both, and the relayed connection ended cleanly. */
+  const finished = { fromInitiator: false, toInitiator: false }
+  const gone = (): Error => new Error('the other side of the relayed connection is gone')
+
   const pump = (from: MessageStream, to: MessageStream, direction: 'fromInitiator' | 'toInitiator'): void => {
     let sent = 0
     from.addEventListener('message', (evt) => {
@@ -67,7 +78,10 @@ export function splice(initiator: MessageStream, target: MessageStream, opts: Sp
         abortBoth('data-limit', new CircuitLimitError(`data limit of ${opts.maxBytes} bytes per direction exceeded`))
         return
       }
-      if (to.status !== 'open' && to.status !== 'closing') return
+      if (to.status !== 'open' && to.status !== 'closing') {
+        abortBoth('reset', gone())
+        return
+      }
       sent += n
       let ok: boolean
       try {
@@ -86,14 +100,15 @@ export function splice(initiator: MessageStream, target: MessageStream, opts: Sp
       }
     })
     from.addEventListener('remoteCloseWrite', () => {
+      finished[direction] = true
       to.close().catch((err: unknown) => abortBoth('reset', err instanceof Error ? err : new Error(String(err))))
     })
     from.addEventListener(
       'close',
       (evt: { error?: Error }) => {
-        if (evt.error != null) {
-          end ??= 'reset'
-          if (to.status === 'open' || to.status === 'closing') to.abort(evt.error)
+        if (evt.error != null || !finished.fromInitiator || !finished.toInitiator) {
+          end ??= evt.error != null ? 'reset' : from === initiator ? 'initiator-gone' : 'target-gone'
+          if (to.status === 'open' || to.status === 'closing') to.abort(evt.error ?? gone())
         }
         if (++closed === 2) finish()
       },
@@ -109,7 +124,7 @@ export function splice(initiator: MessageStream, target: MessageStream, opts: Sp
   ] as const) {
     if (s.status !== 'open' && s.status !== 'closing') {
       end ??= 'reset'
-      other.abort(new Error('the other side of the relayed connection is gone'))
+      other.abort(gone())
       if (++closed === 2) finish()
     }
   }

@@ -1,3 +1,5 @@
+import type { SpliceEnd } from './splice.ts'
+
 /** Why the relay refused a connection, reservation or circuit (names of stargate.v1.RefusalReason). */
 export type RefusalReasonName =
   | 'RESERVATION_LIMIT'
@@ -29,8 +31,14 @@ export class RelayStats {
   bytesFromInitiator = 0n
   bytesToInitiator = 0n
   readonly refusals = new Map<RefusalReasonName, number>()
+  /** Relayed connections ended since start, by why they ended. */
+  readonly circuitEnds = new Map<SpliceEnd, number>()
 
   refuse(reason: RefusalReasonName): void {
     this.refusals.set(reason, (this.refusals.get(reason) ?? 0) + 1)
+  }
+
+  circuitEnded(end: SpliceEnd): void {
+    this.circuitEnds.set(end, (this.circuitEnds.get(end) ?? 0) + 1)
   }
 }

@@ -19,6 +19,8 @@ export interface RelayReadings {
   bytesToInitiator?: number
   /** Refused reservations and circuits by reason. */
   refusals?: Record<string, number>
+  /** Ended circuits by why they ended. */
+  circuitEnds?: Record<string, number>
 }
 
 /** Reads the relay's snapshot into metric readings: the one place to extend when the relay keeps more counters. */
@@ -34,6 +36,7 @@ export function relayReadings(s: RelaySnapshot): RelayReadings {
     bytesFromInitiator: Number(s.bytesFromInitiator),
     bytesToInitiator: Number(s.bytesToInitiator),
     refusals: Object.fromEntries(s.refusals),
+    circuitEnds: Object.fromEntries(s.circuitEnds),
   }
 }
 
@@ -41,8 +44,8 @@ export function relayReadings(s: RelaySnapshot): RelayReadings {
  * Registers the relay's observable metrics: stargate.relay.reservations, stargate.relay.circuits.active,
  * stargate.relay.connections and their limits stargate.relay.reservations.limit and
  * stargate.relay.connections.limit (gauges); stargate.relay.circuits, stargate.relay.reservations.accepted,
- * stargate.relay.reservations.replaced, stargate.relay.reservations.dropped, stargate.relay.bytes{direction} and
- * stargate.relay.refusals{reason} (counters). Each collection reads one
+ * stargate.relay.reservations.replaced, stargate.relay.reservations.dropped, stargate.relay.bytes{direction},
+ * stargate.relay.refusals{reason} and stargate.relay.circuits.ended{end} (counters). Each collection reads one
  * snapshot. A no-op unless the process started the OpenTelemetry SDK.
  */
 export function observeRelay(snapshot: () => RelaySnapshot, limits: Pick<RelayOptions, 'maxReservations' | 'maxConnections'>): void {
@@ -96,6 +99,11 @@ export function observeRelay(snapshot: () => RelaySnapshot, limits: Pick<RelayOp
     description: 'Refused reservations and circuits, by reason',
     unit: '{refusal}',
   })
+  const ended = meter.createObservableCounter('stargate.relay.circuits.ended', {
+    description:
+      'Relayed connections ended, by why (closed, reset, data-limit, duration-limit, shutdown, replaced, target-gone, initiator-gone)',
+    unit: '{circuit}',
+  })
   meter.addBatchObservableCallback(
     (r) => {
       const x = relayReadings(snapshot())
@@ -109,7 +117,8 @@ export function observeRelay(snapshot: () => RelaySnapshot, limits: Pick<RelayOp
       if (x.bytesFromInitiator != null) r.observe(bytes, x.bytesFromInitiator, { direction: 'from_initiator' })
       if (x.bytesToInitiator != null) r.observe(bytes, x.bytesToInitiator, { direction: 'to_initiator' })
       for (const [reason, count] of Object.entries(x.refusals ?? {})) r.observe(refusals, count, { reason })
+      for (const [end, count] of Object.entries(x.circuitEnds ?? {})) r.observe(ended, count, { end })
     },
-    [reservations, active, connections, circuits, accepted, replaced, dropped, bytes, refusals],
+    [reservations, active, connections, circuits, accepted, replaced, dropped, bytes, refusals, ended],
   )
 }

@@ -452,6 +452,54 @@ export declare type RefusalCountJson = {
 export declare const RefusalCountSchema: GenMessage<RefusalCount, {jsonType: RefusalCountJson}>;
 
 /**
+ * CircuitEndCount counts ended relayed connections for one reason.
+ *
+ * @generated from message stargate.v1.CircuitEndCount
+ */
+export declare type CircuitEndCount = Message<"stargate.v1.CircuitEndCount"> & {
+  /**
+   * end is why the relayed connections ended.
+   *
+   * @generated from field: stargate.v1.CircuitEnd end = 1;
+   */
+  end: CircuitEnd;
+
+  /**
+   * count is how many ended so.
+   *
+   * @generated from field: uint64 count = 2;
+   */
+  count: bigint;
+};
+
+/**
+ * CircuitEndCount counts ended relayed connections for one reason.
+ *
+ * @generated from message stargate.v1.CircuitEndCount
+ */
+export declare type CircuitEndCountJson = {
+  /**
+   * end is why the relayed connections ended.
+   *
+   * @generated from field: stargate.v1.CircuitEnd end = 1;
+   */
+  end?: CircuitEndJson;
+
+  /**
+   * count is how many ended so.
+   *
+   * @generated from field: uint64 count = 2;
+   */
+  count?: string;
+};
+
+/**
+ * Describes the message stargate.v1.CircuitEndCount.
+ * Use `create(CircuitEndCountSchema)` to create a new message.
+ */
+export declare const CircuitEndCountSchema: GenMessage<CircuitEndCount, {jsonType: CircuitEndCountJson}>;
+
+/**
  * GetRelayStatsResponse are the relay counters.
  *
  * @generated from message stargate.v1.GetRelayStatsResponse
@@ -533,6 +581,13 @@ export declare type GetRelayStatsResponse = Message<"stargate.v1.GetRelayStatsRe
    * @generated from field: uint64 reservations_dropped = 11;
    */
   reservationsDropped: bigint;
+
+  /**
+   * circuit_ends counts relayed connections ended since start, by why they ended (every reason, zeros included).
+   *
+   * @generated from field: repeated stargate.v1.CircuitEndCount circuit_ends = 12;
+   */
+  circuitEnds: CircuitEndCount[];
 };
 
 /**
@@ -617,6 +672,13 @@ export declare type GetRelayStatsResponseJson = {
    * @generated from field: uint64 reservations_dropped = 11;
    */
   reservationsDropped?: string;
+
+  /**
+   * circuit_ends counts relayed connections ended since start, by why they ended (every reason, zeros included).
+   *
+   * @generated from field: repeated stargate.v1.CircuitEndCount circuit_ends = 12;
+   */
+  circuitEnds?: CircuitEndCountJson[];
 };
 
 /**
@@ -741,6 +803,88 @@ export declare type RefusalReasonJson = "REFUSAL_REASON_UNSPECIFIED" | "REFUSAL_
  * Describes the enum stargate.v1.RefusalReason.
  */
 export declare const RefusalReasonSchema: GenEnum<RefusalReason, RefusalReasonJson>;
+
+/**
+ * CircuitEnd is why a relayed connection ended.
+ *
+ * @generated from enum stargate.v1.CircuitEnd
+ */
+export enum CircuitEnd {
+  /**
+   * CIRCUIT_END_UNSPECIFIED is never reported.
+   *
+   * @generated from enum value: CIRCUIT_END_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * CIRCUIT_END_CLOSED means both peers closed their side cleanly.
+   *
+   * @generated from enum value: CIRCUIT_END_CLOSED = 1;
+   */
+  CLOSED = 1,
+
+  /**
+   * CIRCUIT_END_RESET means a peer reset its side, or forwarding to the other side failed.
+   *
+   * @generated from enum value: CIRCUIT_END_RESET = 2;
+   */
+  RESET = 2,
+
+  /**
+   * CIRCUIT_END_DATA_LIMIT means a direction went over --max-circuit-bytes.
+   *
+   * @generated from enum value: CIRCUIT_END_DATA_LIMIT = 3;
+   */
+  DATA_LIMIT = 3,
+
+  /**
+   * CIRCUIT_END_DURATION_LIMIT means the connection lived past --max-circuit-duration-ms.
+   *
+   * @generated from enum value: CIRCUIT_END_DURATION_LIMIT = 4;
+   */
+  DURATION_LIMIT = 4,
+
+  /**
+   * CIRCUIT_END_SHUTDOWN means the relay ended it while stopping.
+   *
+   * @generated from enum value: CIRCUIT_END_SHUTDOWN = 5;
+   */
+  SHUTDOWN = 5,
+
+  /**
+   * CIRCUIT_END_REPLACED means the reservation holder reserved again on a new connection.
+   *
+   * @generated from enum value: CIRCUIT_END_REPLACED = 6;
+   */
+  REPLACED = 6,
+
+  /**
+   * CIRCUIT_END_TARGET_GONE means the reservation holder's connection closed (the holder stopped, was killed or lost its link).
+   *
+   * @generated from enum value: CIRCUIT_END_TARGET_GONE = 7;
+   */
+  TARGET_GONE = 7,
+
+  /**
+   * CIRCUIT_END_INITIATOR_GONE means the initiator's connection closed.
+   *
+   * @generated from enum value: CIRCUIT_END_INITIATOR_GONE = 8;
+   */
+  INITIATOR_GONE = 8,
+}
+
+/**
+ * CircuitEnd is why a relayed connection ended.
+ *
+ * @generated from enum stargate.v1.CircuitEnd
+ */
+export declare type CircuitEndJson = "CIRCUIT_END_UNSPECIFIED" | "CIRCUIT_END_CLOSED" | "CIRCUIT_END_RESET" | "CIRCUIT_END_DATA_LIMIT" | "CIRCUIT_END_DURATION_LIMIT" | "CIRCUIT_END_SHUTDOWN" | "CIRCUIT_END_REPLACED" | "CIRCUIT_END_TARGET_GONE" | "CIRCUIT_END_INITIATOR_GONE";
+
+/**
+ * Describes the enum stargate.v1.CircuitEnd.
+ */
+export declare const CircuitEndSchema: GenEnum<CircuitEnd, CircuitEndJson>;
 
 /**
  * RelayService is the admin API of a Stargate relay.

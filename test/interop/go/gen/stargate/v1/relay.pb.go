@@ -120,6 +120,83 @@ func (RefusalReason) EnumDescriptor() ([]byte, []int) {
 	return file_stargate_v1_relay_proto_rawDescGZIP(), []int{0}
 }
 
+// CircuitEnd is why a relayed connection ended.
+type CircuitEnd int32
+
+const (
+	// CIRCUIT_END_UNSPECIFIED is never reported.
+	CircuitEnd_CIRCUIT_END_UNSPECIFIED CircuitEnd = 0
+	// CIRCUIT_END_CLOSED means both peers closed their side cleanly.
+	CircuitEnd_CIRCUIT_END_CLOSED CircuitEnd = 1
+	// CIRCUIT_END_RESET means a peer reset its side, or forwarding to the other side failed.
+	CircuitEnd_CIRCUIT_END_RESET CircuitEnd = 2
+	// CIRCUIT_END_DATA_LIMIT means a direction went over --max-circuit-bytes.
+	CircuitEnd_CIRCUIT_END_DATA_LIMIT CircuitEnd = 3
+	// CIRCUIT_END_DURATION_LIMIT means the connection lived past --max-circuit-duration-ms.
+	CircuitEnd_CIRCUIT_END_DURATION_LIMIT CircuitEnd = 4
+	// CIRCUIT_END_SHUTDOWN means the relay ended it while stopping.
+	CircuitEnd_CIRCUIT_END_SHUTDOWN CircuitEnd = 5
+	// CIRCUIT_END_REPLACED means the reservation holder reserved again on a new connection.
+	CircuitEnd_CIRCUIT_END_REPLACED CircuitEnd = 6
+	// CIRCUIT_END_TARGET_GONE means the reservation holder's connection closed (the holder stopped, was killed or lost its link).
+	CircuitEnd_CIRCUIT_END_TARGET_GONE CircuitEnd = 7
+	// CIRCUIT_END_INITIATOR_GONE means the initiator's connection closed.
+	CircuitEnd_CIRCUIT_END_INITIATOR_GONE CircuitEnd = 8
+)
+
+// Enum value maps for CircuitEnd.
+var (
+	CircuitEnd_name = map[int32]string{
+		0: "CIRCUIT_END_UNSPECIFIED",
+		1: "CIRCUIT_END_CLOSED",
+		2: "CIRCUIT_END_RESET",
+		3: "CIRCUIT_END_DATA_LIMIT",
+		4: "CIRCUIT_END_DURATION_LIMIT",
+		5: "CIRCUIT_END_SHUTDOWN",
+		6: "CIRCUIT_END_REPLACED",
+		7: "CIRCUIT_END_TARGET_GONE",
+		8: "CIRCUIT_END_INITIATOR_GONE",
+	}
+	CircuitEnd_value = map[string]int32{
+		"CIRCUIT_END_UNSPECIFIED":    0,
+		"CIRCUIT_END_CLOSED":         1,
+		"CIRCUIT_END_RESET":          2,
+		"CIRCUIT_END_DATA_LIMIT":     3,
+		"CIRCUIT_END_DURATION_LIMIT": 4,
+		"CIRCUIT_END_SHUTDOWN":       5,
+		"CIRCUIT_END_REPLACED":       6,
+		"CIRCUIT_END_TARGET_GONE":    7,
+		"CIRCUIT_END_INITIATOR_GONE": 8,
+	}
+)
+
+func (x CircuitEnd) Enum() *CircuitEnd {
+	p := new(CircuitEnd)
+	*p = x
+	return p
+}
+
+func (x CircuitEnd) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CircuitEnd) Descriptor() protoreflect.EnumDescriptor {
+	return file_stargate_v1_relay_proto_enumTypes[1].Descriptor()
+}
+
+func (CircuitEnd) Type() protoreflect.EnumType {
+	return &file_stargate_v1_relay_proto_enumTypes[1]
+}
+
+func (x CircuitEnd) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CircuitEnd.Descriptor instead.
+func (CircuitEnd) EnumDescriptor() ([]byte, []int) {
+	return file_stargate_v1_relay_proto_rawDescGZIP(), []int{1}
+}
+
 // GetRelayInfoRequest asks for relay identity.
 type GetRelayInfoRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -521,6 +598,61 @@ func (x *RefusalCount) GetCount() uint64 {
 	return 0
 }
 
+// CircuitEndCount counts ended relayed connections for one reason.
+type CircuitEndCount struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// end is why the relayed connections ended.
+	End CircuitEnd `protobuf:"varint,1,opt,name=end,proto3,enum=stargate.v1.CircuitEnd" json:"end,omitempty"`
+	// count is how many ended so.
+	Count         uint64 `protobuf:"varint,2,opt,name=count,proto3" json:"count,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CircuitEndCount) Reset() {
+	*x = CircuitEndCount{}
+	mi := &file_stargate_v1_relay_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CircuitEndCount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CircuitEndCount) ProtoMessage() {}
+
+func (x *CircuitEndCount) ProtoReflect() protoreflect.Message {
+	mi := &file_stargate_v1_relay_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CircuitEndCount.ProtoReflect.Descriptor instead.
+func (*CircuitEndCount) Descriptor() ([]byte, []int) {
+	return file_stargate_v1_relay_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *CircuitEndCount) GetEnd() CircuitEnd {
+	if x != nil {
+		return x.End
+	}
+	return CircuitEnd_CIRCUIT_END_UNSPECIFIED
+}
+
+func (x *CircuitEndCount) GetCount() uint64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
 // GetRelayStatsResponse are the relay counters.
 type GetRelayStatsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -546,13 +678,15 @@ type GetRelayStatsResponse struct {
 	ReservationsReplaced uint64 `protobuf:"varint,10,opt,name=reservations_replaced,json=reservationsReplaced,proto3" json:"reservations_replaced,omitempty"`
 	// reservations_dropped counts reservations dropped because their holder left STOP handshakes unanswered.
 	ReservationsDropped uint64 `protobuf:"varint,11,opt,name=reservations_dropped,json=reservationsDropped,proto3" json:"reservations_dropped,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// circuit_ends counts relayed connections ended since start, by why they ended (every reason, zeros included).
+	CircuitEnds   []*CircuitEndCount `protobuf:"bytes,12,rep,name=circuit_ends,json=circuitEnds,proto3" json:"circuit_ends,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetRelayStatsResponse) Reset() {
 	*x = GetRelayStatsResponse{}
-	mi := &file_stargate_v1_relay_proto_msgTypes[5]
+	mi := &file_stargate_v1_relay_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -564,7 +698,7 @@ func (x *GetRelayStatsResponse) String() string {
 func (*GetRelayStatsResponse) ProtoMessage() {}
 
 func (x *GetRelayStatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_stargate_v1_relay_proto_msgTypes[5]
+	mi := &file_stargate_v1_relay_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -577,7 +711,7 @@ func (x *GetRelayStatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRelayStatsResponse.ProtoReflect.Descriptor instead.
 func (*GetRelayStatsResponse) Descriptor() ([]byte, []int) {
-	return file_stargate_v1_relay_proto_rawDescGZIP(), []int{5}
+	return file_stargate_v1_relay_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetRelayStatsResponse) GetReservations() uint32 {
@@ -657,6 +791,13 @@ func (x *GetRelayStatsResponse) GetReservationsDropped() uint64 {
 	return 0
 }
 
+func (x *GetRelayStatsResponse) GetCircuitEnds() []*CircuitEndCount {
+	if x != nil {
+		return x.CircuitEnds
+	}
+	return nil
+}
+
 var File_stargate_v1_relay_proto protoreflect.FileDescriptor
 
 const file_stargate_v1_relay_proto_rawDesc = "" +
@@ -694,7 +835,10 @@ const file_stargate_v1_relay_proto_rawDesc = "" +
 	"\x14GetRelayStatsRequest\"X\n" +
 	"\fRefusalCount\x122\n" +
 	"\x06reason\x18\x01 \x01(\x0e2\x1a.stargate.v1.RefusalReasonR\x06reason\x12\x14\n" +
-	"\x05count\x18\x02 \x01(\x04R\x05count\"\x8e\x04\n" +
+	"\x05count\x18\x02 \x01(\x04R\x05count\"R\n" +
+	"\x0fCircuitEndCount\x12)\n" +
+	"\x03end\x18\x01 \x01(\x0e2\x17.stargate.v1.CircuitEndR\x03end\x12\x14\n" +
+	"\x05count\x18\x02 \x01(\x04R\x05count\"\xcf\x04\n" +
 	"\x15GetRelayStatsResponse\x12\"\n" +
 	"\freservations\x18\x01 \x01(\rR\freservations\x12'\n" +
 	"\x0factive_circuits\x18\x02 \x01(\rR\x0eactiveCircuits\x12%\n" +
@@ -707,7 +851,8 @@ const file_stargate_v1_relay_proto_rawDesc = "" +
 	"\x12total_reservations\x18\t \x01(\x04R\x11totalReservations\x123\n" +
 	"\x15reservations_replaced\x18\n" +
 	" \x01(\x04R\x14reservationsReplaced\x121\n" +
-	"\x14reservations_dropped\x18\v \x01(\x04R\x13reservationsDropped*\x9b\x04\n" +
+	"\x14reservations_dropped\x18\v \x01(\x04R\x13reservationsDropped\x12?\n" +
+	"\fcircuit_ends\x18\f \x03(\v2\x1c.stargate.v1.CircuitEndCountR\vcircuitEnds*\x9b\x04\n" +
 	"\rRefusalReason\x12\x1e\n" +
 	"\x1aREFUSAL_REASON_UNSPECIFIED\x10\x00\x12$\n" +
 	" REFUSAL_REASON_RESERVATION_LIMIT\x10\x01\x12$\n" +
@@ -723,7 +868,18 @@ const file_stargate_v1_relay_proto_rawDesc = "" +
 	"\x12'\n" +
 	"#REFUSAL_REASON_SOURCE_CIRCUIT_LIMIT\x10\v\x12,\n" +
 	"(REFUSAL_REASON_DESTINATION_CIRCUIT_LIMIT\x10\f\x12\x1f\n" +
-	"\x1bREFUSAL_REASON_STOP_TIMEOUT\x10\r2\xbb\x01\n" +
+	"\x1bREFUSAL_REASON_STOP_TIMEOUT\x10\r*\x85\x02\n" +
+	"\n" +
+	"CircuitEnd\x12\x1b\n" +
+	"\x17CIRCUIT_END_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12CIRCUIT_END_CLOSED\x10\x01\x12\x15\n" +
+	"\x11CIRCUIT_END_RESET\x10\x02\x12\x1a\n" +
+	"\x16CIRCUIT_END_DATA_LIMIT\x10\x03\x12\x1e\n" +
+	"\x1aCIRCUIT_END_DURATION_LIMIT\x10\x04\x12\x18\n" +
+	"\x14CIRCUIT_END_SHUTDOWN\x10\x05\x12\x18\n" +
+	"\x14CIRCUIT_END_REPLACED\x10\x06\x12\x1b\n" +
+	"\x17CIRCUIT_END_TARGET_GONE\x10\a\x12\x1e\n" +
+	"\x1aCIRCUIT_END_INITIATOR_GONE\x10\b2\xbb\x01\n" +
 	"\fRelayService\x12S\n" +
 	"\fGetRelayInfo\x12 .stargate.v1.GetRelayInfoRequest\x1a!.stargate.v1.GetRelayInfoResponse\x12V\n" +
 	"\rGetRelayStats\x12!.stargate.v1.GetRelayStatsRequest\x1a\".stargate.v1.GetRelayStatsResponseb\x06proto3"
@@ -740,37 +896,41 @@ func file_stargate_v1_relay_proto_rawDescGZIP() []byte {
 	return file_stargate_v1_relay_proto_rawDescData
 }
 
-var file_stargate_v1_relay_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_stargate_v1_relay_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_stargate_v1_relay_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_stargate_v1_relay_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_stargate_v1_relay_proto_goTypes = []any{
 	(RefusalReason)(0),            // 0: stargate.v1.RefusalReason
-	(*GetRelayInfoRequest)(nil),   // 1: stargate.v1.GetRelayInfoRequest
-	(*RelayLimits)(nil),           // 2: stargate.v1.RelayLimits
-	(*GetRelayInfoResponse)(nil),  // 3: stargate.v1.GetRelayInfoResponse
-	(*GetRelayStatsRequest)(nil),  // 4: stargate.v1.GetRelayStatsRequest
-	(*RefusalCount)(nil),          // 5: stargate.v1.RefusalCount
-	(*GetRelayStatsResponse)(nil), // 6: stargate.v1.GetRelayStatsResponse
-	(*durationpb.Duration)(nil),   // 7: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
+	(CircuitEnd)(0),               // 1: stargate.v1.CircuitEnd
+	(*GetRelayInfoRequest)(nil),   // 2: stargate.v1.GetRelayInfoRequest
+	(*RelayLimits)(nil),           // 3: stargate.v1.RelayLimits
+	(*GetRelayInfoResponse)(nil),  // 4: stargate.v1.GetRelayInfoResponse
+	(*GetRelayStatsRequest)(nil),  // 5: stargate.v1.GetRelayStatsRequest
+	(*RefusalCount)(nil),          // 6: stargate.v1.RefusalCount
+	(*CircuitEndCount)(nil),       // 7: stargate.v1.CircuitEndCount
+	(*GetRelayStatsResponse)(nil), // 8: stargate.v1.GetRelayStatsResponse
+	(*durationpb.Duration)(nil),   // 9: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
 }
 var file_stargate_v1_relay_proto_depIdxs = []int32{
-	7,  // 0: stargate.v1.RelayLimits.reservation_ttl:type_name -> google.protobuf.Duration
-	7,  // 1: stargate.v1.RelayLimits.max_circuit_duration:type_name -> google.protobuf.Duration
-	7,  // 2: stargate.v1.RelayLimits.stop_timeout:type_name -> google.protobuf.Duration
-	2,  // 3: stargate.v1.GetRelayInfoResponse.limits:type_name -> stargate.v1.RelayLimits
-	8,  // 4: stargate.v1.GetRelayInfoResponse.started_at:type_name -> google.protobuf.Timestamp
+	9,  // 0: stargate.v1.RelayLimits.reservation_ttl:type_name -> google.protobuf.Duration
+	9,  // 1: stargate.v1.RelayLimits.max_circuit_duration:type_name -> google.protobuf.Duration
+	9,  // 2: stargate.v1.RelayLimits.stop_timeout:type_name -> google.protobuf.Duration
+	3,  // 3: stargate.v1.GetRelayInfoResponse.limits:type_name -> stargate.v1.RelayLimits
+	10, // 4: stargate.v1.GetRelayInfoResponse.started_at:type_name -> google.protobuf.Timestamp
 	0,  // 5: stargate.v1.RefusalCount.reason:type_name -> stargate.v1.RefusalReason
-	5,  // 6: stargate.v1.GetRelayStatsResponse.refusals:type_name -> stargate.v1.RefusalCount
-	7,  // 7: stargate.v1.GetRelayStatsResponse.uptime:type_name -> google.protobuf.Duration
-	1,  // 8: stargate.v1.RelayService.GetRelayInfo:input_type -> stargate.v1.GetRelayInfoRequest
-	4,  // 9: stargate.v1.RelayService.GetRelayStats:input_type -> stargate.v1.GetRelayStatsRequest
-	3,  // 10: stargate.v1.RelayService.GetRelayInfo:output_type -> stargate.v1.GetRelayInfoResponse
-	6,  // 11: stargate.v1.RelayService.GetRelayStats:output_type -> stargate.v1.GetRelayStatsResponse
-	10, // [10:12] is the sub-list for method output_type
-	8,  // [8:10] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	1,  // 6: stargate.v1.CircuitEndCount.end:type_name -> stargate.v1.CircuitEnd
+	6,  // 7: stargate.v1.GetRelayStatsResponse.refusals:type_name -> stargate.v1.RefusalCount
+	9,  // 8: stargate.v1.GetRelayStatsResponse.uptime:type_name -> google.protobuf.Duration
+	7,  // 9: stargate.v1.GetRelayStatsResponse.circuit_ends:type_name -> stargate.v1.CircuitEndCount
+	2,  // 10: stargate.v1.RelayService.GetRelayInfo:input_type -> stargate.v1.GetRelayInfoRequest
+	5,  // 11: stargate.v1.RelayService.GetRelayStats:input_type -> stargate.v1.GetRelayStatsRequest
+	4,  // 12: stargate.v1.RelayService.GetRelayInfo:output_type -> stargate.v1.GetRelayInfoResponse
+	8,  // 13: stargate.v1.RelayService.GetRelayStats:output_type -> stargate.v1.GetRelayStatsResponse
+	12, // [12:14] is the sub-list for method output_type
+	10, // [10:12] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_stargate_v1_relay_proto_init() }
@@ -783,8 +943,8 @@ func file_stargate_v1_relay_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_stargate_v1_relay_proto_rawDesc), len(file_stargate_v1_relay_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   6,
+			NumEnums:      2,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -27,6 +27,18 @@ class RefusalReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REFUSAL_REASON_SOURCE_CIRCUIT_LIMIT: _ClassVar[RefusalReason]
     REFUSAL_REASON_DESTINATION_CIRCUIT_LIMIT: _ClassVar[RefusalReason]
     REFUSAL_REASON_STOP_TIMEOUT: _ClassVar[RefusalReason]
+
+class CircuitEnd(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CIRCUIT_END_UNSPECIFIED: _ClassVar[CircuitEnd]
+    CIRCUIT_END_CLOSED: _ClassVar[CircuitEnd]
+    CIRCUIT_END_RESET: _ClassVar[CircuitEnd]
+    CIRCUIT_END_DATA_LIMIT: _ClassVar[CircuitEnd]
+    CIRCUIT_END_DURATION_LIMIT: _ClassVar[CircuitEnd]
+    CIRCUIT_END_SHUTDOWN: _ClassVar[CircuitEnd]
+    CIRCUIT_END_REPLACED: _ClassVar[CircuitEnd]
+    CIRCUIT_END_TARGET_GONE: _ClassVar[CircuitEnd]
+    CIRCUIT_END_INITIATOR_GONE: _ClassVar[CircuitEnd]
 REFUSAL_REASON_UNSPECIFIED: RefusalReason
 REFUSAL_REASON_RESERVATION_LIMIT: RefusalReason
 REFUSAL_REASON_PERMISSION_DENIED: RefusalReason
@@ -41,6 +53,15 @@ REFUSAL_REASON_DESTINATION_RATE_LIMITED: RefusalReason
 REFUSAL_REASON_SOURCE_CIRCUIT_LIMIT: RefusalReason
 REFUSAL_REASON_DESTINATION_CIRCUIT_LIMIT: RefusalReason
 REFUSAL_REASON_STOP_TIMEOUT: RefusalReason
+CIRCUIT_END_UNSPECIFIED: CircuitEnd
+CIRCUIT_END_CLOSED: CircuitEnd
+CIRCUIT_END_RESET: CircuitEnd
+CIRCUIT_END_DATA_LIMIT: CircuitEnd
+CIRCUIT_END_DURATION_LIMIT: CircuitEnd
+CIRCUIT_END_SHUTDOWN: CircuitEnd
+CIRCUIT_END_REPLACED: CircuitEnd
+CIRCUIT_END_TARGET_GONE: CircuitEnd
+CIRCUIT_END_INITIATOR_GONE: CircuitEnd
 
 class GetRelayInfoRequest(_message.Message):
     __slots__ = ()
@@ -110,8 +131,16 @@ class RefusalCount(_message.Message):
     count: int
     def __init__(self, reason: _Optional[_Union[RefusalReason, str]] = ..., count: _Optional[int] = ...) -> None: ...
 
+class CircuitEndCount(_message.Message):
+    __slots__ = ("end", "count")
+    END_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    end: CircuitEnd
+    count: int
+    def __init__(self, end: _Optional[_Union[CircuitEnd, str]] = ..., count: _Optional[int] = ...) -> None: ...
+
 class GetRelayStatsResponse(_message.Message):
-    __slots__ = ("reservations", "active_circuits", "total_circuits", "bytes_from_initiator", "bytes_to_initiator", "refusals", "uptime", "connections", "total_reservations", "reservations_replaced", "reservations_dropped")
+    __slots__ = ("reservations", "active_circuits", "total_circuits", "bytes_from_initiator", "bytes_to_initiator", "refusals", "uptime", "connections", "total_reservations", "reservations_replaced", "reservations_dropped", "circuit_ends")
     RESERVATIONS_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_CIRCUITS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_CIRCUITS_FIELD_NUMBER: _ClassVar[int]
@@ -123,6 +152,7 @@ class GetRelayStatsResponse(_message.Message):
     TOTAL_RESERVATIONS_FIELD_NUMBER: _ClassVar[int]
     RESERVATIONS_REPLACED_FIELD_NUMBER: _ClassVar[int]
     RESERVATIONS_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    CIRCUIT_ENDS_FIELD_NUMBER: _ClassVar[int]
     reservations: int
     active_circuits: int
     total_circuits: int
@@ -134,4 +164,5 @@ class GetRelayStatsResponse(_message.Message):
     total_reservations: int
     reservations_replaced: int
     reservations_dropped: int
-    def __init__(self, reservations: _Optional[int] = ..., active_circuits: _Optional[int] = ..., total_circuits: _Optional[int] = ..., bytes_from_initiator: _Optional[int] = ..., bytes_to_initiator: _Optional[int] = ..., refusals: _Optional[_Iterable[_Union[RefusalCount, _Mapping]]] = ..., uptime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., connections: _Optional[int] = ..., total_reservations: _Optional[int] = ..., reservations_replaced: _Optional[int] = ..., reservations_dropped: _Optional[int] = ...) -> None: ...
+    circuit_ends: _containers.RepeatedCompositeFieldContainer[CircuitEndCount]
+    def __init__(self, reservations: _Optional[int] = ..., active_circuits: _Optional[int] = ..., total_circuits: _Optional[int] = ..., bytes_from_initiator: _Optional[int] = ..., bytes_to_initiator: _Optional[int] = ..., refusals: _Optional[_Iterable[_Union[RefusalCount, _Mapping]]] = ..., uptime: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., connections: _Optional[int] = ..., total_reservations: _Optional[int] = ..., reservations_replaced: _Optional[int] = ..., reservations_dropped: _Optional[int] = ..., circuit_ends: _Optional[_Iterable[_Union[CircuitEndCount, _Mapping]]] = ...) -> None: ...
