@@ -7,7 +7,7 @@ import { exitOnProcessFaults, stopOnSignals } from '@stargate/shared/lifecycle'
 import { createLogger } from '@stargate/shared/log'
 import { type FlagSpec, hostPort, int, list, num, type ParsedFlags, str, UsageError } from '@stargate/shared/options'
 import { startTelemetry } from '@stargate/shared/telemetry'
-import { GATEWAY_DEFAULTS as D } from './defaults.ts'
+import { GATEWAY_DEFAULTS as D, GATEWAY_LIMITS as L } from './defaults.ts'
 import { createGateway, type Gateway, type GatewayAddresses } from './gateway.ts'
 import { type GatewayInit, relayAddrProblem, type StaticPeer } from './options.ts'
 import { resolveStatePaths } from './state.ts'
@@ -386,8 +386,8 @@ export function gatewayConfigFromFlags(flags: ParsedFlags): {
       capabilities: list(flags, 'capability'),
       callDeadlineMs: int(flags, 'call-deadline-ms', 1),
       attemptTimeoutMs: int(flags, 'attempt-timeout-ms', 1),
-      maxRetries: int(flags, 'max-retries', 0, 100),
-      backoffFactor: num(flags, 'backoff-factor', 1, 100),
+      maxRetries: int(flags, 'max-retries', L.maxRetries.min, L.maxRetries.max),
+      backoffFactor: num(flags, 'backoff-factor', L.backoffFactor.min, L.backoffFactor.max),
       backoffBaseMs: int(flags, 'backoff-base-ms', 1),
       tierStaggerMs: int(flags, 'tier-stagger-ms', 0),
       tierCooldownMs: int(flags, 'tier-cooldown-ms', 0),
