@@ -6,8 +6,11 @@
  */
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
+import { Code as ConnectCode, ConnectError, createClient } from '@connectrpc/connect'
+import { createConnectTransport, createGrpcWebTransport } from '@connectrpc/connect-node'
 import * as grpc from '@grpc/grpc-js'
-import type { BidiResponse, ServerStreamResponse, UnaryResponse } from '../gen/stargate/test/v1/echo_pb.js'
+import { Tier } from '@stargate/shared/gen/gateway'
+import { EchoService, type ServerStreamResponse, type UnaryResponse } from '../gen/stargate/test/v1/echo_pb.js'
 import { EchoBackend, EchoClient, generatedPayload } from '../lib/echo.ts'
 import { eventually } from '../lib/eventually.ts'
 import { freePort, type GatewayHandle, Harness, type RelayHandle } from '../lib/harness.ts'
@@ -70,7 +73,10 @@ describe('tunnel through gateways (real processes)', { timeout: 300_000 }, () =>
   const e1 = new EchoBackend()
   const e2 = new EchoBackend()
   const e3 = new EchoBackend()
+  const e4 = new EchoBackend()
   let relay: RelayHandle
+  let relay2: RelayHandle
+  let b4: GatewayHandle
   let proxy: TcpProxy
   let a: GatewayHandle
   let a2: GatewayHandle
@@ -80,25 +86,19 @@ describe('tunnel through gateways (real processes)', { timeout: 300_000 }, () =>
   let ca: Client
 
   before(async () => {
-    await Promise.all([e1.start(), e2.start(), e3.start()])
+    await Promise.all([e1.start(), e2.start(), e3.start(), e4.start()])
     const nats = await h.nats()
     relay = await h.relay(['--no-stun'])
-    // B1 listens on a port only the proxy knows and announces the proxy: every direct path to it can be cut.
+    // A knows B1's direct address only as the proxy's: the direct connection it opens can be cut.
     const b1Port = await freePort()
     proxy = await new TcpProxy('127.0.0.1', b1Port).start()
     b1 = await h.gateway(
-      [
-        '--p2p-listen',
-        `/ip4/127.0.0.1/tcp/${b1Port}`,
-        '--p2p-announce',
-        `/ip4/127.0.0.1/tcp/${proxy.port}`,
-        '--relay',
-        relay.multiaddr,
-        '--expose',
-        `${SERVICE}=127.0.0.1:${e1.port}`,
-      ],
+      ['--p2p-listen', `/ip4/127.0.0.1/tcp/${b1Port}`, '--relay', relay.multiaddr, '--expose', `${SERVICE}=127.0.0.1:${e1.port}`],
       { name: 'gateway-b1' },
     )
+    // B4 is reachable only through relay R2, which the mid-stream test kills.
+    relay2 = await h.relay(['--no-stun'], { name: 'relay-2' })
+    b4 = await h.gateway(['--relay', relay2.multiaddr, '--expose', `${SERVICE}=127.0.0.1:${e4.port}`], { name: 'gateway-b4' })
     const b1Addr = `${b1.peerId}=/ip4/127.0.0.1/tcp/${proxy.port}/p2p/${b1.peerId}`
     ;[b2, b3] = await Promise.all(
       [e2, e3].map((e, i) =>
@@ -108,8 +108,7 @@ describe('tunnel through gateways (real processes)', { timeout: 300_000 }, () =>
       ),
     )
     ;[a, a2] = await Promise.all([
-      // A: --tier-cooldown-ms 0 so that a direct path cut by one test is tried again by the next.
-      h.gateway(['--relay', relay.multiaddr, '--nats', nats.url, '--peer', b1Addr, '--tier-cooldown-ms', '0'], { name: 'gateway-a' }),
+      h.gateway(['--relay', relay.multiaddr, '--relay', relay2.multiaddr, '--nats', nats.url, '--peer', b1Addr], { name: 'gateway-a' }),
       h.gateway(['--relay', relay.multiaddr, '--peer', b1Addr, '--route', `${SERVICE}=${b1.peerId}`], { name: 'gateway-a2' }),
     ])
     ca = client(a.api)
@@ -119,7 +118,7 @@ describe('tunnel through gateways (real processes)', { timeout: 300_000 }, () =>
     ca?.close()
     await h.close()
     await proxy?.stop()
-    await Promise.all([e1.stop(), e2.stop(), e3.stop()])
+    await Promise.all([e1.stop(), e2.stop(), e3.stop(), e4.stop()])
   })
 
   it('tunnel - header routing: stargate-peer takes unary and server-streaming calls to that peer, bytes intact', async () => {
@@ -146,6 +145,41 @@ describe('tunnel through gateways (real processes)', { timeout: 300_000 }, () =>
     } finally {
       c.close()
     }
+  })
+
+  it('tunnel - gRPC-Web (binary) clients on HTTP/1.1 and HTTP/2 reach a tunnelled service; Connect is UNIMPLEMENTED saying why', async () => {
+    const runs = counter(e1, 'Unary')
+    const headers = { 'stargate-peer': b1.peerId, 'echo-web': 'w' }
+    for (const httpVersion of ['1.1', '2'] as const) {
+      const web = createClient(EchoService, createGrpcWebTransport({ baseUrl: `http://${a.api}`, httpVersion }))
+      const res = await web.unary({ payload: Buffer.from(`web ${httpVersion}`) }, { headers })
+      assert.equal(Buffer.from(res.payload).toString(), `web ${httpVersion}`)
+      const trailers: Record<string, string> = {}
+      const stream: number[] = []
+      for await (const m of web.serverStream(
+        { responseCount: 3, responseBytes: 50_000 },
+        {
+          headers,
+          onTrailer: (t) =>
+            t.forEach((v, k) => {
+              trailers[k] = v
+            }),
+        },
+      )) {
+        assert.ok(Buffer.from(m.payload).equals(Buffer.from(generatedPayload(m.index, 50_000))))
+        stream.push(m.index)
+      }
+      assert.deepEqual(stream, [0, 1, 2], `server stream over gRPC-Web on HTTP/${httpVersion}`)
+      assert.equal(trailers['trailer-echo-web'], 'w', 'trailers arrive in the gRPC-Web trailers block')
+    }
+    assert.equal(runs(), 2)
+    const connect = createClient(EchoService, createConnectTransport({ baseUrl: `http://${a.api}`, httpVersion: '1.1' }))
+    await assert.rejects(connect.unary({ payload: Buffer.from('x') }, { headers }), (err: unknown) => {
+      assert.ok(err instanceof ConnectError)
+      assert.equal(err.code, ConnectCode.Unimplemented)
+      assert.match(err.rawMessage, /tunnelled to another gateway.*not translated.*application\/grpc-web\+proto/)
+      return true
+    })
   })
 
   it('tunnel - a service the peer does not expose is UNIMPLEMENTED naming --expose; one nobody routes names the three ways', async () => {
@@ -185,28 +219,7 @@ describe('tunnel through gateways (real processes)', { timeout: 300_000 }, () =>
     }
   })
 
-  it('tunnel - a tier failing mid-stream ends the call UNAVAILABLE, cancels the backend call and never replays it', async () => {
-    const runs = counter(e1, 'Bidi')
-    const cancelled = new Promise<void>((resolve) => e1.on('cancelled', (c) => c.method === 'Bidi' && resolve()))
-    const call = ca.bidi(metadataOf({ 'stargate-peer': b1.peerId }), { deadline: deadline() }) as unknown as grpc.ClientDuplexStream<
-      object,
-      BidiResponse
-    >
-    const first = new Promise<BidiResponse>((resolve) => call.once('data', resolve))
-    const ended = new Promise<grpc.ServiceError>((resolve) => call.on('error', resolve))
-    call.on('data', () => {})
-    call.write({ payload: Buffer.from('one') })
-    assert.equal(Buffer.from((await first).payload).toString(), 'one')
-    assert.ok(proxy.open > 0, 'the call runs on the direct path through the proxy')
-    proxy.cut()
-    const err = await ended
-    assert.equal(err.code, grpc.status.UNAVAILABLE)
-    assert.match(err.details, /not replayed/)
-    await cancelled
-    assert.equal(runs(), 1, 'the backend saw the call once')
-  })
-
-  it('tunnel - a unary call with stargate-idempotency-key whose tier fails after it left is retried on the relay and runs once', async () => {
+  it('tunnel - a unary call with stargate-idempotency-key whose direct tier fails after it left is retried on the relay and runs once', async () => {
     const runs = counter(e1, 'Unary')
     const arrived = new Promise<void>((resolve) => e1.on('call', (c) => c.method === 'Unary' && resolve()))
     const md = metadataOf({ 'stargate-peer': b1.peerId, 'stargate-idempotency-key': `key-${Date.now()}` })
@@ -217,6 +230,28 @@ describe('tunnel through gateways (real processes)', { timeout: 300_000 }, () =>
     const res = await answer
     assert.equal(Buffer.from(res.payload).toString(), 'once')
     assert.equal(runs(), 1, 'the backend ran the call once although it was sent twice')
+    const metrics = await a.client.getPeerMetrics({ peerId: b1.peerId })
+    assert.equal(metrics.peers[0]?.connectionType, Tier.RELAY, 'the retry was served through the relay')
+  })
+
+  it('tunnel - the relay failing mid-stream ends the call UNAVAILABLE, cancels the backend call and never replays it', async () => {
+    const runs = counter(e4, 'ServerStream')
+    const cancelled = new Promise<void>((resolve) => e4.on('cancelled', (c) => c.method === 'ServerStream' && resolve()))
+    // The backend sends its headers at once (echo-* metadata), then waits 30 s before its first message.
+    const call = ca.serverStream(
+      { responseCount: 1, behavior: { delay: { seconds: 30n, nanos: 0 } } },
+      metadataOf({ 'stargate-peer': b4.peerId, 'echo-started': 'yes' }),
+      { deadline: deadline() },
+    ) as unknown as grpc.ClientReadableStream<ServerStreamResponse>
+    const ended = new Promise<grpc.ServiceError>((resolve) => call.on('error', resolve))
+    call.on('data', () => {})
+    await new Promise((resolve) => call.once('metadata', resolve))
+    relay2.proc.child.kill('SIGKILL')
+    const err = await ended
+    assert.equal(err.code, grpc.status.UNAVAILABLE)
+    assert.match(err.details, /not replayed/)
+    await cancelled
+    assert.equal(runs(), 1, 'the backend saw the call once')
   })
 
   it('tunnel - discovery over presence: a peer whose signed presence advertises the service is found with no header or route', async () => {

@@ -58,6 +58,10 @@ describe('README', () => {
       `\`--circuit-cooldown-ms\` (${D.circuitCooldownMs / 1000} s)`,
       `\`--liveness-probe-ms\` (${D.livenessProbeMs} ms)`,
       `\`--liveness-probe-timeout-ms\` (${D.livenessProbeTimeoutMs} ms)`,
+      `\`--tunnel-window-bytes\` (${D.tunnelWindowBytes / 1024} KiB)`,
+      `\`--tunnel-max-message-bytes\` (${D.tunnelMaxMessageBytes / 1024 / 1024} MiB)`,
+      `at most ${D.tunnelReplayMaxBytesPerCall / 1024 / 1024} MiB of request per call (${D.tunnelReplayMaxBytes / 1024 / 1024} MiB for all)`,
+      `(1 to ${D.maxRequestIdBytes} bytes, like a \`Call\` idempotency key)`,
     ]) {
       assert.ok(text.includes(phrase), `README says: ${phrase}`)
     }

@@ -38,6 +38,7 @@ import { ReplayBudget } from './tunnel/replay.ts'
 import { RoutedStream, type RoutedStreamParts } from './tunnel/routed.ts'
 import { RouteTable } from './tunnel/routes.ts'
 import { serviceCapability, TunnelTargets } from './tunnel/targets.ts'
+import { webIngress } from './tunnel/web.ts'
 
 /** Where a started gateway can be reached. */
 export interface GatewayAddresses {
@@ -301,6 +302,8 @@ export class Gateway {
       maxReceiveMessageBytes: maxFrameBytes,
       // gRPC requests for services not served here (and reflection naming a stargate-peer) are tunnelled.
       unknownService: (stream, headers, rawHeaders) => void ingress.handle(stream, headers, rawHeaders),
+      // gRPC-Web for tunnelled services is translated; Connect, gRPC-Web text and JSON get UNIMPLEMENTED.
+      unknownWeb: webIngress(ingress),
       corsAllowOrigins: o.corsAllowOrigins,
     })
 

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto'
-import type { IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2'
+import type { IncomingHttpHeaders } from 'node:http2'
 import { type Clock, systemClock, type Timer } from '@stargate/shared/clock'
 import { Code, StargateError } from '@stargate/shared/errors'
 import type { MetadataEntry } from '@stargate/shared/gen/envelope'
@@ -32,6 +32,27 @@ import {
  * opens one on the tier the router picks (and again on another tier when it may).
  */
 export type TunnelCallStream = Pick<TunnelClientStream, 'write' | 'end' | 'resume' | 'reset'>
+
+/**
+ * The request/response stream the ingress serves: a node:http2 ServerHttp2Stream (gRPC), or an adapter with
+ * the same behaviour (web.ts: gRPC-Web on HTTP/2 or HTTP/1.1).
+ */
+export interface IngressStream {
+  on(event: 'data', listener: (chunk: Buffer) => void): unknown
+  on(event: 'error' | 'close' | 'end' | 'wantTrailers' | 'drain', listener: () => void): unknown
+  once(event: 'close' | 'end', listener: () => void): unknown
+  off(event: 'data', listener: (chunk: Buffer) => void): unknown
+  pause(): unknown
+  resume(): unknown
+  readonly destroyed: boolean
+  readonly closed: boolean
+  /** Response headers as a raw list (":status" first); with waitForTrailers, 'wantTrailers' follows end(). */
+  respond(headers: string[], options: { waitForTrailers?: boolean; endStream?: boolean }): void
+  write(chunk: Uint8Array): boolean
+  sendTrailers(trailers: Record<string, string | string[]>): void
+  end(): void
+  close(): void
+}
 
 /** What a tunnelled call is opened on: a TunnelClient, or the gateway's routing of the call's target. */
 export interface TunnelOpener {
@@ -99,7 +120,7 @@ export class TunnelIngress {
    * Resolves with the status the client was sent (or CANCELLED when the client went away).
    */
   handle(
-    stream: ServerHttp2Stream,
+    stream: IngressStream,
     headers: IncomingHttpHeaders,
     rawHeaders: readonly string[],
     call: IngressCallOptions = {},
@@ -114,7 +135,7 @@ function ignoreStreamError(): void {}
 /** One tunnelled call on the API port (the consumer of its tunnel stream). */
 class IngressCall implements ClientStreamEvents {
   private readonly ingress: TunnelIngress
-  private readonly stream: ServerHttp2Stream
+  private readonly stream: IngressStream
   private readonly headers: IncomingHttpHeaders
   private readonly rawHeaders: readonly string[]
   private readonly call: IngressCallOptions
@@ -131,7 +152,7 @@ class IngressCall implements ClientStreamEvents {
 
   constructor(
     ingress: TunnelIngress,
-    stream: ServerHttp2Stream,
+    stream: IngressStream,
     headers: IncomingHttpHeaders,
     rawHeaders: readonly string[],
     call: IngressCallOptions,

@@ -1,4 +1,4 @@
-import { createServer as createHttpServer, type Server as HttpServer } from 'node:http'
+import { createServer as createHttpServer, type Server as HttpServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import {
   constants,
   createServer as createHttp2Server,
@@ -38,6 +38,17 @@ export type MethodMiddleware = (service: DescService, method: DescMethod, impl: 
  */
 export type UnknownServiceHandler = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, rawHeaders: string[]) => void
 
+/**
+ * Serves a Connect or gRPC-Web request for a path this server does not serve, after the request gate let
+ * it through, on HTTP/2 (`stream`, with `responseHeaders` to add to the response: CORS) or HTTP/1.1 (`http1`).
+ * It owns the request and must answer it.
+ */
+export type UnknownWebHandler = (
+  request:
+    | { stream: ServerHttp2Stream; headers: IncomingHttpHeaders; rawHeaders: string[]; responseHeaders: Record<string, string> }
+    | { http1: { req: IncomingMessage; res: ServerResponse } },
+) => void
+
 /** A service and its implementation. */
 export interface ServiceRegistration {
   service: DescService
@@ -76,6 +87,8 @@ export interface ApiServerOptions {
    * header. Default: UNIMPLEMENTED naming the method.
    */
   unknownService?: UnknownServiceHandler
+  /** Connect and gRPC-Web requests for services not served here (HTTP/2 and HTTP/1.1). Default: HTTP 404. */
+  unknownWeb?: UnknownWebHandler
   /** Serve TLS (and mTLS) instead of plaintext; every protocol shares the TLS port. */
   tls?: ApiTlsOptions
   maxReceiveMessageBytes?: number
@@ -118,6 +131,7 @@ export class ApiServer {
   private readonly log: Logger
   private readonly gate: RequestGate | undefined
   private readonly unknownService: UnknownServiceHandler
+  private readonly unknownWeb?: UnknownWebHandler
   private readonly cors: CorsPolicy | undefined
   private readonly grpcOptions: Parameters<typeof serveGrpc>[4]
   /** gRPC routes: "/pkg.Service/Method" → the method. */
@@ -140,6 +154,7 @@ export class ApiServer {
     this.log = options.log
     this.gate = options.gate
     this.unknownService = options.unknownService ?? unimplemented
+    this.unknownWeb = options.unknownWeb
     const origins = options.corsAllowOrigins ?? []
     this.cors = origins.length > 0 ? new CorsPolicy(origins, API_SERVER_DEFAULTS.corsMaxAgeSeconds) : undefined
     if (this.cors?.allowsAnyOrigin === true && this.gate == null) {
@@ -195,7 +210,15 @@ export class ApiServer {
     const h2Router = createConnectRouter({ ...connectOptions, grpc: false })
     register(h2Router)
     for (const h of h2Router.handlers) this.connectHandlers.set(h.requestPath, h)
-    const connectListener = connectNodeAdapter({ ...connectOptions, routes: register })
+    const unknownWeb = options.unknownWeb
+    const connectListener = connectNodeAdapter({
+      ...connectOptions,
+      routes: register,
+      // Only the HTTP/1.1 server uses this adapter: its requests are IncomingMessages.
+      ...(unknownWeb != null
+        ? { fallback: (req: unknown, res: unknown) => this.serveUnknownHttp1(req as IncomingMessage, res as ServerResponse) }
+        : {}),
+    })
     const cors = this.cors
     this.httpServer = createHttpServer(
       cors == null
@@ -363,7 +386,7 @@ export class ApiServer {
       }
       const subtype = grpcSubtype(headers['content-type'])
       if (subtype === undefined) {
-        this.serveConnect(stream, headers, path)
+        this.serveConnect(stream, headers, rawHeaders, path)
         return
       }
       if (headers[':method'] !== 'POST') {
@@ -390,11 +413,30 @@ export class ApiServer {
     }
   }
 
-  private serveConnect(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, path: string): void {
+  /** An HTTP/1.1 request connect-node has no route for: the gate, then the unknownWeb hook. */
+  private serveUnknownHttp1(req: IncomingMessage, res: ServerResponse): void {
+    try {
+      const { service, method } = splitPath((req.url ?? '').split('?')[0] ?? '')
+      this.gate?.({ service, method, header: webHeaders(req.headers), tunnelled: true })
+      this.unknownWeb?.({ http1: { req, res } })
+    } catch (err: unknown) {
+      const e = StargateError.from(err, Code.Internal)
+      if (!res.headersSent) res.writeHead(e.code === Code.Unauthenticated ? 401 : e.code === Code.PermissionDenied ? 403 : 500)
+      res.end()
+    }
+  }
+
+  private serveConnect(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, rawHeaders: string[], path: string): void {
     const query = path.indexOf('?')
     const handler = this.connectHandlers.get(query < 0 ? path : path.slice(0, query))
     const cors = this.cors?.response(headers.origin)
     if (handler == null) {
+      if (this.unknownWeb != null) {
+        const { service, method } = splitPath(query < 0 ? path : path.slice(0, query))
+        this.gate?.({ service, method, header: webHeaders(headers), tunnelled: true })
+        this.unknownWeb({ stream, headers, rawHeaders, responseHeaders: { ...cors } })
+        return
+      }
       stream.respond({ ':status': 404, ...cors }, { endStream: true })
       return
     }
@@ -403,6 +445,12 @@ export class ApiServer {
       if (!stream.destroyed) stream.close(constants.NGHTTP2_INTERNAL_ERROR)
     })
   }
+}
+
+/** "/pkg.Service/Method" → its service and method. */
+function splitPath(path: string): { service: string; method: string } {
+  const slash = path.indexOf('/', 1)
+  return slash > 0 ? { service: path.slice(1, slash), method: path.slice(slash + 1) } : { service: path.slice(1), method: '' }
 }
 
 /** The default unknownService: nothing here serves the path. */
