@@ -1,8 +1,8 @@
 /**
- * Tunnelled gRPC through real gateways (separate processes), a real relay and a real nats-server: an
- * unmodified grpc-js EchoService client calls gateway A; unmodified grpc-js EchoService backends sit behind
- * gateways B1 (reachable directly only through a TCP proxy the test can cut, and through the relay), B2
- * and B3 (found by discovery over presence on NATS).
+ * Tunnelled gRPC through real gateways (separate processes), real relays and a real nats-server: an
+ * unmodified grpc-js EchoService client (and gRPC-Web and Connect clients) calls gateway A; unmodified grpc-js
+ * EchoService backends sit behind gateways B1 (direct), B2 and B3 (found by discovery over presence on NATS),
+ * B4 (only through relay R2) and B5 (through relay R3, and directly through a TCP proxy the test controls).
  */
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
@@ -74,9 +74,11 @@ describe('tunnel through gateways (real processes)', { timeout: 300_000 }, () =>
   const e2 = new EchoBackend()
   const e3 = new EchoBackend()
   const e4 = new EchoBackend()
-  let relay: RelayHandle
+  const e5 = new EchoBackend()
   let relay2: RelayHandle
+  let relay3: RelayHandle
   let b4: GatewayHandle
+  let b5: GatewayHandle
   let proxy: TcpProxy
   let a: GatewayHandle
   let a2: GatewayHandle
@@ -86,20 +88,22 @@ describe('tunnel through gateways (real processes)', { timeout: 300_000 }, () =>
   let ca: Client
 
   before(async () => {
-    await Promise.all([e1.start(), e2.start(), e3.start(), e4.start()])
+    await Promise.all([e1.start(), e2.start(), e3.start(), e4.start(), e5.start()])
     const nats = await h.nats()
-    relay = await h.relay(['--no-stun'])
-    // A knows B1's direct address only as the proxy's: the direct connection it opens can be cut.
-    const b1Port = await freePort()
-    proxy = await new TcpProxy('127.0.0.1', b1Port).start()
-    b1 = await h.gateway(
-      ['--p2p-listen', `/ip4/127.0.0.1/tcp/${b1Port}`, '--relay', relay.multiaddr, '--expose', `${SERVICE}=127.0.0.1:${e1.port}`],
-      { name: 'gateway-b1' },
+    b1 = await h.gateway(['--p2p-listen', '/ip4/127.0.0.1/tcp/0', '--expose', `${SERVICE}=127.0.0.1:${e1.port}`], { name: 'gateway-b1' })
+    // B5: on relay R3 (which the idempotency test kills) and directly through a proxy A first finds refusing.
+    const b5Port = await freePort()
+    proxy = await new TcpProxy('127.0.0.1', b5Port).start()
+    relay3 = await h.relay(['--no-stun'], { name: 'relay-3' })
+    b5 = await h.gateway(
+      ['--p2p-listen', `/ip4/127.0.0.1/tcp/${b5Port}`, '--relay', relay3.multiaddr, '--expose', `${SERVICE}=127.0.0.1:${e5.port}`],
+      { name: 'gateway-b5' },
     )
     // B4 is reachable only through relay R2, which the mid-stream test kills.
     relay2 = await h.relay(['--no-stun'], { name: 'relay-2' })
     b4 = await h.gateway(['--relay', relay2.multiaddr, '--expose', `${SERVICE}=127.0.0.1:${e4.port}`], { name: 'gateway-b4' })
-    const b1Addr = `${b1.peerId}=/ip4/127.0.0.1/tcp/${proxy.port}/p2p/${b1.peerId}`
+    const b1Addr = `${b1.peerId}=${b1.multiaddrs.find((m) => m.includes('/127.0.0.1/'))!}`
+    const b5Addr = `${b5.peerId}=/ip4/127.0.0.1/tcp/${proxy.port}/p2p/${b5.peerId}`
     ;[b2, b3] = await Promise.all(
       [e2, e3].map((e, i) =>
         h.gateway(['--p2p-listen', '/ip4/127.0.0.1/tcp/0', '--nats', nats.url, '--expose', `${SERVICE}=127.0.0.1:${e.port}`], {
@@ -108,8 +112,10 @@ describe('tunnel through gateways (real processes)', { timeout: 300_000 }, () =>
       ),
     )
     ;[a, a2] = await Promise.all([
-      h.gateway(['--relay', relay.multiaddr, '--relay', relay2.multiaddr, '--nats', nats.url, '--peer', b1Addr], { name: 'gateway-a' }),
-      h.gateway(['--relay', relay.multiaddr, '--peer', b1Addr, '--route', `${SERVICE}=${b1.peerId}`], { name: 'gateway-a2' }),
+      h.gateway(['--relay', relay2.multiaddr, '--relay', relay3.multiaddr, '--nats', nats.url, '--peer', b1Addr, '--peer', b5Addr], {
+        name: 'gateway-a',
+      }),
+      h.gateway(['--peer', b1Addr, '--route', `${SERVICE}=${b1.peerId}`], { name: 'gateway-a2' }),
     ])
     ca = client(a.api)
   })
@@ -118,7 +124,7 @@ describe('tunnel through gateways (real processes)', { timeout: 300_000 }, () =>
     ca?.close()
     await h.close()
     await proxy?.stop()
-    await Promise.all([e1.stop(), e2.stop(), e3.stop(), e4.stop()])
+    await Promise.all([e1.stop(), e2.stop(), e3.stop(), e4.stop(), e5.stop()])
   })
 
   it('tunnel - header routing: stargate-peer takes unary and server-streaming calls to that peer, bytes intact', async () => {
@@ -219,19 +225,21 @@ describe('tunnel through gateways (real processes)', { timeout: 300_000 }, () =>
     }
   })
 
-  it('tunnel - a unary call with stargate-idempotency-key whose direct tier fails after it left is retried on the relay and runs once', async () => {
-    const runs = counter(e1, 'Unary')
-    const arrived = new Promise<void>((resolve) => e1.on('call', (c) => c.method === 'Unary' && resolve()))
-    const md = metadataOf({ 'stargate-peer': b1.peerId, 'stargate-idempotency-key': `key-${Date.now()}` })
+  it('tunnel - a unary call with stargate-idempotency-key whose relay tier fails after it left is retried on the direct tier and runs once', async () => {
+    const runs = counter(e5, 'Unary')
+    const arrived = new Promise<void>((resolve) => e5.on('call', (c) => c.method === 'Unary' && resolve()))
+    // The direct path refuses at first, so the call goes through relay R3; then R3 dies and the path opens.
+    proxy.refusing = true
+    const md = metadataOf({ 'stargate-peer': b5.peerId, 'stargate-idempotency-key': `key-${Date.now()}` })
     const answer = unary(ca, { payload: Buffer.from('once'), behavior: { delay: { seconds: 2n, nanos: 0 } } }, md)
     await arrived
-    assert.ok(proxy.open > 0, 'the call went on the direct path through the proxy')
-    proxy.cut()
+    proxy.refusing = false
+    relay3.proc.child.kill('SIGKILL')
     const res = await answer
     assert.equal(Buffer.from(res.payload).toString(), 'once')
     assert.equal(runs(), 1, 'the backend ran the call once although it was sent twice')
-    const metrics = await a.client.getPeerMetrics({ peerId: b1.peerId })
-    assert.equal(metrics.peers[0]?.connectionType, Tier.RELAY, 'the retry was served through the relay')
+    const metrics = await a.client.getPeerMetrics({ peerId: b5.peerId })
+    assert.equal(metrics.peers[0]?.connectionType, Tier.DIRECT, 'the retry was served on the direct tier')
   })
 
   it('tunnel - the relay failing mid-stream ends the call UNAVAILABLE, cancels the backend call and never replays it', async () => {

@@ -3,17 +3,23 @@ import { connect, createServer, type Server, type Socket } from 'node:net'
 
 /**
  * A TCP proxy on 127.0.0.1 (port 0) in front of one address, for breaking a path on purpose: `cut()` destroys
- * every connection it carries (both ends see them reset) and keeps accepting new ones.
+ * every connection it carries (both ends see them reset) and keeps accepting new ones; while `refusing`,
+ * connections are reset as soon as they arrive.
  */
 export class TcpProxy {
   port = 0
   /** Connections cut so far. */
   cuts = 0
+  refusing = false
   private readonly server: Server
   private readonly pairs = new Set<[Socket, Socket]>()
 
   constructor(targetHost: string, targetPort: number) {
     this.server = createServer((client) => {
+      if (this.refusing) {
+        client.resetAndDestroy()
+        return
+      }
       const upstream = connect(targetPort, targetHost)
       const pair: [Socket, Socket] = [client, upstream]
       this.pairs.add(pair)
