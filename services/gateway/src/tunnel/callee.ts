@@ -37,6 +37,11 @@ export interface TunnelCalleeObserver {
   start(open: StreamOpen, meta: InboundMeta): TunnelCallTrace
 }
 
+/** Which callers may call which methods here (the caller policy; absent: every caller may). */
+export interface CallerPolicy {
+  allows(callerPeerId: string, method: string): boolean
+}
+
 /** What the callee needs of the egress (TunnelEgress). */
 export type TunnelBackends = Pick<TunnelEgress, 'check' | 'start'>
 
@@ -50,6 +55,8 @@ export interface TunnelCalleeOptions {
   /** Limits of the callee endpoints (window, streams per link, message size). */
   limits: Partial<Omit<TunnelOptions, 'log'>>
   observer?: TunnelCalleeObserver
+  /** Checked for every call before anything reaches a backend. */
+  policy?: CallerPolicy
   log: Logger
 }
 
@@ -82,6 +89,10 @@ export class TunnelCallee implements StreamSink {
     const trace = o.observer?.start(open, meta) ?? NO_TRACE
     const call = new CalleeCall(stream, trace, o.log)
     o.inflight.track(() => call.done).catch(() => {})
+    if (o.policy != null && !o.policy.allows(meta.callerPeerId, open.method)) {
+      call.close(Code.PermissionDenied, `peer ${meta.callerPeerId} may not call ${open.method} through this gateway (caller policy)`, [])
+      return DISCARD
+    }
     const unserved = o.egress.check(open.method.slice(1, open.method.indexOf('/', 1)))
     if (unserved != null) {
       call.close(unserved.code, unserved.message, [])

@@ -107,6 +107,9 @@ class Peer {
   readonly callee: TunnelCallee
   readonly peerId: string
 
+  /** Methods the caller policy refuses. */
+  readonly refused = new Set<string>()
+
   constructor(peerId: string) {
     this.peerId = peerId
     const inbound = new InboundDispatcher(
@@ -133,6 +136,7 @@ class Peer {
       inflight: new InFlight(),
       budget: new ReplayBudget(1 << 24, 1 << 20),
       limits: {},
+      policy: { allows: (_caller, method) => !this.refused.has(method) },
       log,
     })
   }
@@ -380,6 +384,18 @@ describe('routed tunnelled calls', () => {
     assert.equal(client.status?.code, 0, client.status?.message)
     assert.equal(peers.get('peer-a')!.backend.runs, 0)
     assert.equal(peers.get('peer-b')!.backend.runs, 1)
+  })
+
+  it('routed - the callee refuses a call its caller policy does not allow: PERMISSION_DENIED, nothing reaches the backend', async () => {
+    const { peer, call } = setup()
+    peer.refused.add('/pkg.Svc/Unary')
+    const { client, stream } = call('key-5', true)
+    stream.write(message(10))
+    stream.end()
+    await until(() => client.status != null, 'the status')
+    assert.equal(client.status?.code, Code.PermissionDenied)
+    assert.match(client.status?.message ?? '', /may not call \/pkg\.Svc\/Unary.*caller policy/)
+    assert.equal(peer.backend.runs, 0)
   })
 
   it('routed - a client cancel while routing ends everything; nothing is reported after', async () => {
