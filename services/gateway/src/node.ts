@@ -35,7 +35,8 @@ export async function createGatewayNode(o: GatewayNodeOptions): Promise<GatewayN
   return createLibp2p({
     start: false,
     privateKey: o.privateKey,
-    addresses: { listen: o.listen, announce: o.announce },
+    // --p2p-announce adds to what libp2p announces (listen and circuit addresses); it does not replace them.
+    addresses: { listen: o.listen, appendAnnounce: o.announce },
     // Reservations on relays are made after start by relay health (relays.ts); a failing listen is not fatal.
     transportManager: { faultTolerance: FaultTolerance.NO_FATAL },
     transports: [tcp(), circuitRelayTransport({ reservationCompletionTimeout: o.reservationTimeoutMs })],
