@@ -88,6 +88,8 @@ export const GATEWAY_DEFAULTS = {
   connectionPeerTtlMs: 300_000,
   /** Peers learned from presence records and connections, at most (the least recently heard of goes first). */
   maxLearnedPeers: 10_000,
+  /** Peer ids kept parsed (a call names its target as a string; the decode runs once per id), at most. */
+  peerIdCacheMaxEntries: 1_024,
   shutdownGraceMs: 5_000,
   /** EWMA smoothing of per-peer latency. */
   latencyEwmaAlpha: 0.2,

@@ -1,9 +1,9 @@
 import type { PeerId } from '@libp2p/interface'
-import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { messageOf } from '@stargate/shared/errors'
 import type { Logger } from '@stargate/shared/log'
 import { type GatewayNode, transportManagerOf } from './node.ts'
+import { parsePeerId } from './peer-ids.ts'
 import type { RelaySelector } from './tiers/relay.ts'
 
 export interface RelayManagerOptions {
@@ -115,7 +115,7 @@ export class RelayManager implements RelaySelector {
 
   /** Whether this gateway has an open connection to the relay ('' = a relay not reached yet: false). */
   connected(peerId: string): boolean {
-    return peerId !== '' && this.node.getConnections(peerIdFromString(peerId)).some((c) => c.status === 'open')
+    return peerId !== '' && this.node.getConnections(parsePeerId(peerId)).some((c) => c.status === 'open')
   }
 
   /** Whether this gateway currently holds a reservation (a circuit listen address) on the relay. */
@@ -204,7 +204,7 @@ export class RelayManager implements RelaySelector {
         const conn = await this.node.dial(multiaddr(s.addr), { signal: AbortSignal.timeout(this.o.healthTimeoutMs) })
         this.learn(s, conn.remotePeer.toString())
       }
-      const peer = peerIdFromString(s.peerId)
+      const peer = parsePeerId(s.peerId)
       const rtt = await this.node.services.ping.ping(peer, { signal: AbortSignal.timeout(this.o.healthTimeoutMs) })
       const wasHealthy = s.healthy && !s.suspect
       s.rttMs = rtt

@@ -1,7 +1,6 @@
 import { create, type MessageInitShape, toBinary } from '@bufbuild/protobuf'
 import { durationFromMs, timestampFromDate, timestampFromMs, ValueSchema } from '@bufbuild/protobuf/wkt'
 import type { HandlerContext, ServiceImpl } from '@connectrpc/connect'
-import { peerIdFromString } from '@libp2p/peer-id'
 import { Code, StargateError } from '@stargate/shared/errors'
 import {
   type CallRequest,
@@ -28,6 +27,7 @@ import {
 import { STARGATE_VERSION } from '@stargate/shared/version'
 import { type PeerMetricsRecord, PeerMetricsTable } from '../metrics.ts'
 import type { NatStatusInit } from '../nat/detector.ts'
+import { parsePeerId } from '../peer-ids.ts'
 import type { KnownPeer } from '../peers.ts'
 import type { PoolStats } from '../pool.ts'
 import type { RelayState } from '../relays.ts'
@@ -100,7 +100,7 @@ export function gatewayServiceImpl(gw: GatewayApi): ServiceImpl<typeof GatewaySe
   async function call(req: CallRequest, ctx: HandlerContext): Promise<CallResponse> {
     if (req.peerId === '') throw new StargateError(Code.InvalidArgument, 'peer_id is required (the target gateway peer id, 12D3KooW...)')
     try {
-      peerIdFromString(req.peerId)
+      parsePeerId(req.peerId)
     } catch {
       throw new StargateError(Code.InvalidArgument, `peer_id "${req.peerId}" is not a valid libp2p peer id`)
     }

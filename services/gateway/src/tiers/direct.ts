@@ -1,8 +1,8 @@
 import type { Connection } from '@libp2p/interface'
-import { peerIdFromString } from '@libp2p/peer-id'
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr'
 import { Code, StargateError } from '@stargate/shared/errors'
 import { Tier } from '@stargate/shared/gen/gateway'
+import { parsePeerId } from '../peer-ids.ts'
 import type { PooledChannel } from '../pool.ts'
 import { isCircuit, type Libp2pTierComponents, linkFor, openChannel, unavailable } from './libp2p.ts'
 import type { TierLink, TierTransport } from './tier.ts'
@@ -21,7 +21,7 @@ export class DirectTier implements TierTransport {
     const out = new Map<string, Multiaddr>()
     for (const a of this.c.peers.get(peerId)?.directAddrs ?? []) if (!isCircuit(a)) out.set(a, multiaddr(a))
     try {
-      const stored = await this.c.node.peerStore.get(peerIdFromString(peerId))
+      const stored = await this.c.node.peerStore.get(parsePeerId(peerId))
       for (const { multiaddr: ma } of stored.addresses) if (!isCircuit(ma)) out.set(ma.toString(), ma)
     } catch {
       // not in the peer store: no identify-learned addresses
@@ -31,7 +31,7 @@ export class DirectTier implements TierTransport {
 
   private existing(peerId: string): Connection | undefined {
     return this.c.node
-      .getConnections(peerIdFromString(peerId))
+      .getConnections(parsePeerId(peerId))
       .find((conn) => conn.status === 'open' && conn.limits == null && !isCircuit(conn.remoteAddr))
   }
 

@@ -1,6 +1,6 @@
 import type { IncomingHttpHeaders } from 'node:http2'
-import { peerIdFromString } from '@libp2p/peer-id'
 import { Code, StargateError } from '@stargate/shared/errors'
+import { parsePeerId } from '../peer-ids.ts'
 import { EVERY_SERVICE } from './expose.ts'
 import type { RouteTable } from './routes.ts'
 import { PEER_HEADER } from './wire.ts'
@@ -81,7 +81,7 @@ export class TunnelTargets {
 function checkPeerId(value: string | string[]): string {
   const v = Array.isArray(value) ? value.join(', ') : value.trim()
   try {
-    peerIdFromString(v)
+    parsePeerId(v)
   } catch {
     throw new StargateError(Code.InvalidArgument, `the ${PEER_HEADER} header ${JSON.stringify(v)} is not a valid libp2p peer id`)
   }
