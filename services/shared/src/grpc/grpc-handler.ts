@@ -10,10 +10,11 @@
  */
 import { constants, type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerHttp2Stream } from 'node:http2'
 import { create, type DescMethod, type DescService, fromBinary, fromJsonString, toBinary, toJsonString } from '@bufbuild/protobuf'
-import { ConnectError, createHandlerContext, type HandlerContext } from '@connectrpc/connect'
+import { ConnectError, type HandlerContext } from '@connectrpc/connect'
 import { setTrailerStatus } from '@connectrpc/connect/protocol-grpc'
 import { Code, StargateError } from '../errors.ts'
 import type { Logger } from '../log.ts'
+import { CallContext } from './call-context.ts'
 import { addHeaders, drained } from './connect-h2.ts'
 import {
   decompress,
@@ -99,19 +100,6 @@ function addStatus(target: OutgoingHttpHeaders, err: unknown): void {
   target['grpc-message'] = encodeGrpcMessage(e.rawMessage)
 }
 
-/** The request metadata (every header but the pseudo-headers), as the init of the handler's Headers. */
-function requestMetadata(headers: IncomingHttpHeaders): Array<[string, string]> {
-  const out: Array<[string, string]> = []
-  for (const key in headers) {
-    if (key.charCodeAt(0) === 58 /* ':' */) continue
-    const v = headers[key]
-    if (v == null) continue
-    if (Array.isArray(v)) for (const e of v) out.push([key, e])
-    else out.push([key, v])
-  }
-  return out
-}
-
 function one(v: string | string[] | undefined): string | undefined {
   return Array.isArray(v) ? v[0] : v
 }
@@ -164,7 +152,7 @@ class GrpcCall {
   private readonly json: boolean
   private readonly encoding: string
   private readonly options: GrpcCallOptions
-  private readonly ctx: ReturnType<typeof createHandlerContext>
+  private readonly ctx: CallContext
   private reader: RequestReader | undefined
   private finished = false
 
@@ -182,15 +170,17 @@ class GrpcCall {
     this.json = json
     this.encoding = encoding
     this.options = options
-    this.ctx = createHandlerContext({
+    this.ctx = new CallContext({
       service: route.service,
       method: route.method,
-      protocolName: 'grpc',
-      requestMethod: 'POST',
       url: headers[':path'] as string,
+      headers,
       timeoutMs,
       shutdownSignal: options.shutdownSignal,
-      requestHeader: requestMetadata(headers),
+      // The deadline, or the server stopping: answer with that status at once, whatever the handler does.
+      onAbort: (reason) => {
+        if (!this.finished) this.finish(reason)
+      },
     })
   }
 
@@ -202,8 +192,6 @@ class GrpcCall {
       return
     }
     stream.once('close', this.onClose)
-    // The deadline, or the server stopping: answer with that status at once, whatever the handler does.
-    ctx.signal.addEventListener('abort', this.onAbort, { once: true })
     this.run().catch((err: unknown) => this.finish(err))
   }
 
@@ -213,10 +201,6 @@ class GrpcCall {
     const reason = new StargateError(Code.Canceled, 'the client cancelled the call')
     this.reader?.fail(reason)
     this.finish(reason)
-  }
-
-  private readonly onAbort = (): void => {
-    if (!this.finished) this.finish(this.ctx.signal.reason)
   }
 
   private async run(): Promise<void> {
@@ -309,7 +293,7 @@ class GrpcCall {
   private sendHeaders(): void {
     if (this.stream.headersSent) return
     const h: OutgoingHttpHeaders = {}
-    addHeaders(h, this.ctx.responseHeader)
+    addHeaders(h, this.ctx.responseHeaderIfUsed())
     h[':status'] = 200
     h['content-type'] = this.json ? 'application/grpc+json' : 'application/grpc'
     h['grpc-accept-encoding'] = GRPC_ACCEPT_ENCODING
@@ -340,25 +324,23 @@ class GrpcCall {
     if (this.finished) return
     this.finished = true
     const { stream, ctx } = this
-    ctx.signal.removeEventListener('abort', this.onAbort)
     stream.off('close', this.onClose)
-    // Releases the deadline timer and the listener on the shutdown signal; a handler still running sees
-    // its signal abort.
-    ctx.abort(err ?? SETTLED)
+    // Releases the deadline timer; a handler still running sees its signal abort.
+    ctx.end(err ?? SETTLED)
     if (err !== undefined && !(err instanceof ConnectError)) {
       this.options.log.warn('gRPC handler failed', { err, path: ctx.url })
     }
     if (stream.destroyed || stream.closed) return
     if (!stream.headersSent) {
       const h: OutgoingHttpHeaders = {}
-      addHeaders(h, ctx.responseHeader)
-      addHeaders(h, ctx.responseTrailer)
+      addHeaders(h, ctx.responseHeaderIfUsed())
+      addHeaders(h, ctx.responseTrailerIfUsed())
       h['content-type'] = this.json ? 'application/grpc+json' : 'application/grpc'
       respondWithStatus(stream, err, h)
       return
     }
     const trailers: OutgoingHttpHeaders = {}
-    addHeaders(trailers, ctx.responseTrailer)
+    addHeaders(trailers, ctx.responseTrailerIfUsed())
     addStatus(trailers, err)
     stream.once('wantTrailers', () => {
       stream.sendTrailers(trailers)
