@@ -144,6 +144,15 @@ interface Pending {
   onAbort: () => void
 }
 
+/** A request or reply waiting in the outbox. */
+interface Outgoing {
+  subject: string
+  data: Uint8Array
+  reply?: string
+  /** A request whose publish failed: settled with the error. */
+  failed?: (err: unknown) => void
+}
+
 /**
  * The gateway's NATS connection: request-reply for the NATS tier on `<prefix>.call.<peer id>`, and the
  * presence subjects. Connects to any of the seed servers, learns the other cluster members from them,
@@ -167,6 +176,8 @@ export class NatsBus {
   private readonly pending = new Map<string, Pending>()
   private readonly warnings: RateLimitedLog
   private dropped = 0
+  /** Requests and replies published during this event-loop turn, sent together at its end (see `send`). */
+  private outbox: Outgoing[] = []
 
   constructor(options: NatsBusOptions) {
     this.o = options
@@ -342,7 +353,8 @@ export class NatsBus {
           this.warnings.warn('nats subscription error', { subject: s.subject, err: err.message })
           return
         }
-        s.handler(msg.data, msg.reply != null && msg.reply !== '' ? (bytes) => msg.respond(bytes) : undefined)
+        const reply = msg.reply
+        s.handler(msg.data, reply != null && reply !== '' ? (bytes) => this.send({ subject: reply, data: bytes }) : undefined)
       },
     })
   }
@@ -384,12 +396,39 @@ export class NatsBus {
       p.timer.unref()
       signal.addEventListener('abort', p.onAbort, { once: true })
       this.pending.set(token, p)
-      try {
-        nc.publish(subject, data, { reply: this.inbox + token })
-      } catch (err: unknown) {
-        this.settle(token, StargateError.from(err, Code.Unavailable))
-      }
+      this.send({
+        subject,
+        data,
+        reply: this.inbox + token,
+        failed: (err) => this.settle(token, StargateError.from(err, Code.Unavailable)),
+      })
     })
+  }
+
+  /**
+   * Publishes a request or reply at the end of this event-loop turn, with every other one published during it.
+   * nats.js writes what it has buffered once per microtask checkpoint, and calls arrive (and answers complete)
+   * in separate I/O callbacks, so each went out in its own socket write; batched, the calls or answers of one
+   * turn leave in one write (as peer frames do, peer/frames.ts). Order is kept.
+   */
+  private send(out: Outgoing): void {
+    this.outbox.push(out)
+    if (this.outbox.length === 1) setImmediate(this.flushOutbox)
+  }
+
+  private readonly flushOutbox = (): void => {
+    const batch = this.outbox
+    this.outbox = []
+    const nc = this.nc
+    for (const m of batch) {
+      try {
+        if (nc == null) throw new StargateError(Code.Unavailable, `NATS is not connected (${this.url})`)
+        nc.publish(m.subject, m.data, m.reply != null ? { reply: m.reply } : undefined)
+      } catch (err: unknown) {
+        if (m.failed != null) m.failed(err)
+        else this.warnings.warn('nats reply failed', { subject: m.subject, err: messageOf(err) })
+      }
+    }
   }
 
   private onAnswer(err: Error | null, msg: Msg): void {
