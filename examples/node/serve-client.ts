@@ -1,6 +1,8 @@
 /**
  * A Serve client in its own process, written only against the public API (GatewayService over gRPC),
- * used by the tests as a remote handler. Usage: node serve-client.ts HOST:PORT [method...]
+ * used by the tests as a remote handler. Usage: node serve-client.ts HOST:PORT [--shared] [method...]
+ * (--shared lets other clients join the methods it is the first to serve; an API token, if the gateway
+ * wants one, comes from STARGATE_TOKEN).
  * Methods: echo (returns the payload), fail (answers the status code given as JSON {"code":N}),
  * slow (waits {"ms":N} then echoes), big (returns {"bytes":N} bytes). Prints "REGISTERED <peer id>" once
  * registered and "HANDLED <method> <request id> <tier>" for every call it runs.
@@ -19,15 +21,34 @@ import { W3CTraceContextPropagator } from '@opentelemetry/core'
 import { startNodeSdk } from '@opentelemetry/sdk-node'
 import { GatewayService, type ServeRequest, ServeRequestSchema } from '@stargate/shared/gen/gateway'
 
-const [target, ...methodArgs] = process.argv.slice(2)
+const [target, ...args] = process.argv.slice(2)
 if (target == null) {
-  process.stderr.write('usage: serve-client.ts HOST:PORT [method...]\n')
+  process.stderr.write('usage: serve-client.ts HOST:PORT [--shared] [method...]\n')
   process.exit(2)
 }
+const shared = args.includes('--shared')
+const methodArgs = args.filter((a) => a !== '--shared')
 const methods = methodArgs.length > 0 ? methodArgs : ['echo', 'fail', 'slow', 'big']
-const client = createClient(GatewayService, createGrpcTransport({ baseUrl: `http://${target}` }))
+const token = process.env.STARGATE_TOKEN
+const client = createClient(
+  GatewayService,
+  createGrpcTransport({
+    baseUrl: `http://${target}`,
+    interceptors:
+      token != null
+        ? [
+            (next) => (req) => {
+              req.header.set('authorization', `Bearer ${token}`)
+              return next(req)
+            },
+          ]
+        : [],
+  }),
+)
 
-const queue: ServeRequest[] = [create(ServeRequestSchema, { kind: { case: 'register', value: { methods, capabilities: ['echo'] } } })]
+const queue: ServeRequest[] = [
+  create(ServeRequestSchema, { kind: { case: 'register', value: { methods, capabilities: ['echo'], shared } } }),
+]
 let wake: (() => void) | undefined
 const send = (r: ServeRequest): void => {
   queue.push(r)

@@ -5,15 +5,14 @@
  * near their baseline. Bounded: CHAOS_DURATION_MS (default 60 s) of load, every loop bounded in count.
  */
 import assert from 'node:assert/strict'
-import { readdirSync, readFileSync, rmSync } from 'node:fs'
-import { join } from 'node:path'
+import { readdirSync } from 'node:fs'
 import { describe, it } from 'node:test'
 import { fromJson } from '@bufbuild/protobuf'
 import { ValueSchema } from '@bufbuild/protobuf/wkt'
 import { Code, ConnectError } from '@connectrpc/connect'
 import { Tier } from '@stargate/shared/gen/gateway'
-import { eventually } from '../lib/eventually.ts'
 import { freePort, Harness, type Proc } from '../lib/harness.ts'
+import { liveHeapMB, rssMiB } from '../lib/memory.ts'
 
 const DURATION_MS = Number(process.env.CHAOS_DURATION_MS ?? 60_000)
 const CALLERS = 50
@@ -25,33 +24,6 @@ const CLEAR_STATUSES = new Set([Code.Unavailable, Code.DeadlineExceeded, Code.Ab
 
 function fds(pid: number): number {
   return readdirSync(`/proc/${pid}/fd`).length
-}
-
-/**
- * The caller's live heap (MB): a V8 heap snapshot (it collects garbage first) requested with SIGUSR2
- * (`--heapsnapshot-signal`), summed over every object's self size. RSS alone cannot say whether memory
- * came back: V8 keeps grown heap pages after the objects on them are gone.
- */
-async function liveHeapMB(pid: number, dir: string, answered: () => Promise<unknown>): Promise<number> {
-  const snapshots = (): string[] => readdirSync(dir).filter((f) => f.endsWith('.heapsnapshot'))
-  const before = new Set(snapshots())
-  process.kill(pid, 'SIGUSR2')
-  const file = await eventually('the caller wrote a heap snapshot', () => snapshots().find((f) => !before.has(f)), 60_000, 100)
-  // The snapshot is written on the caller's main thread: once it answers an RPC, the file is complete.
-  await answered()
-  const path = join(dir, file)
-  const snap = JSON.parse(readFileSync(path, 'utf8')) as { snapshot: { meta: { node_fields: string[] } }; nodes: number[] }
-  rmSync(path)
-  const fields = snap.snapshot.meta.node_fields
-  const at = fields.indexOf('self_size')
-  let bytes = 0
-  for (let i = at; i < snap.nodes.length; i += fields.length) bytes += snap.nodes[i]!
-  return bytes / 1e6
-}
-
-function rssMiB(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
-  return m != null ? Number(m[1]) / 1024 : 0
 }
 
 /**

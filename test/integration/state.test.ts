@@ -223,6 +223,9 @@ describe('state: never twice under attack, bounded journal, process faults', () 
     assert.equal(gauge('stargate_journal_max_bytes'), maxBytes)
     const bytes = gauge('stargate_journal_bytes')
     assert.ok(bytes > 0 && bytes <= maxBytes, `stargate_journal_bytes ${bytes}`)
+    // every refusal for the full journal is counted as dropped, reason "full"
+    const full = /^stargate_inbound_dropped_total\{[^}]*reason="full"[^}]*\} (\d+)/m.exec(text)
+    assert.equal(Number(full?.[1]), seen.get(String(Code.ResourceExhausted)))
   })
 
   it('journal - a full disk gives calls a clear status; the gateway stays up and journals again once there is room', async (t) => {

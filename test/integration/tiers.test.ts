@@ -45,7 +45,8 @@ describe('tiered core', () => {
     a = await h.gateway(['--p2p-listen', '/ip4/127.0.0.1/tcp/0', ...common, '--backoff-base-ms', '200', '--tier-stagger-ms', '3000'], {
       name: 'gateway-a',
     })
-    bServe = await h.serveClient(b.api)
+    // shared: the load-sharing test joins a second client to its methods
+    bServe = await h.serveClient(b.api, [], { shared: true })
     cServe = await h.serveClient(c.api)
   })
   after(async () => {

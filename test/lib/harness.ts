@@ -128,6 +128,15 @@ export interface GatewayHandle {
   client: Client<typeof GatewayService>
 }
 
+/** How a Serve client registers: shared (others may join its methods), with an API token. */
+export interface ServeClientOptions {
+  shared?: boolean
+  token?: string
+  name?: string
+  /** Added to the test's environment. */
+  env?: NodeJS.ProcessEnv
+}
+
 /** Starts real Stargate processes through the CLI on free ports, and always tears them down. */
 export class Harness {
   readonly procs: Proc[] = []
@@ -247,15 +256,27 @@ export class Harness {
     return nodes
   }
 
-  /** Starts examples/node/serve-client.ts against a gateway API (env added to the test's); resolves once registered. */
-  async serveClient(api: string, methods: string[] = [], opts: { env?: NodeJS.ProcessEnv } = {}): Promise<Proc> {
-    const child = spawn(process.execPath, [join(import.meta.dirname, '../../examples/node/serve-client.ts'), api, ...methods], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, ...opts.env },
-    })
-    const proc = new Proc('serve-client', child)
-    this.procs.push(proc)
+  /** Starts examples/node/serve-client.ts against a gateway API; resolves once registered. */
+  async serveClient(api: string, methods: string[] = [], opts: ServeClientOptions = {}): Promise<Proc> {
+    const proc = this.spawnServeClient(api, methods, opts)
     await proc.waitFor(/^REGISTERED /)
+    return proc
+  }
+
+  /** Starts examples/node/serve-client.ts without waiting (its registration may be refused). */
+  spawnServeClient(api: string, methods: string[] = [], opts: ServeClientOptions = {}): Proc {
+    const args = [
+      join(import.meta.dirname, '../../examples/node/serve-client.ts'),
+      api,
+      ...(opts.shared === true ? ['--shared'] : []),
+      ...methods,
+    ]
+    const child = spawn(process.execPath, args, {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, ...opts.env, ...(opts.token != null ? { STARGATE_TOKEN: opts.token } : {}) },
+    })
+    const proc = new Proc(opts.name ?? 'serve-client', child)
+    this.procs.push(proc)
     return proc
   }
 

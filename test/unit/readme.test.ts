@@ -62,6 +62,10 @@ describe('README', () => {
       `\`--tunnel-max-message-bytes\` (${D.tunnelMaxMessageBytes / 1024 / 1024} MiB)`,
       `at most ${D.tunnelReplayMaxBytesPerCall / 1024 / 1024} MiB of request per call (${D.tunnelReplayMaxBytes / 1024 / 1024} MiB for all)`,
       `(1 to ${D.maxRequestIdBytes} bytes, like a \`Call\` idempotency key)`,
+      `\`--serve-queue-max-calls\` (${D.serveQueueMaxCalls})`,
+      `\`--serve-queue-max-bytes\` (${D.serveQueueMaxBytes / 1024 / 1024} MiB)`,
+      `\`--max-conn-streams\` (${D.maxInboundStreamsPerConnection})`,
+      `\`--max-conn-buffered-bytes\` (${D.maxInboundBufferedBytesPerConnection / 1024 / 1024} MiB)`,
     ]) {
       assert.ok(text.includes(phrase), `README says: ${phrase}`)
     }

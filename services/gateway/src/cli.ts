@@ -10,6 +10,7 @@ import { startTelemetry } from '@stargate/shared/telemetry'
 import { GATEWAY_DEFAULTS as D, GATEWAY_LIMITS as L } from './defaults.ts'
 import { createGateway, type Gateway, type GatewayAddresses } from './gateway.ts'
 import { type GatewayInit, relayAddrProblem, type StaticPeer } from './options.ts'
+import { parseAllowCaller } from './policy.ts'
 import { resolveStatePaths } from './state.ts'
 import { ExposeTable, parseExposeFlag } from './tunnel/expose.ts'
 import { parseRouteFlag, RouteTable } from './tunnel/routes.ts'
@@ -266,6 +267,41 @@ export const GATEWAY_FLAGS: FlagSpec[] = [
     description: 'fail the calls of a connection whose ping is unanswered this long (they move on)',
     defaultText: String(D.livenessProbeTimeoutMs),
   },
+  {
+    name: 'allow-caller',
+    type: 'string',
+    multiple: true,
+    description: 'PEER_ID[=PATTERN]: a peer (* = any) that may call methods matching PATTERN (NAME, PREFIX.*, *)',
+  },
+  {
+    name: 'caller-policy',
+    type: 'string',
+    description: 'file of --allow-caller rules, one PEER_ID[=PATTERN] per line; re-read on SIGHUP',
+  },
+  {
+    name: 'serve-queue-max-calls',
+    type: 'string',
+    description: 'calls waiting at most for one Serve stream; more get RESOURCE_EXHAUSTED',
+    defaultText: String(D.serveQueueMaxCalls),
+  },
+  {
+    name: 'serve-queue-max-bytes',
+    type: 'string',
+    description: 'payload bytes waiting at most for one Serve stream; more get RESOURCE_EXHAUSTED',
+    defaultText: String(D.serveQueueMaxBytes),
+  },
+  {
+    name: 'max-conn-streams',
+    type: 'string',
+    description: 'call streams one libp2p connection may open here; more are reset',
+    defaultText: String(D.maxInboundStreamsPerConnection),
+  },
+  {
+    name: 'max-conn-buffered-bytes',
+    type: 'string',
+    description: 'bytes one libp2p connection may have buffered here; more get RESOURCE_EXHAUSTED',
+    defaultText: String(D.maxInboundBufferedBytesPerConnection),
+  },
 ]
 
 function parsePeer(value: string): StaticPeer {
@@ -361,6 +397,12 @@ export function gatewayConfigFromFlags(flags: ParsedFlags): {
   const tlsCert = str(flags, 'tls-cert')
   const tlsKey = str(flags, 'tls-key')
   if ((tlsCert == null) !== (tlsKey == null)) throw new UsageError('--tls-cert and --tls-key must be given together')
+  const allowCallers = parsedList(flags, 'allow-caller', (v) => {
+    parseAllowCaller(v)
+    return v
+  })
+  const callerPolicy = str(flags, 'caller-policy')
+  if (callerPolicy === '') throw new UsageError('--caller-policy must be a file')
   const tlsClientCa = str(flags, 'tls-client-ca')
   if (tlsClientCa != null && tlsCert == null) throw new UsageError('--tls-client-ca needs --tls-cert and --tls-key')
   return {
@@ -432,6 +474,12 @@ export function gatewayConfigFromFlags(flags: ParsedFlags): {
       circuitCooldownMs: int(flags, 'circuit-cooldown-ms', 0),
       livenessProbeMs: int(flags, 'liveness-probe-ms', 0),
       livenessProbeTimeoutMs: int(flags, 'liveness-probe-timeout-ms', 1),
+      allowCallers,
+      callerPolicyFile: callerPolicy,
+      serveQueueMaxCalls: int(flags, 'serve-queue-max-calls', 1),
+      serveQueueMaxBytes: int(flags, 'serve-queue-max-bytes', 1),
+      maxInboundStreamsPerConnection: int(flags, 'max-conn-streams', 1),
+      maxInboundBufferedBytesPerConnection: int(flags, 'max-conn-buffered-bytes', 1),
     },
     identityFile,
     stateDir,
@@ -470,6 +518,8 @@ export async function runGateway(flags: ParsedFlags): Promise<void> {
     await gateway.stop()
     await telemetry.shutdown()
   }, log)
+  // SIGHUP re-reads the caller policy file (and is otherwise ignored, instead of ending the process).
+  process.on('SIGHUP', () => gateway.reloadCallerPolicy())
   const { api, multiaddrs } = addresses
   process.stdout.write(`Gateway started: ${gateway.peerId}\n`)
   process.stdout.write(`API: ${api.host}:${api.port}\n`)

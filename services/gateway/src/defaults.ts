@@ -151,6 +151,18 @@ export const GATEWAY_DEFAULTS = {
   tunnelReplayMaxBytes: 64 * 1024 * 1024,
   /** Server reflection over several --expose backends: one question to one backend fails after this long. */
   tunnelReflectionQuestionTimeoutMs: 10_000,
+  /** Serve: calls waiting at most in one Serve stream's queue (not yet written to its client). */
+  serveQueueMaxCalls: 1_000,
+  /** Serve: payload bytes waiting at most in one Serve stream's queue. */
+  serveQueueMaxBytes: 16 * 1024 * 1024,
+  /**
+   * Inbound /stargate/call streams one libp2p connection may have open at once. A caller keeps one per tier,
+   * but a burst of first calls to a peer opens one each until the pool holds a channel, so the default
+   * matches maxInboundCallsPerPeer; bytes are bounded separately (maxInboundBufferedBytesPerConnection).
+   */
+  maxInboundStreamsPerConnection: 256,
+  /** Bytes one libp2p connection may have buffered here: partial frames, requests being handled, answers being written. */
+  maxInboundBufferedBytesPerConnection: 64 * 1024 * 1024,
 } as const
 
 /** Bounds of per-call options, enforced for CallOptions and for the flags alike. */

@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises'
-import { type ApiSecurity, loadApiSecurity } from '@stargate/shared/auth'
+import { ANONYMOUS, type ApiSecurity, loadApiSecurity, type TokenAuthenticator } from '@stargate/shared/auth'
 import { stargateDescriptorSets } from '@stargate/shared/descriptors'
 import { Code, messageOf, StargateError } from '@stargate/shared/errors'
 import { GatewayService, NatsState, NatType, PeerSource } from '@stargate/shared/gen/gateway'
@@ -17,8 +17,10 @@ import { loadNatsSecurity, NatsBus, type NatsSecurity } from './nats.ts'
 import { createGatewayNode, type GatewayNode } from './node.ts'
 import { type GatewayInit, type GatewayOptions, resolveGatewayOptions } from './options.ts'
 import { Outbound } from './outbound.ts'
+import { ConnectionBudgets } from './peer/budget.ts'
 import { CALL_PROTOCOL } from './peer/frames.ts'
 import { PeerBook } from './peers.ts'
+import { CallerPolicy } from './policy.ts'
 import { ChannelPool } from './pool.ts'
 import { Presence } from './presence.ts'
 import { RelayManager } from './relays.ts'
@@ -112,6 +114,11 @@ export class Gateway {
   private readonly inbound: InboundDispatcher
   private readonly backends: BackendPool
   private readonly exposed: ExposeTable
+  private readonly policy: CallerPolicy
+  private readonly budgets: ConnectionBudgets
+  private readonly authenticator?: TokenAuthenticator
+  /** Whether the warning "serving methods to any peer" was logged. */
+  private warnedOpenServe = false
   private readonly tiers: TierModule[]
   private readonly router: Router
   private readonly outbound: Outbound
@@ -136,6 +143,19 @@ export class Gateway {
     })
     // NATS payloads are sealed end to end between the two gateway identities (seal.ts).
     this.sealer = sealedCodec(o.privateKey, { replay: new ReplayGuard({ maxSessions: o.natsReplayMaxSessions }) })
+    const { authenticator, ...apiSecurity } = security
+    this.authenticator = authenticator
+    // A policy file that cannot be read or parsed stops the gateway here, naming the file and line.
+    this.policy = new CallerPolicy({
+      selfPeerId: this.peerId,
+      allowCallers: o.allowCallers,
+      file: o.callerPolicyFile,
+      log: this.log.child('policy'),
+    })
+    this.budgets = new ConnectionBudgets({
+      maxStreams: o.maxInboundStreamsPerConnection,
+      maxBufferedBytes: o.maxInboundBufferedBytesPerConnection,
+    })
 
     this.metrics = new PeerMetricsTable(o.latencyEwmaAlpha)
     this.pool = new ChannelPool({
@@ -144,14 +164,34 @@ export class Gateway {
       sweepMaxIntervalMs: D.poolSweepMaxIntervalMs,
       log: this.log.child('pool'),
     })
-    this.registry = new ServeRegistry(this.log.child('serve'), announce)
+    this.registry = new ServeRegistry(
+      this.log.child('serve'),
+      () => {
+        this.warnIfServingOpen()
+        announce()
+      },
+      { maxQueuedCalls: o.serveQueueMaxCalls, maxQueuedBytes: o.serveQueueMaxBytes },
+    )
     this.nat = createNatDetector(o, this.log.child('nat'))
     this.telemetry = new GatewayTelemetry({
       poolConnections: () => this.pool.channelCount(),
       relays: () => this.relays.all(),
       natsState: () => this.nats?.state ?? NatsState.DISABLED,
       natsRefusals: () => this.sealer.refusals,
-      inboundStats: () => this.inbound.stats,
+      inboundDropped: () => {
+        const s = this.inbound.stats
+        return {
+          malformed: s.malformed,
+          busy: s.rejectedBusy,
+          duplicate: s.replayed,
+          denied: this.policy.denied,
+          full: s.refusedFull,
+          serve_queue_full: this.registry.stats.queueFull,
+          connection_streams: this.budgets.stats.streamsRefused,
+          connection_bytes: this.budgets.stats.bytesRefused,
+        }
+      },
+      serveQueue: () => this.registry.queued(),
       dedupeBytes: () => this.inbound.rememberedPayloadBytes,
       journal: () => this.inbound.journalUsage(),
     })
@@ -220,6 +260,7 @@ export class Gateway {
             ? { dir: o.requestJournalDir, maxBytes: o.requestJournalMaxBytes, syncIntervalMs: o.requestJournalSyncIntervalMs }
             : undefined,
         defaultTimeoutMs: o.callDeadlineMs,
+        policy: this.policy,
         log: this.log.child('inbound'),
       },
       this.registry,
@@ -245,6 +286,7 @@ export class Gateway {
       budget: new ReplayBudget(D.tunnelReplayMaxBytes, D.tunnelReplayMaxBytesPerCall),
       limits: tunnelLimits,
       observer: this.telemetry,
+      policy: this.policy,
       log: this.log.child('tunnel'),
     })
     this.tiers = createTiers({
@@ -271,6 +313,7 @@ export class Gateway {
       inbound: this.inbound,
       streams: callee,
       reader: { maxFrameBytes, frameDeadlineMs: o.frameStallTimeoutMs },
+      budgets: this.budgets,
     })
     this.router = new Router(
       {
@@ -294,7 +337,7 @@ export class Gateway {
     this.outbound = new Outbound(this.router, this.telemetry, this.inflight)
     const ingress = this.tunnelIngress(security.gate != null)
     this.api = new ApiServer({
-      ...security,
+      ...apiSecurity,
       services: [{ service: GatewayService, impl: gatewayServiceImpl(this.apiView()) }],
       descriptorSets: stargateDescriptorSets(),
       log: this.log.child('api'),
@@ -379,11 +422,36 @@ export class Gateway {
         () => this.nat.stop(),
       )
       this.log.info('gateway started', { peerId: this.peerId, api: `${api.host}:${api.port}`, p2p: this.multiaddrs() })
+      if (this.policy.mode === 'open' && this.reachable()) {
+        this.log.warn(
+          'caller policy OPEN: any libp2p or NATS peer that learns this peer id may call the methods served here; restrict it with --allow-caller PEER_ID[=PATTERN] or --caller-policy FILE',
+          { peerId: this.peerId },
+        )
+      } else if (this.policy.mode === 'restricted') {
+        this.log.info('caller policy restricted', { rules: this.policy.ruleCount, file: this.policy.policyFile })
+      }
       return { api, multiaddrs: this.multiaddrs() }
     } catch (err: unknown) {
       this.log.error('gateway failed to start; stopping what was started', { err: messageOf(err) })
       await this.unwind()
       throw err
+    }
+  }
+
+  /**
+   * Re-reads the caller policy file (SIGHUP). A file that does not parse is logged (naming the line) and the
+   * rules in force stay.
+   */
+  reloadCallerPolicy(): void {
+    if (this.policy.policyFile == null) {
+      this.log.info('SIGHUP: no --caller-policy file to reload')
+      return
+    }
+    try {
+      const rules = this.policy.reload()
+      this.log.info('caller policy reloaded', { file: this.policy.policyFile, rules, mode: this.policy.mode })
+    } catch (err: unknown) {
+      this.log.error('caller policy not reloaded; the rules in force stay', { err: messageOf(err), rules: this.policy.ruleCount })
     }
   }
 
@@ -409,6 +477,22 @@ export class Gateway {
     for (let undo = this.started.pop(); undo != null; undo = this.started.pop()) {
       await undo().catch((err: unknown) => this.log.warn('stopping a part failed', { err: messageOf(err) }))
     }
+  }
+
+  /** Whether other peers can reach this gateway at all (a libp2p listener, a relay or NATS). */
+  private reachable(): boolean {
+    return this.o.p2pListen.length > 0 || this.o.relays.length > 0 || this.o.natsServers.length > 0
+  }
+
+  /** Warns once when Serve methods are offered to every peer (no caller policy). */
+  private warnIfServingOpen(): void {
+    if (this.warnedOpenServe || this.policy.mode !== 'open' || !this.reachable()) return
+    const methods = this.registry.methods()
+    if (methods.length === 0) return
+    this.warnedOpenServe = true
+    this.log.warn('serving methods to any peer (caller policy OPEN); restrict with --allow-caller or --caller-policy', {
+      methods: methods.slice(0, 10),
+    })
   }
 
   /** Direct (non-circuit) multiaddrs this gateway can be dialled on. */
@@ -476,9 +560,13 @@ export class Gateway {
       peerId: this.peerId,
       startedAt: this.startedAt,
       maxPayloadBytes: this.o.maxPayloadBytes,
+      maxRequestIdBytes: this.o.maxRequestIdBytes,
+      maxMethodBytes: this.o.maxMethodBytes,
       callDeadlineMs: this.o.callDeadlineMs,
+      principalOf: (authorization) => this.authenticator?.check(authorization) ?? ANONYMOUS,
       call: (req, timeoutMs, signal) => this.outbound.call(req, timeoutMs, signal),
       serve: this.registry,
+      callerPolicy: () => ({ mode: this.policy.mode, ruleCount: this.policy.ruleCount, policyFile: this.policy.policyFile }),
       status: (): StatusView => ({
         listenAddrs: this.directAddrs(),
         announcedAddrs: this.multiaddrs(),

@@ -11,7 +11,7 @@ import { createLogger } from '@stargate/shared/log'
 import { GATEWAY_DEFAULTS as D } from './defaults.ts'
 import { InboundDispatcher, type InboundOptions, type PeerResponseInit } from './inbound.ts'
 import { InFlight } from './inflight.ts'
-import { ServeRegistry, ServeSession } from './serve.ts'
+import { ServeRegistry } from './serve.ts'
 
 const log = createLogger('test', { level: 'silent' })
 const meta = { callerPeerId: 'caller', tier: Tier.DIRECT }
@@ -22,10 +22,8 @@ const meta = { callerPeerId: 'caller', tier: Tier.DIRECT }
  */
 function setup(limits: Partial<InboundOptions> = {}) {
   const registry = new ServeRegistry(log)
-  const session = new ServeSession()
-  session.methods.add('echo')
-  session.methods.add('hang')
-  registry.add(session)
+  const session = registry.open()
+  registry.register(session, { methods: ['echo', 'hang'], capabilities: [], shared: false })
   const runs = new Map<string, number>()
   const stop = new AbortController()
   const serving = (async () => {
@@ -134,6 +132,39 @@ describe('inbound dispatch', () => {
       }
       assert.equal(t.inbound.rememberedPayloadBytes, 0)
       assert.equal(dataBytes(await t.call('real', 5)), 5, 'the memory still has room')
+    } finally {
+      await t.close()
+    }
+  })
+
+  it('policy - a denied caller gets PERMISSION_DENIED for methods and ping, runs nothing and takes no memory entry', async () => {
+    const asked: string[] = []
+    const policy = {
+      allows: (caller: string, method: string) => {
+        asked.push(`${caller} ${method}`)
+        return caller === 'friend'
+          ? { allowed: true, reason: 'friend' }
+          : { allowed: false, reason: `peer ${caller} may not call "${method}"` }
+      },
+    }
+    const t = setup({ policy, dedupeMaxEntries: 1, dedupeMaxEntriesPerCaller: 1 })
+    try {
+      for (const [id, method] of [
+        ['d1', 'echo'],
+        ['d2', 'echo'],
+        ['d3', 'ping'],
+      ] as const) {
+        const res = await t.call(id, 3, method, 'stranger')
+        assert.equal(error(res)?.code, Code.PermissionDenied)
+        assert.equal(error(res)?.message, `peer stranger may not call "${method}"`)
+      }
+      assert.equal(t.runs.size, 0, 'no handler ran')
+      assert.equal(t.inbound.stats.denied, 3)
+      assert.equal(t.inbound.rememberedPayloadBytes, 0)
+      // the memory holds one entry at most: the denied calls took none, so the friend's call still fits
+      assert.equal(dataBytes(await t.call('f1', 4, 'echo', 'friend')), 4)
+      assert.equal(t.runs.get('f1'), 1)
+      assert.deepEqual(asked, ['stranger echo', 'stranger echo', 'stranger ping', 'friend echo'])
     } finally {
       await t.close()
     }

@@ -9,6 +9,7 @@ import { deadline } from '@stargate/shared/signals'
 import { DuplicateMemory, type Recalled, type Ticket } from './dedupe.ts'
 import type { InFlight } from './inflight.ts'
 import { RequestJournal } from './journal.ts'
+import type { CallerGate } from './policy.ts'
 import type { HandlerResult, ServeRegistry } from './serve.ts'
 
 export type PeerResponseInit = MessageInitShape<typeof PeerResponseSchema>
@@ -33,6 +34,8 @@ export interface InboundOptions {
   journal?: { dir: string; maxBytes: number; syncIntervalMs: number }
   /** How long a request without a timeout may run. */
   defaultTimeoutMs: number
+  /** Who may call what (policy.ts); unset: every caller may call everything. */
+  policy?: CallerGate
   log: Logger
 }
 
@@ -59,6 +62,8 @@ export interface InboundStats {
   replayed: number
   rejectedBusy: number
   malformed: number
+  /** Requests refused with PERMISSION_DENIED by the caller policy. */
+  denied: number
   /** Remembered responses dropped (kept as "already ran") to stay under the dedupe byte limits. */
   readonly reduced: number
   /** New requests refused because the duplicate-request memory or the journal was full. */
@@ -155,6 +160,7 @@ export class InboundDispatcher {
       replayed: 0,
       rejectedBusy: 0,
       malformed: 0,
+      denied: 0,
       get reduced() {
         return memory.stats.reduced
       },
@@ -296,6 +302,12 @@ export class InboundDispatcher {
     if (invalid != null) {
       this.stats.malformed++
       return { ...base, ...errorResult(Code.InvalidArgument, invalid) }
+    }
+    // The caller policy before anything is remembered or run: a denied caller takes no memory entry.
+    const verdict = this.o.policy?.allows(meta.callerPeerId, req.method)
+    if (verdict != null && !verdict.allowed) {
+      this.stats.denied++
+      return { ...base, ...errorResult(Code.PermissionDenied, verdict.reason) }
     }
     // The built-in ping has no effect to protect: it is never remembered (a flood of pings costs no memory).
     let ticket: Ticket | undefined

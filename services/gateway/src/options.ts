@@ -121,6 +121,14 @@ export interface GatewayOptions {
   tunnelMaxMessageBytes: number
   /** Origins whose web pages may call the API (Connect, gRPC-Web) through CORS; `*` = any; empty = none. */
   corsAllowOrigins: string[]
+  /** Caller policy rules, `PEER_ID[=PATTERN]` (--allow-caller); none and no file: every peer may call. */
+  allowCallers: string[]
+  /** Caller policy file (--caller-policy): one rule per line, re-read on SIGHUP. */
+  callerPolicyFile?: string
+  serveQueueMaxCalls: number
+  serveQueueMaxBytes: number
+  maxInboundStreamsPerConnection: number
+  maxInboundBufferedBytesPerConnection: number
 }
 
 /**
@@ -167,6 +175,7 @@ export function resolveGatewayOptions(init: GatewayInit): GatewayOptions {
     expose: [],
     routes: [],
     corsAllowOrigins: [],
+    allowCallers: [],
     ...defined,
   }
   if ((o.tlsCertFile == null) !== (o.tlsKeyFile == null)) {
@@ -220,6 +229,10 @@ export function resolveGatewayOptions(init: GatewayInit): GatewayOptions {
     'natAddrPollMs',
     'natsReplayMaxSessions',
     'livenessProbeTimeoutMs',
+    'serveQueueMaxCalls',
+    'serveQueueMaxBytes',
+    'maxInboundStreamsPerConnection',
+    'maxInboundBufferedBytesPerConnection',
   ]
   for (const k of positive) {
     if (!((o[k] as number) > 0)) throw new RangeError(`${k} must be positive, got ${String(o[k])}`)
@@ -229,6 +242,12 @@ export function resolveGatewayOptions(init: GatewayInit): GatewayOptions {
   }
   if (!(Number.isSafeInteger(o.tunnelMaxMessageBytes) && o.tunnelMaxMessageBytes >= 1 && o.tunnelMaxMessageBytes <= 2 ** 32 - 1)) {
     throw new RangeError(`tunnelMaxMessageBytes must be an integer from 1 to ${2 ** 32 - 1}, got ${o.tunnelMaxMessageBytes}`)
+  }
+  const maxFrameBytes = o.maxPayloadBytes + GATEWAY_DEFAULTS.frameOverheadBytes
+  if (o.maxInboundBufferedBytesPerConnection < maxFrameBytes) {
+    throw new RangeError(
+      `maxInboundBufferedBytesPerConnection (--max-conn-buffered-bytes) is ${o.maxInboundBufferedBytesPerConnection}; it must hold one frame of the largest payload (${maxFrameBytes} bytes = --max-payload-bytes + ${GATEWAY_DEFAULTS.frameOverheadBytes})`,
+    )
   }
   if (o.backoffFactor < 1) throw new RangeError(`backoffFactor must be at least 1, got ${o.backoffFactor}`)
   if (o.maxRetries < 0) throw new RangeError(`maxRetries must not be negative, got ${o.maxRetries}`)

@@ -3,7 +3,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, describe, it } from 'node:test'
-import { authGate, loadApiSecurity, loadAuthTokens, parseTokenFile, TokenAuthenticator } from './auth.ts'
+import { authGate, loadApiSecurity, loadAuthTokens, parseTokenFile, scopeAllows, scopeText, TokenAuthenticator } from './auth.ts'
 import { Code, StargateError } from './errors.ts'
 
 function expectUnauthenticated(fn: () => unknown, re?: RegExp): void {
@@ -55,6 +55,25 @@ describe('auth', () => {
     gate(req('routeguide.RouteGuide', { authorization: 'Bearer alpha' }, true))
   })
 
+  it('auth - a scoped token may make a tunnelled call only when its call: patterns allow the method', () => {
+    const gate = authGate(new TokenAuthenticator(parseTokenFile('s methods=call:routeguide.RouteGuide.*\nwide\n')), { healthOpen: true })
+    const req = (service: string, token: string, tunnelled = true) => ({
+      service,
+      method: 'GetFeature',
+      header: new Headers({ authorization: `Bearer ${token}` }),
+      tunnelled,
+    })
+    gate(req('routeguide.RouteGuide', 's'))
+    assert.throws(
+      () => gate(req('other.Service', 's')),
+      (e: unknown) =>
+        e instanceof StargateError && e.code === Code.PermissionDenied && /may not call "other\.Service\.GetFeature"/.test(e.rawMessage),
+    )
+    gate(req('other.Service', 'wide'))
+    // local methods are checked by their handlers (Call's method is in its request)
+    gate(req('stargate.v1.GatewayService', 's', false))
+  })
+
   it('auth - health (while open) and local reflection need no token; reflection passed to a peer does', () => {
     const open = authGate(new TokenAuthenticator(['alpha']), { healthOpen: true })
     const closed = authGate(new TokenAuthenticator(['alpha']), { healthOpen: false })
@@ -69,11 +88,43 @@ describe('auth', () => {
   })
 
   it('auth - token files: one per line, comments and blanks ignored', async () => {
-    assert.deepEqual(parseTokenFile('# tokens\n a1 \r\n\nb2\n#c3\n'), ['a1', 'b2'])
+    assert.deepEqual(parseTokenFile('# tokens\n a1 \r\n\nb2\n#c3\nd#4 # comment\n'), [{ token: 'a1' }, { token: 'b2' }, { token: 'd#4' }])
     const file = join(dir, 'tokens')
     await writeFile(file, 'fromfile\n')
-    assert.deepEqual(await loadAuthTokens({ tokenFile: file, tokens: ['fromenv', ' '] }), ['fromenv', 'fromfile'])
+    assert.deepEqual(await loadAuthTokens({ tokenFile: file, tokens: ['fromenv', ' '] }), [{ token: 'fromenv' }, { token: 'fromfile' }])
     assert.deepEqual(await loadAuthTokens({}), [])
+  })
+
+  it('auth - a scoped token may serve and call only what its scope lists; an unscoped one everything', () => {
+    const [scoped, open, callOnly] = parseTokenFile(
+      's3cret methods=serve:a.*,call:ping,call:b.x # scoped\nplain\t# not\nc2 methods=call:*\n',
+    )
+    const auth = new TokenAuthenticator([scoped!, open!, callOnly!])
+    const s = auth.check('Bearer s3cret')
+    assert.ok(scopeAllows(s, 'serve', 'a.x'))
+    assert.ok(!scopeAllows(s, 'serve', 'b.x'))
+    assert.ok(scopeAllows(s, 'call', 'ping'))
+    assert.ok(scopeAllows(s, 'call', 'b.x'))
+    assert.ok(!scopeAllows(s, 'call', 'a.x'))
+    assert.equal(scopeText(s), 'methods=serve:a.*,call:ping,call:b.x')
+    const o = auth.check('Bearer plain')
+    assert.ok(scopeAllows(o, 'serve', 'anything') && scopeAllows(o, 'call', 'anything'))
+    assert.equal(scopeText(o), 'every method')
+    // a kind the scope does not list is not allowed at all
+    assert.ok(!scopeAllows(auth.check('Bearer c2'), 'serve', 'a.x'))
+    // the identity is the token's digest, the same for every request with that token, distinct per token
+    assert.equal(auth.check('Bearer s3cret').id, s.id)
+    assert.notEqual(o.id, s.id)
+    assert.ok(!(s.id ?? '').includes('s3cret'))
+  })
+
+  it('auth - a bad scope or a token repeated with another scope names the line', () => {
+    assert.throws(() => parseTokenFile('ok\nt methods=serve:a*\n', 'f'), /--auth-token-file f line 2: .*"\*" is allowed only/)
+    assert.throws(() => parseTokenFile('t methods=write:a\n', 'f'), /line 1: "write:a" in methods= must be serve:PATTERN or call:PATTERN/)
+    assert.throws(() => parseTokenFile('t roles=admin\n', 'f'), /line 1: unknown "roles=admin"/)
+    assert.throws(() => parseTokenFile('t methods=serve:a\nx\nt methods=serve:b\n', 'f'), /line 3: the token of line 1 again/)
+    assert.deepEqual(parseTokenFile('t methods=serve:a\nt methods=serve:a\n').length, 2, 'the same line twice is harmless')
+    assert.throws(() => new TokenAuthenticator(['t', ...parseTokenFile('t methods=call:a\n')]), /configured twice with different scopes/)
   })
 
   it('auth - an unreadable or empty token file stops start-up', async () => {

@@ -1,8 +1,10 @@
-import { create, type MessageInitShape, toBinary } from '@bufbuild/protobuf'
-import { durationFromMs, timestampFromDate, timestampFromMs, ValueSchema } from '@bufbuild/protobuf/wkt'
+import { create, type MessageInitShape } from '@bufbuild/protobuf'
+import { durationFromMs, timestampFromDate, timestampFromMs } from '@bufbuild/protobuf/wkt'
 import type { HandlerContext, ServiceImpl } from '@connectrpc/connect'
+import { type ApiPrincipal, scopeAllows, scopeText } from '@stargate/shared/auth'
 import { Code, StargateError } from '@stargate/shared/errors'
 import {
+  CallerPolicyMode,
   type CallRequest,
   type CallResponse,
   CallResponseSchema,
@@ -29,10 +31,11 @@ import { type PeerMetricsRecord, PeerMetricsTable } from '../metrics.ts'
 import type { NatStatusInit } from '../nat/detector.ts'
 import { parsePeerId } from '../peer-ids.ts'
 import type { KnownPeer } from '../peers.ts'
+import type { CallerPolicyMode as PolicyMode } from '../policy.ts'
 import type { PoolStats } from '../pool.ts'
 import type { RelayState } from '../relays.ts'
 import type { CallResponseInit } from '../router.ts'
-import { type ServeRegistry, ServeSession } from '../serve.ts'
+import { payloadBytes, type ServeRegistry } from '../serve.ts'
 
 /** One configured relay as GetStatus and GetRelayHealth show it. */
 export interface RelayView extends RelayState {
@@ -64,23 +67,23 @@ export interface GatewayApi {
   readonly peerId: string
   readonly startedAt: Date
   readonly maxPayloadBytes: number
+  /** Longest idempotency key and method name the remote gateway accepts (checked here first). */
+  readonly maxRequestIdBytes: number
+  readonly maxMethodBytes: number
   /** Deadline of a Call without a client deadline. */
   readonly callDeadlineMs: number
+  /** Who a request comes from, by its authorization header (anonymous when API auth is off). */
+  principalOf(authorization: string | null): ApiPrincipal
   /** Plans, routes, tracks and traces one Call; rejects with a StargateError. */
   call(req: CallRequest, timeoutMs: number, signal: AbortSignal): Promise<CallResponseInit>
-  readonly serve: Pick<ServeRegistry, 'add' | 'remove' | 'changed' | 'methods'>
+  readonly serve: Pick<ServeRegistry, 'open' | 'register' | 'remove' | 'methods'>
+  /** The caller policy as GetStatus reports it. */
+  callerPolicy(): { mode: PolicyMode; ruleCount: number; policyFile?: string }
   status(): StatusView
   relays(): RelayView[]
   peerMetrics(): { all(): PeerMetricsRecord[]; get(peerId: string): PeerMetricsRecord | undefined }
   poolStats(): PoolStats
   peers(): { all(): KnownPeer[]; withCapability(capability: string): KnownPeer[] }
-}
-
-/** The payload's size on the wire (the JSON form is sent as a google.protobuf.Value). */
-function payloadBytes(p: CallRequest['payload']): number {
-  if (p.case === 'data') return p.value.byteLength
-  if (p.case === 'json') return toBinary(ValueSchema, p.value).byteLength
-  return 0
 }
 
 function peerInfo(p: KnownPeer): MessageInitShape<typeof PeerInfoSchema> {
@@ -106,6 +109,25 @@ export function gatewayServiceImpl(gw: GatewayApi): ServiceImpl<typeof GatewaySe
     }
     if (req.method === '')
       throw new StargateError(Code.InvalidArgument, 'method is required (e.g. "ping" or a method a Serve client registered)')
+    // The same bounds the remote gateway enforces, checked before anything is sent.
+    const keyBytes = Buffer.byteLength(req.idempotencyKey)
+    if (keyBytes > gw.maxRequestIdBytes) {
+      throw new StargateError(
+        Code.InvalidArgument,
+        `idempotency_key is ${keyBytes} bytes, longer than the limit of ${gw.maxRequestIdBytes} bytes (use a shorter key)`,
+      )
+    }
+    const methodBytes = Buffer.byteLength(req.method)
+    if (methodBytes > gw.maxMethodBytes) {
+      throw new StargateError(Code.InvalidArgument, `method is ${methodBytes} bytes, longer than the limit of ${gw.maxMethodBytes} bytes`)
+    }
+    const principal = gw.principalOf(ctx.requestHeader.get('authorization'))
+    if (!scopeAllows(principal, 'call', req.method)) {
+      throw new StargateError(
+        Code.PermissionDenied,
+        `this API token may not call "${req.method}": its scope is ${scopeText(principal)} (its line in --auth-token-file)`,
+      )
+    }
     const size = payloadBytes(req.payload)
     if (size > gw.maxPayloadBytes) {
       throw new StargateError(Code.ResourceExhausted, `payload of ${size} bytes exceeds the maximum of ${gw.maxPayloadBytes} bytes`)
@@ -117,18 +139,15 @@ export function gatewayServiceImpl(gw: GatewayApi): ServiceImpl<typeof GatewaySe
     requests: AsyncIterable<ServeRequest>,
     ctx: HandlerContext,
   ): AsyncGenerator<MessageInitShape<typeof ServeResponseSchema>> {
-    const session = new ServeSession()
-    gw.serve.add(session)
+    const session = gw.serve.open(gw.principalOf(ctx.requestHeader.get('authorization')))
     const pump = (async () => {
-      for await (const r of requests) {
+      // Not `for await`: leaving it early (a refused registration) would destroy the request stream, and
+      // with it the call, before its error status is sent.
+      const incoming = requests[Symbol.asyncIterator]()
+      for (let next = await incoming.next(); next.done !== true; next = await incoming.next()) {
+        const r = next.value
         if (r.kind.case === 'register') {
-          const bad = r.kind.value.methods.find((m) => m.trim() === '' || m === 'ping')
-          if (bad != null) {
-            throw new StargateError(Code.InvalidArgument, `cannot register method "${bad}" (empty, or the built-in ping)`)
-          }
-          for (const m of r.kind.value.methods) session.methods.add(m)
-          for (const c of r.kind.value.capabilities) session.capabilities.add(c)
-          gw.serve.changed()
+          gw.serve.register(session, r.kind.value)
           session.push({ kind: { case: 'registered', value: { methods: [...session.methods], peerId: gw.peerId } } })
         } else if (r.kind.case === 'reply') {
           session.reply(r.kind.value)
@@ -173,6 +192,14 @@ export function gatewayServiceImpl(gw: GatewayApi): ServiceImpl<typeof GatewaySe
         version: STARGATE_VERSION,
         startedAt: timestampFromDate(gw.startedAt),
         methods: ['ping', ...gw.serve.methods()],
+        callerPolicy: (() => {
+          const p = gw.callerPolicy()
+          return {
+            mode: p.mode === 'open' ? CallerPolicyMode.OPEN : CallerPolicyMode.RESTRICTED,
+            ruleCount: p.ruleCount,
+            policyFile: p.policyFile ?? '',
+          }
+        })(),
       })
     },
     getPeerMetrics(req): GetPeerMetricsResponse {

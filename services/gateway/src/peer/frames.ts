@@ -100,7 +100,16 @@ function flushBatch(stream: Stream): void {
  * them, instead of one each. Order is kept: a large frame first sends what is batched.
  */
 export async function writeFrame(stream: Stream, frame: PeerFrameInit, signal?: AbortSignal): Promise<void> {
-  const bytes = encodeFrame(toBinary(PeerFrameSchema, create(PeerFrameSchema, frame)))
+  await writeEncodedFrame(stream, encodePeerFrame(frame), signal)
+}
+
+/** A frame as it goes on the stream: length prefix and encoded PeerFrame. */
+export function encodePeerFrame(frame: PeerFrameInit): Uint8Array {
+  return encodeFrame(toBinary(PeerFrameSchema, create(PeerFrameSchema, frame)))
+}
+
+/** writeFrame() of a frame encodePeerFrame() made (when its size must be known before it is written). */
+export async function writeEncodedFrame(stream: Stream, bytes: Uint8Array, signal?: AbortSignal): Promise<void> {
   let room: boolean
   if (bytes.byteLength > GATEWAY_DEFAULTS.batchFrameMaxBytes) {
     flushBatch(stream)
@@ -160,29 +169,66 @@ export interface FrameReaderOptions {
    * a peer trickling one byte at a time does not extend it.
    */
   frameDeadlineMs?: number
+  /**
+   * Bytes the frame being received may hold (a connection's budget, budget.ts): when the buffer of a frame
+   * in progress would pass it, the stream fails with RESOURCE_EXHAUSTED. Unset: only maxFrameBytes bounds it.
+   */
+  budget?: { reserve(bytes: number): boolean; release(bytes: number): void }
 }
 
-/** Feeds a stream's incoming bytes through a length-prefix decoder into PeerFrames. */
+/**
+ * Feeds a stream's incoming bytes through a length-prefix decoder into PeerFrames; onFrame gets each frame
+ * with its encoded size. After onError the stream is out of sync and nothing more is delivered.
+ */
 export function onFrames(
   stream: Stream,
   options: FrameReaderOptions,
-  onFrame: (frame: PeerFrame) => void,
+  onFrame: (frame: PeerFrame, bytes: number) => void,
   onError: (err: StargateError) => void,
 ): void {
   const decoder = new FrameDecoder({ maxFrameBytes: options.maxFrameBytes })
   const deadlineMs = options.frameDeadlineMs ?? 0
+  const budget = options.budget
   let frameTimer: NodeJS.Timeout | undefined
+  let failed = false
+  /** Bytes of the frame in progress reserved in the budget. */
+  let held = 0
+  const fail = (err: StargateError): void => {
+    failed = true
+    clearTimeout(frameTimer)
+    budget?.release(held)
+    held = 0
+    onError(err)
+  }
   const stalled = (): void =>
-    onError(new StargateError(Code.DeadlineExceeded, `stalled: a frame was started but not completed within ${deadlineMs} ms`))
-  stream.addEventListener('close', () => clearTimeout(frameTimer))
+    fail(new StargateError(Code.DeadlineExceeded, `stalled: a frame was started but not completed within ${deadlineMs} ms`))
+  stream.addEventListener('close', () => {
+    clearTimeout(frameTimer)
+    budget?.release(held)
+    held = 0
+  })
   stream.addEventListener('message', (evt) => {
+    if (failed) return
     let frames: Uint8Array[]
     try {
       frames = decoder.push(chunkBytes(evt.data))
     } catch (err: unknown) {
-      clearTimeout(frameTimer)
-      onError(StargateError.from(err, Code.InvalidArgument))
+      fail(StargateError.from(err, Code.InvalidArgument))
       return
+    }
+    if (budget != null && decoder.bufferedBytes !== held) {
+      const grown = decoder.bufferedBytes - held
+      if (grown > 0 && !budget.reserve(grown)) {
+        fail(
+          new StargateError(
+            Code.ResourceExhausted,
+            `the connection has too many bytes buffered here (a frame in progress needs ${decoder.bufferedBytes} bytes)`,
+          ),
+        )
+        return
+      }
+      if (grown < 0) budget.release(-grown)
+      held = decoder.bufferedBytes
     }
     if (!decoder.midFrame) {
       clearTimeout(frameTimer)
@@ -198,10 +244,10 @@ export function onFrames(
       try {
         frame = decodePeerFrame(bytes)
       } catch (err: unknown) {
-        onError(StargateError.from(err, Code.InvalidArgument))
-        continue
+        fail(StargateError.from(err, Code.InvalidArgument))
+        return
       }
-      onFrame(frame)
+      onFrame(frame, bytes.byteLength)
     }
   })
 }

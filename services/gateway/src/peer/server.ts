@@ -6,7 +6,17 @@ import type { Logger } from '@stargate/shared/log'
 import type { InboundMeta, PeerResponseInit } from '../inbound.ts'
 import type { TunnelOptions } from '../tunnel/endpoint.ts'
 import { type TunnelHandler, TunnelServer } from '../tunnel/server.ts'
-import { type FrameReaderOptions, isCircuitConnection, isStreamFrame, onFrames, streamLink, writeFrame } from './frames.ts'
+import type { ConnectionBudget } from './budget.ts'
+import {
+  encodePeerFrame,
+  type FrameReaderOptions,
+  isCircuitConnection,
+  isStreamFrame,
+  onFrames,
+  streamLink,
+  writeEncodedFrame,
+  writeFrame,
+} from './frames.ts'
 
 /** What the callee side of a peer stream hands requests to (the inbound dispatcher). */
 export interface RequestSink {
@@ -28,6 +38,10 @@ export interface StreamSink {
  * gRPC streams go to a TunnelServer whose handler comes from `streams`. The caller is the connection's
  * verified peer (Noise); the tier is relay when the connection is a circuit. Malformed or stalled frames
  * close the stream; the process stays up.
+ *
+ * The connection's budget (budget.ts) bounds what it may hold here: a stream past its stream limit is reset
+ * at once; a request that would pass its byte limit is answered RESOURCE_EXHAUSTED without being run; a
+ * frame in progress or an answer that would pass it resets the stream (the caller is not reading).
  */
 export function serveCallStream(
   stream: Stream,
@@ -35,9 +49,21 @@ export function serveCallStream(
   sink: RequestSink,
   streams: StreamSink,
   options: FrameReaderOptions,
+  budget: ConnectionBudget,
   log: Logger,
 ): void {
   const caller = connection.remotePeer.toString()
+  if (!budget.openStream()) {
+    log.debug('too many call streams on one connection; resetting the new one', { caller, limit: budget.maxStreams })
+    stream.abort(
+      new StargateError(
+        Code.ResourceExhausted,
+        `connection from ${caller} already has ${budget.openStreams} call streams open (limit --max-conn-streams ${budget.maxStreams})`,
+      ),
+    )
+    return
+  }
+  stream.addEventListener('close', () => budget.closeStream(), { once: true })
   const tier = isCircuitConnection(connection) ? Tier.RELAY : Tier.DIRECT
   const meta: InboundMeta = { callerPeerId: caller, tier }
   const running = new Map<bigint, AbortController>()
@@ -50,23 +76,61 @@ export function serveCallStream(
     const cause = (evt as { error?: unknown }).error
     tunnels.fail(new StargateError(Code.Unavailable, `stream from ${caller} closed`, { cause }))
   })
+  const overBudget = (what: string): StargateError =>
+    new StargateError(
+      Code.ResourceExhausted,
+      `connection from ${caller} has ${budget.bufferedBytes} bytes buffered at the callee's gateway and ${what} would pass its limit (--max-conn-buffered-bytes ${budget.maxBufferedBytes})`,
+    )
+  // A frame in progress that passes the budget fails the stream: noted here, so it is not counted as malformed.
+  let frameOverBudget = false
+  const frameBudget = {
+    reserve: (bytes: number): boolean => {
+      const ok = budget.reserve(bytes)
+      if (!ok) frameOverBudget = true
+      return ok
+    },
+    release: (bytes: number): void => budget.release(bytes),
+  }
   // A closed stream does not cancel running calls: the caller may retry on another tier, and the
   // retry joins the running execution through the duplicate-request memory instead of running it twice.
   // Only an explicit cancel frame (the caller gave up) cancels.
   onFrames(
     stream,
-    options,
-    (frame) => {
+    { ...options, budget: frameBudget },
+    (frame, frameBytes) => {
       switch (frame.kind.case) {
         case 'request': {
           const req = frame.kind.value
+          if (!budget.reserve(frameBytes)) {
+            const e = overBudget(`a request of ${frameBytes} bytes`)
+            const res = {
+              exchangeId: req.exchangeId,
+              requestId: req.requestId,
+              result: { case: 'error' as const, value: { code: e.code, message: e.rawMessage } },
+            }
+            if (stream.status === 'open') writeFrame(stream, { kind: { case: 'response', value: res } }).catch(() => {})
+            return
+          }
           const ctl = new AbortController()
           running.set(req.exchangeId, ctl)
           sink
             .handle(req, meta, ctl.signal)
             .then(async (res) => {
               running.delete(req.exchangeId)
-              if (stream.status === 'open') await writeFrame(stream, { kind: { case: 'response', value: res } })
+              budget.release(frameBytes)
+              if (stream.status !== 'open') return
+              const bytes = encodePeerFrame({ kind: { case: 'response', value: res } })
+              if (!budget.reserve(bytes.byteLength)) {
+                // Answers pile up: the caller is not reading them. Its stream goes; the answers are remembered.
+                log.debug('answers pile up on a connection; resetting its stream', { caller, buffered: budget.bufferedBytes })
+                stream.abort(overBudget(`an answer of ${bytes.byteLength} bytes`))
+                return
+              }
+              try {
+                await writeEncodedFrame(stream, bytes)
+              } finally {
+                budget.release(bytes.byteLength)
+              }
             })
             .catch((err: unknown) => log.debug('could not write response', { caller, err }))
           return
@@ -80,7 +144,9 @@ export function serveCallStream(
       }
     },
     (err) => {
-      sink.dropped('malformed or stalled frame from caller; closing stream', { caller, err: err.rawMessage })
+      if (frameOverBudget)
+        log.debug('a frame in progress passes the connection budget; resetting its stream', { caller, err: err.rawMessage })
+      else sink.dropped('malformed or stalled frame from caller; closing stream', { caller, err: err.rawMessage })
       stream.abort(err)
     },
   )

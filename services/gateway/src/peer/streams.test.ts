@@ -16,6 +16,7 @@ import type { ClientStreamEvents } from '../tunnel/client.ts'
 import type { TunnelStatus } from '../tunnel/endpoint.ts'
 import { metadataEntry } from '../tunnel/frames.ts'
 import type { ServerStreamEvents, TunnelServerStream } from '../tunnel/server.ts'
+import { ConnectionBudgets } from './budget.ts'
 import { PeerChannel } from './channel.ts'
 import { serveCallStream } from './server.ts'
 
@@ -117,6 +118,7 @@ async function pair(opts: StreamPairOptions = {}, windowBytes?: number): Promise
       },
     },
     { maxFrameBytes: 1 << 20 },
+    new ConnectionBudgets({ maxStreams: 16, maxBufferedBytes: 1 << 30 }).of(inbound),
     log,
   )
   let taken = 0

@@ -99,10 +99,15 @@ function outcomeName(o: AttemptOutcome | undefined): string {
 export interface GatewayTelemetrySources {
   /** Open pooled connections. */
   poolConnections(): number
-  /** Inbound traffic counters (handled, replayed from memory, refused as busy, malformed and dropped). */
-  inboundStats?(): { handled: number; replayed: number; rejectedBusy: number; malformed: number }
+  /**
+   * Inbound requests not run, by reason (malformed, busy, duplicate, denied, full, ...): counters that only
+   * grow, reported as `stargate.inbound.dropped{reason}`.
+   */
+  inboundDropped?(): Record<string, number>
   /** Bytes of ids and responses held by the duplicate-request memory. */
   dedupeBytes?(): number
+  /** Calls and payload bytes waiting in Serve queues (not yet written to their clients). */
+  serveQueue?(): { calls: number; bytes: number }
   /** Size and bound of the request journal (undefined when it is off). */
   journal?(): { bytes: number; maxBytes: number } | undefined
   /** The configured relays and their health. */
@@ -189,16 +194,26 @@ export class GatewayTelemetry implements RouterObserver, RelayHealthObserver, In
     meter
       .createObservableCounter('stargate.inbound.dropped', {
         description:
-          'Inbound requests not run: malformed/forged/replayed frames and messages, busy refusals, duplicates answered from memory',
+          'Inbound requests not run, by reason: malformed/forged/replayed frames and messages, busy refusals, duplicates answered from memory, callers denied by the caller policy, refusals for a full duplicate memory or journal, full Serve queues, per-connection stream and buffer caps',
         unit: '{request}',
       })
       .addCallback((r) => {
-        const s = sources.inboundStats?.()
-        if (s == null) return
-        r.observe(s.malformed, { reason: 'malformed' })
-        r.observe(s.rejectedBusy, { reason: 'busy' })
-        r.observe(s.replayed, { reason: 'duplicate' })
+        const dropped = sources.inboundDropped?.()
+        if (dropped == null) return
+        for (const [reason, count] of Object.entries(dropped)) r.observe(count, { reason })
       })
+    meter
+      .createObservableGauge('stargate.serve.queue.calls', {
+        description: 'Calls waiting in Serve queues, not yet written to their clients (bounded per stream by --serve-queue-max-calls)',
+        unit: '{call}',
+      })
+      .addCallback((r) => r.observe(sources.serveQueue?.().calls ?? 0))
+    meter
+      .createObservableGauge('stargate.serve.queue.bytes', {
+        description: 'Payload bytes waiting in Serve queues (bounded per stream by --serve-queue-max-bytes)',
+        unit: 'By',
+      })
+      .addCallback((r) => r.observe(sources.serveQueue?.().bytes ?? 0))
     meter
       .createObservableGauge('stargate.inbound.dedupe.bytes', {
         description: 'Bytes of request ids and responses held to answer duplicate requests (bounded by --dedupe-max-bytes)',

@@ -1,3 +1,4 @@
+import type { ConnectionBudgets } from '../peer/budget.ts'
 import type { FrameReaderOptions } from '../peer/frames.ts'
 import type { RequestSink, StreamSink } from '../peer/server.ts'
 import { DirectTier } from './direct.ts'
@@ -20,6 +21,8 @@ export interface TierComponents {
   streams: StreamSink
   /** How inbound peer streams are read. */
   reader: FrameReaderOptions
+  /** What each inbound libp2p connection may hold (streams, buffered bytes). */
+  budgets: ConnectionBudgets
 }
 
 /**
@@ -29,7 +32,7 @@ export interface TierComponents {
  */
 export function createTiers(c: TierComponents): TierModule[] {
   return [
-    { transport: new DirectTier(c.libp2p), inbound: libp2pInbound(c.libp2p, c.inbound, c.streams, c.reader) },
+    { transport: new DirectTier(c.libp2p), inbound: libp2pInbound(c.libp2p, c.inbound, c.streams, c.reader, c.budgets) },
     { transport: new RelayTier({ ...c.libp2p, circuits: libp2pCircuits(c.libp2p) }, c.relays, c.relay) },
     {
       transport: new NatsTier(c.nats),

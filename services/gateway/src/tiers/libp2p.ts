@@ -4,6 +4,7 @@ import { Code, StargateError } from '@stargate/shared/errors'
 import type { Logger } from '@stargate/shared/log'
 import { GATEWAY_DEFAULTS } from '../defaults.ts'
 import { type GatewayNode, transportManagerOf } from '../node.ts'
+import type { ConnectionBudgets } from '../peer/budget.ts'
 import { PeerChannel, type PeerChannelOptions } from '../peer/channel.ts'
 import { CALL_PROTOCOL, type FrameReaderOptions } from '../peer/frames.ts'
 import { type RequestSink, type StreamSink, serveCallStream } from '../peer/server.ts'
@@ -75,17 +76,25 @@ export function unavailable(err: unknown): StargateError {
 
 /**
  * The callee side of both libp2p tiers: one handler for /stargate/call/1.0.0 streams, on direct and on
- * relayed connections alike, feeding the inbound dispatcher.
+ * relayed connections alike, feeding the inbound dispatcher. Each connection's streams and buffered bytes
+ * are bounded by its budget (our limit, counted, below libp2p's own stream limit).
  */
-export function libp2pInbound(c: Libp2pTierComponents, sink: RequestSink, streams: StreamSink, reader: FrameReaderOptions): TierInbound {
+export function libp2pInbound(
+  c: Libp2pTierComponents,
+  sink: RequestSink,
+  streams: StreamSink,
+  reader: FrameReaderOptions,
+  budgets: ConnectionBudgets,
+): TierInbound {
+  const log = c.log.child('peer')
   return {
     start: () =>
       c.node.handle(
         CALL_PROTOCOL,
-        (stream, connection) => serveCallStream(stream, connection, sink, streams, reader, c.log.child('peer')),
+        (stream, connection) => serveCallStream(stream, connection, sink, streams, reader, budgets.of(connection), log),
         {
           runOnLimitedConnection: true,
-          maxInboundStreams: GATEWAY_DEFAULTS.maxStreamsPerConnection,
+          maxInboundStreams: Math.max(budgets.maxStreams + 1, GATEWAY_DEFAULTS.maxStreamsPerConnection),
           maxOutboundStreams: GATEWAY_DEFAULTS.maxStreamsPerConnection,
         },
       ),

@@ -4,6 +4,7 @@ import { type MetadataEntry, type StreamOpen, StreamRecordSchema } from '@starga
 import type { Logger } from '@stargate/shared/log'
 import type { InboundMeta, TunnelAdmission, TunnelRecall, TunnelTicket } from '../inbound.ts'
 import type { StreamSink } from '../peer/server.ts'
+import type { CallerGate } from '../policy.ts'
 import type { EgressSink, TunnelEgress } from './egress.ts'
 import type { TunnelOptions, TunnelStatus } from './endpoint.ts'
 import { KeptChunks, type ReplayBudget } from './replay.ts'
@@ -37,11 +38,6 @@ export interface TunnelCalleeObserver {
   start(open: StreamOpen, meta: InboundMeta): TunnelCallTrace
 }
 
-/** Which callers may call which methods here (the caller policy; absent: every caller may). */
-export interface CallerPolicy {
-  allows(callerPeerId: string, method: string): boolean
-}
-
 /** What the callee needs of the egress (TunnelEgress). */
 export type TunnelBackends = Pick<TunnelEgress, 'check' | 'start'>
 
@@ -55,8 +51,8 @@ export interface TunnelCalleeOptions {
   /** Limits of the callee endpoints (window, streams per link, message size). */
   limits: Partial<Omit<TunnelOptions, 'log'>>
   observer?: TunnelCalleeObserver
-  /** Checked for every call before anything reaches a backend. */
-  policy?: CallerPolicy
+  /** The caller policy (policy.ts), checked for every call before anything reaches a backend; absent: every caller may. */
+  policy?: CallerGate
   log: Logger
 }
 
@@ -89,8 +85,9 @@ export class TunnelCallee implements StreamSink {
     const trace = o.observer?.start(open, meta) ?? NO_TRACE
     const call = new CalleeCall(stream, trace, o.log)
     o.inflight.track(() => call.done).catch(() => {})
-    if (o.policy != null && !o.policy.allows(meta.callerPeerId, open.method)) {
-      call.close(Code.PermissionDenied, `peer ${meta.callerPeerId} may not call ${open.method} through this gateway (caller policy)`, [])
+    const verdict = o.policy?.allows(meta.callerPeerId, open.method)
+    if (verdict != null && !verdict.allowed) {
+      call.close(Code.PermissionDenied, verdict.reason, [])
       return DISCARD
     }
     const unserved = o.egress.check(open.method.slice(1, open.method.indexOf('/', 1)))

@@ -136,7 +136,12 @@ class Peer {
       inflight: new InFlight(),
       budget: new ReplayBudget(1 << 24, 1 << 20),
       limits: {},
-      policy: { allows: (_caller, method) => !this.refused.has(method) },
+      policy: {
+        allows: (caller, method) =>
+          this.refused.has(method)
+            ? { allowed: false, reason: `peer ${caller} may not call ${method} on this gateway (caller policy)` }
+            : { allowed: true, reason: 'not refused' },
+      },
       log,
     })
   }

@@ -543,6 +543,14 @@ export declare type ServeRegistration = Message<"stargate.v1.ServeRegistration">
    * @generated from field: repeated string capabilities = 2;
    */
   capabilities: string[];
+
+  /**
+   * shared lets other Serve clients (any API token) join the methods this registration is the first to
+   * serve; without it, only clients with the same API token may join them, and others get ALREADY_EXISTS.
+   *
+   * @generated from field: bool shared = 3;
+   */
+  shared: boolean;
 };
 
 /**
@@ -564,6 +572,14 @@ export declare type ServeRegistrationJson = {
    * @generated from field: repeated string capabilities = 2;
    */
   capabilities?: string[];
+
+  /**
+   * shared lets other Serve clients (any API token) join the methods this registration is the first to
+   * serve; without it, only clients with the same API token may join them, and others get ALREADY_EXISTS.
+   *
+   * @generated from field: bool shared = 3;
+   */
+  shared?: boolean;
 };
 
 /**
@@ -1284,6 +1300,13 @@ export declare type GetStatusResponse = Message<"stargate.v1.GetStatusResponse">
    * @generated from field: repeated string methods = 9;
    */
   methods: string[];
+
+  /**
+   * caller_policy says which remote peers may call this gateway's methods and exposed services.
+   *
+   * @generated from field: stargate.v1.CallerPolicyStatus caller_policy = 10;
+   */
+  callerPolicy?: CallerPolicyStatus | undefined;
 };
 
 /**
@@ -1354,6 +1377,13 @@ export declare type GetStatusResponseJson = {
    * @generated from field: repeated string methods = 9;
    */
   methods?: string[];
+
+  /**
+   * caller_policy says which remote peers may call this gateway's methods and exposed services.
+   *
+   * @generated from field: stargate.v1.CallerPolicyStatus caller_policy = 10;
+   */
+  callerPolicy?: CallerPolicyStatusJson;
 };
 
 /**
@@ -1361,6 +1391,68 @@ export declare type GetStatusResponseJson = {
  * Use `create(GetStatusResponseSchema)` to create a new message.
  */
 export declare const GetStatusResponseSchema: GenMessage<GetStatusResponse, {jsonType: GetStatusResponseJson}>;
+
+/**
+ * CallerPolicyStatus describes a gateway's caller policy (--allow-caller, --caller-policy).
+ *
+ * @generated from message stargate.v1.CallerPolicyStatus
+ */
+export declare type CallerPolicyStatus = Message<"stargate.v1.CallerPolicyStatus"> & {
+  /**
+   * mode is OPEN (no rule) or RESTRICTED.
+   *
+   * @generated from field: stargate.v1.CallerPolicyMode mode = 1;
+   */
+  mode: CallerPolicyMode;
+
+  /**
+   * rule_count is the number of rules in force (flags and policy file).
+   *
+   * @generated from field: uint32 rule_count = 2;
+   */
+  ruleCount: number;
+
+  /**
+   * policy_file is the --caller-policy file (re-read on SIGHUP); empty when none is configured.
+   *
+   * @generated from field: string policy_file = 3;
+   */
+  policyFile: string;
+};
+
+/**
+ * CallerPolicyStatus describes a gateway's caller policy (--allow-caller, --caller-policy).
+ *
+ * @generated from message stargate.v1.CallerPolicyStatus
+ */
+export declare type CallerPolicyStatusJson = {
+  /**
+   * mode is OPEN (no rule) or RESTRICTED.
+   *
+   * @generated from field: stargate.v1.CallerPolicyMode mode = 1;
+   */
+  mode?: CallerPolicyModeJson;
+
+  /**
+   * rule_count is the number of rules in force (flags and policy file).
+   *
+   * @generated from field: uint32 rule_count = 2;
+   */
+  ruleCount?: number;
+
+  /**
+   * policy_file is the --caller-policy file (re-read on SIGHUP); empty when none is configured.
+   *
+   * @generated from field: string policy_file = 3;
+   */
+  policyFile?: string;
+};
+
+/**
+ * Describes the message stargate.v1.CallerPolicyStatus.
+ * Use `create(CallerPolicyStatusSchema)` to create a new message.
+ */
+export declare const CallerPolicyStatusSchema: GenMessage<CallerPolicyStatus, {jsonType: CallerPolicyStatusJson}>;
 
 /**
  * GetPeerMetricsRequest selects peers.
@@ -2366,6 +2458,46 @@ export declare type NatsStateJson = "NATS_STATE_UNSPECIFIED" | "NATS_STATE_DISAB
  * Describes the enum stargate.v1.NatsState.
  */
 export declare const NatsStateSchema: GenEnum<NatsState, NatsStateJson>;
+
+/**
+ * CallerPolicyMode says whether a gateway's caller policy restricts who may call it.
+ *
+ * @generated from enum stargate.v1.CallerPolicyMode
+ */
+export enum CallerPolicyMode {
+  /**
+   * CALLER_POLICY_MODE_UNSPECIFIED is never reported.
+   *
+   * @generated from enum value: CALLER_POLICY_MODE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * CALLER_POLICY_MODE_OPEN means no rule is set: every peer may call every method and exposed service.
+   *
+   * @generated from enum value: CALLER_POLICY_MODE_OPEN = 1;
+   */
+  OPEN = 1,
+
+  /**
+   * CALLER_POLICY_MODE_RESTRICTED means only what a rule allows may be called; others get PERMISSION_DENIED.
+   *
+   * @generated from enum value: CALLER_POLICY_MODE_RESTRICTED = 2;
+   */
+  RESTRICTED = 2,
+}
+
+/**
+ * CallerPolicyMode says whether a gateway's caller policy restricts who may call it.
+ *
+ * @generated from enum stargate.v1.CallerPolicyMode
+ */
+export declare type CallerPolicyModeJson = "CALLER_POLICY_MODE_UNSPECIFIED" | "CALLER_POLICY_MODE_OPEN" | "CALLER_POLICY_MODE_RESTRICTED";
+
+/**
+ * Describes the enum stargate.v1.CallerPolicyMode.
+ */
+export declare const CallerPolicyModeSchema: GenEnum<CallerPolicyMode, CallerPolicyModeJson>;
 
 /**
  * PeerSource is where the gateway learned of a peer.

@@ -272,6 +272,59 @@ func (NatsState) EnumDescriptor() ([]byte, []int) {
 	return file_stargate_v1_gateway_proto_rawDescGZIP(), []int{3}
 }
 
+// CallerPolicyMode says whether a gateway's caller policy restricts who may call it.
+type CallerPolicyMode int32
+
+const (
+	// CALLER_POLICY_MODE_UNSPECIFIED is never reported.
+	CallerPolicyMode_CALLER_POLICY_MODE_UNSPECIFIED CallerPolicyMode = 0
+	// CALLER_POLICY_MODE_OPEN means no rule is set: every peer may call every method and exposed service.
+	CallerPolicyMode_CALLER_POLICY_MODE_OPEN CallerPolicyMode = 1
+	// CALLER_POLICY_MODE_RESTRICTED means only what a rule allows may be called; others get PERMISSION_DENIED.
+	CallerPolicyMode_CALLER_POLICY_MODE_RESTRICTED CallerPolicyMode = 2
+)
+
+// Enum value maps for CallerPolicyMode.
+var (
+	CallerPolicyMode_name = map[int32]string{
+		0: "CALLER_POLICY_MODE_UNSPECIFIED",
+		1: "CALLER_POLICY_MODE_OPEN",
+		2: "CALLER_POLICY_MODE_RESTRICTED",
+	}
+	CallerPolicyMode_value = map[string]int32{
+		"CALLER_POLICY_MODE_UNSPECIFIED": 0,
+		"CALLER_POLICY_MODE_OPEN":        1,
+		"CALLER_POLICY_MODE_RESTRICTED":  2,
+	}
+)
+
+func (x CallerPolicyMode) Enum() *CallerPolicyMode {
+	p := new(CallerPolicyMode)
+	*p = x
+	return p
+}
+
+func (x CallerPolicyMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CallerPolicyMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_stargate_v1_gateway_proto_enumTypes[4].Descriptor()
+}
+
+func (CallerPolicyMode) Type() protoreflect.EnumType {
+	return &file_stargate_v1_gateway_proto_enumTypes[4]
+}
+
+func (x CallerPolicyMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CallerPolicyMode.Descriptor instead.
+func (CallerPolicyMode) EnumDescriptor() ([]byte, []int) {
+	return file_stargate_v1_gateway_proto_rawDescGZIP(), []int{4}
+}
+
 // PeerSource is where the gateway learned of a peer.
 type PeerSource int32
 
@@ -313,11 +366,11 @@ func (x PeerSource) String() string {
 }
 
 func (PeerSource) Descriptor() protoreflect.EnumDescriptor {
-	return file_stargate_v1_gateway_proto_enumTypes[4].Descriptor()
+	return file_stargate_v1_gateway_proto_enumTypes[5].Descriptor()
 }
 
 func (PeerSource) Type() protoreflect.EnumType {
-	return &file_stargate_v1_gateway_proto_enumTypes[4]
+	return &file_stargate_v1_gateway_proto_enumTypes[5]
 }
 
 func (x PeerSource) Number() protoreflect.EnumNumber {
@@ -326,7 +379,7 @@ func (x PeerSource) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use PeerSource.Descriptor instead.
 func (PeerSource) EnumDescriptor() ([]byte, []int) {
-	return file_stargate_v1_gateway_proto_rawDescGZIP(), []int{4}
+	return file_stargate_v1_gateway_proto_rawDescGZIP(), []int{5}
 }
 
 // CallOptions tunes one call. Unset fields take the gateway's defaults.
@@ -888,7 +941,10 @@ type ServeRegistration struct {
 	// methods are the method names to handle on this stream.
 	Methods []string `protobuf:"bytes,1,rep,name=methods,proto3" json:"methods,omitempty"`
 	// capabilities are announced in this gateway's presence record while the stream is open.
-	Capabilities  []string `protobuf:"bytes,2,rep,name=capabilities,proto3" json:"capabilities,omitempty"`
+	Capabilities []string `protobuf:"bytes,2,rep,name=capabilities,proto3" json:"capabilities,omitempty"`
+	// shared lets other Serve clients (any API token) join the methods this registration is the first to
+	// serve; without it, only clients with the same API token may join them, and others get ALREADY_EXISTS.
+	Shared        bool `protobuf:"varint,3,opt,name=shared,proto3" json:"shared,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -935,6 +991,13 @@ func (x *ServeRegistration) GetCapabilities() []string {
 		return x.Capabilities
 	}
 	return nil
+}
+
+func (x *ServeRegistration) GetShared() bool {
+	if x != nil {
+		return x.Shared
+	}
+	return false
 }
 
 // ServeReply is a serving client's answer to one inbound call.
@@ -1648,7 +1711,9 @@ type GetStatusResponse struct {
 	// started_at is when the gateway started.
 	StartedAt *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
 	// methods are the methods currently served by Serve clients (plus the built-in ping).
-	Methods       []string `protobuf:"bytes,9,rep,name=methods,proto3" json:"methods,omitempty"`
+	Methods []string `protobuf:"bytes,9,rep,name=methods,proto3" json:"methods,omitempty"`
+	// caller_policy says which remote peers may call this gateway's methods and exposed services.
+	CallerPolicy  *CallerPolicyStatus `protobuf:"bytes,10,opt,name=caller_policy,json=callerPolicy,proto3" json:"caller_policy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1746,6 +1811,77 @@ func (x *GetStatusResponse) GetMethods() []string {
 	return nil
 }
 
+func (x *GetStatusResponse) GetCallerPolicy() *CallerPolicyStatus {
+	if x != nil {
+		return x.CallerPolicy
+	}
+	return nil
+}
+
+// CallerPolicyStatus describes a gateway's caller policy (--allow-caller, --caller-policy).
+type CallerPolicyStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// mode is OPEN (no rule) or RESTRICTED.
+	Mode CallerPolicyMode `protobuf:"varint,1,opt,name=mode,proto3,enum=stargate.v1.CallerPolicyMode" json:"mode,omitempty"`
+	// rule_count is the number of rules in force (flags and policy file).
+	RuleCount uint32 `protobuf:"varint,2,opt,name=rule_count,json=ruleCount,proto3" json:"rule_count,omitempty"`
+	// policy_file is the --caller-policy file (re-read on SIGHUP); empty when none is configured.
+	PolicyFile    string `protobuf:"bytes,3,opt,name=policy_file,json=policyFile,proto3" json:"policy_file,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallerPolicyStatus) Reset() {
+	*x = CallerPolicyStatus{}
+	mi := &file_stargate_v1_gateway_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallerPolicyStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallerPolicyStatus) ProtoMessage() {}
+
+func (x *CallerPolicyStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_stargate_v1_gateway_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallerPolicyStatus.ProtoReflect.Descriptor instead.
+func (*CallerPolicyStatus) Descriptor() ([]byte, []int) {
+	return file_stargate_v1_gateway_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *CallerPolicyStatus) GetMode() CallerPolicyMode {
+	if x != nil {
+		return x.Mode
+	}
+	return CallerPolicyMode_CALLER_POLICY_MODE_UNSPECIFIED
+}
+
+func (x *CallerPolicyStatus) GetRuleCount() uint32 {
+	if x != nil {
+		return x.RuleCount
+	}
+	return 0
+}
+
+func (x *CallerPolicyStatus) GetPolicyFile() string {
+	if x != nil {
+		return x.PolicyFile
+	}
+	return ""
+}
+
 // GetPeerMetricsRequest selects peers.
 type GetPeerMetricsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1757,7 +1893,7 @@ type GetPeerMetricsRequest struct {
 
 func (x *GetPeerMetricsRequest) Reset() {
 	*x = GetPeerMetricsRequest{}
-	mi := &file_stargate_v1_gateway_proto_msgTypes[16]
+	mi := &file_stargate_v1_gateway_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1769,7 +1905,7 @@ func (x *GetPeerMetricsRequest) String() string {
 func (*GetPeerMetricsRequest) ProtoMessage() {}
 
 func (x *GetPeerMetricsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_stargate_v1_gateway_proto_msgTypes[16]
+	mi := &file_stargate_v1_gateway_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1782,7 +1918,7 @@ func (x *GetPeerMetricsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPeerMetricsRequest.ProtoReflect.Descriptor instead.
 func (*GetPeerMetricsRequest) Descriptor() ([]byte, []int) {
-	return file_stargate_v1_gateway_proto_rawDescGZIP(), []int{16}
+	return file_stargate_v1_gateway_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetPeerMetricsRequest) GetPeerId() string {
@@ -1815,7 +1951,7 @@ type PeerMetrics struct {
 
 func (x *PeerMetrics) Reset() {
 	*x = PeerMetrics{}
-	mi := &file_stargate_v1_gateway_proto_msgTypes[17]
+	mi := &file_stargate_v1_gateway_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1827,7 +1963,7 @@ func (x *PeerMetrics) String() string {
 func (*PeerMetrics) ProtoMessage() {}
 
 func (x *PeerMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_stargate_v1_gateway_proto_msgTypes[17]
+	mi := &file_stargate_v1_gateway_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1840,7 +1976,7 @@ func (x *PeerMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerMetrics.ProtoReflect.Descriptor instead.
 func (*PeerMetrics) Descriptor() ([]byte, []int) {
-	return file_stargate_v1_gateway_proto_rawDescGZIP(), []int{17}
+	return file_stargate_v1_gateway_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PeerMetrics) GetPeerId() string {
@@ -1903,7 +2039,7 @@ type GetPeerMetricsResponse struct {
 
 func (x *GetPeerMetricsResponse) Reset() {
 	*x = GetPeerMetricsResponse{}
-	mi := &file_stargate_v1_gateway_proto_msgTypes[18]
+	mi := &file_stargate_v1_gateway_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1915,7 +2051,7 @@ func (x *GetPeerMetricsResponse) String() string {
 func (*GetPeerMetricsResponse) ProtoMessage() {}
 
 func (x *GetPeerMetricsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_stargate_v1_gateway_proto_msgTypes[18]
+	mi := &file_stargate_v1_gateway_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1928,7 +2064,7 @@ func (x *GetPeerMetricsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPeerMetricsResponse.ProtoReflect.Descriptor instead.
 func (*GetPeerMetricsResponse) Descriptor() ([]byte, []int) {
-	return file_stargate_v1_gateway_proto_rawDescGZIP(), []int{18}
+	return file_stargate_v1_gateway_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetPeerMetricsResponse) GetPeers() []*PeerMetrics {
@@ -1949,7 +2085,7 @@ type GetRelayHealthRequest struct {
 
 func (x *GetRelayHealthRequest) Reset() {
 	*x = GetRelayHealthRequest{}
-	mi := &file_stargate_v1_gateway_proto_msgTypes[19]
+	mi := &file_stargate_v1_gateway_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1961,7 +2097,7 @@ func (x *GetRelayHealthRequest) String() string {
 func (*GetRelayHealthRequest) ProtoMessage() {}
 
 func (x *GetRelayHealthRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_stargate_v1_gateway_proto_msgTypes[19]
+	mi := &file_stargate_v1_gateway_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1974,7 +2110,7 @@ func (x *GetRelayHealthRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRelayHealthRequest.ProtoReflect.Descriptor instead.
 func (*GetRelayHealthRequest) Descriptor() ([]byte, []int) {
-	return file_stargate_v1_gateway_proto_rawDescGZIP(), []int{19}
+	return file_stargate_v1_gateway_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetRelayHealthRequest) GetRelay() string {
@@ -2011,7 +2147,7 @@ type RelayHealth struct {
 
 func (x *RelayHealth) Reset() {
 	*x = RelayHealth{}
-	mi := &file_stargate_v1_gateway_proto_msgTypes[20]
+	mi := &file_stargate_v1_gateway_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2023,7 +2159,7 @@ func (x *RelayHealth) String() string {
 func (*RelayHealth) ProtoMessage() {}
 
 func (x *RelayHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_stargate_v1_gateway_proto_msgTypes[20]
+	mi := &file_stargate_v1_gateway_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2036,7 +2172,7 @@ func (x *RelayHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelayHealth.ProtoReflect.Descriptor instead.
 func (*RelayHealth) Descriptor() ([]byte, []int) {
-	return file_stargate_v1_gateway_proto_rawDescGZIP(), []int{20}
+	return file_stargate_v1_gateway_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RelayHealth) GetRelayAddr() string {
@@ -2113,7 +2249,7 @@ type GetRelayHealthResponse struct {
 
 func (x *GetRelayHealthResponse) Reset() {
 	*x = GetRelayHealthResponse{}
-	mi := &file_stargate_v1_gateway_proto_msgTypes[21]
+	mi := &file_stargate_v1_gateway_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2125,7 +2261,7 @@ func (x *GetRelayHealthResponse) String() string {
 func (*GetRelayHealthResponse) ProtoMessage() {}
 
 func (x *GetRelayHealthResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_stargate_v1_gateway_proto_msgTypes[21]
+	mi := &file_stargate_v1_gateway_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2138,7 +2274,7 @@ func (x *GetRelayHealthResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRelayHealthResponse.ProtoReflect.Descriptor instead.
 func (*GetRelayHealthResponse) Descriptor() ([]byte, []int) {
-	return file_stargate_v1_gateway_proto_rawDescGZIP(), []int{21}
+	return file_stargate_v1_gateway_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetRelayHealthResponse) GetRelays() []*RelayHealth {
@@ -2157,7 +2293,7 @@ type GetPoolStatsRequest struct {
 
 func (x *GetPoolStatsRequest) Reset() {
 	*x = GetPoolStatsRequest{}
-	mi := &file_stargate_v1_gateway_proto_msgTypes[22]
+	mi := &file_stargate_v1_gateway_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2169,7 +2305,7 @@ func (x *GetPoolStatsRequest) String() string {
 func (*GetPoolStatsRequest) ProtoMessage() {}
 
 func (x *GetPoolStatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_stargate_v1_gateway_proto_msgTypes[22]
+	mi := &file_stargate_v1_gateway_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2182,7 +2318,7 @@ func (x *GetPoolStatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPoolStatsRequest.ProtoReflect.Descriptor instead.
 func (*GetPoolStatsRequest) Descriptor() ([]byte, []int) {
-	return file_stargate_v1_gateway_proto_rawDescGZIP(), []int{22}
+	return file_stargate_v1_gateway_proto_rawDescGZIP(), []int{23}
 }
 
 // GetPoolStatsResponse is the state of the peer connection pool.
@@ -2208,7 +2344,7 @@ type GetPoolStatsResponse struct {
 
 func (x *GetPoolStatsResponse) Reset() {
 	*x = GetPoolStatsResponse{}
-	mi := &file_stargate_v1_gateway_proto_msgTypes[23]
+	mi := &file_stargate_v1_gateway_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2220,7 +2356,7 @@ func (x *GetPoolStatsResponse) String() string {
 func (*GetPoolStatsResponse) ProtoMessage() {}
 
 func (x *GetPoolStatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_stargate_v1_gateway_proto_msgTypes[23]
+	mi := &file_stargate_v1_gateway_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2233,7 +2369,7 @@ func (x *GetPoolStatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPoolStatsResponse.ProtoReflect.Descriptor instead.
 func (*GetPoolStatsResponse) Descriptor() ([]byte, []int) {
-	return file_stargate_v1_gateway_proto_rawDescGZIP(), []int{23}
+	return file_stargate_v1_gateway_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GetPoolStatsResponse) GetSize() uint32 {
@@ -2308,7 +2444,7 @@ type PeerInfo struct {
 
 func (x *PeerInfo) Reset() {
 	*x = PeerInfo{}
-	mi := &file_stargate_v1_gateway_proto_msgTypes[24]
+	mi := &file_stargate_v1_gateway_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2320,7 +2456,7 @@ func (x *PeerInfo) String() string {
 func (*PeerInfo) ProtoMessage() {}
 
 func (x *PeerInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_stargate_v1_gateway_proto_msgTypes[24]
+	mi := &file_stargate_v1_gateway_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2333,7 +2469,7 @@ func (x *PeerInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PeerInfo.ProtoReflect.Descriptor instead.
 func (*PeerInfo) Descriptor() ([]byte, []int) {
-	return file_stargate_v1_gateway_proto_rawDescGZIP(), []int{24}
+	return file_stargate_v1_gateway_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *PeerInfo) GetPeerId() string {
@@ -2394,7 +2530,7 @@ type ListPeersRequest struct {
 
 func (x *ListPeersRequest) Reset() {
 	*x = ListPeersRequest{}
-	mi := &file_stargate_v1_gateway_proto_msgTypes[25]
+	mi := &file_stargate_v1_gateway_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2406,7 +2542,7 @@ func (x *ListPeersRequest) String() string {
 func (*ListPeersRequest) ProtoMessage() {}
 
 func (x *ListPeersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_stargate_v1_gateway_proto_msgTypes[25]
+	mi := &file_stargate_v1_gateway_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2419,7 +2555,7 @@ func (x *ListPeersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPeersRequest.ProtoReflect.Descriptor instead.
 func (*ListPeersRequest) Descriptor() ([]byte, []int) {
-	return file_stargate_v1_gateway_proto_rawDescGZIP(), []int{25}
+	return file_stargate_v1_gateway_proto_rawDescGZIP(), []int{26}
 }
 
 // ListPeersResponse lists known peers.
@@ -2433,7 +2569,7 @@ type ListPeersResponse struct {
 
 func (x *ListPeersResponse) Reset() {
 	*x = ListPeersResponse{}
-	mi := &file_stargate_v1_gateway_proto_msgTypes[26]
+	mi := &file_stargate_v1_gateway_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2445,7 +2581,7 @@ func (x *ListPeersResponse) String() string {
 func (*ListPeersResponse) ProtoMessage() {}
 
 func (x *ListPeersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_stargate_v1_gateway_proto_msgTypes[26]
+	mi := &file_stargate_v1_gateway_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2458,7 +2594,7 @@ func (x *ListPeersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPeersResponse.ProtoReflect.Descriptor instead.
 func (*ListPeersResponse) Descriptor() ([]byte, []int) {
-	return file_stargate_v1_gateway_proto_rawDescGZIP(), []int{26}
+	return file_stargate_v1_gateway_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListPeersResponse) GetPeers() []*PeerInfo {
@@ -2479,7 +2615,7 @@ type DiscoverRequest struct {
 
 func (x *DiscoverRequest) Reset() {
 	*x = DiscoverRequest{}
-	mi := &file_stargate_v1_gateway_proto_msgTypes[27]
+	mi := &file_stargate_v1_gateway_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2491,7 +2627,7 @@ func (x *DiscoverRequest) String() string {
 func (*DiscoverRequest) ProtoMessage() {}
 
 func (x *DiscoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_stargate_v1_gateway_proto_msgTypes[27]
+	mi := &file_stargate_v1_gateway_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2504,7 +2640,7 @@ func (x *DiscoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiscoverRequest.ProtoReflect.Descriptor instead.
 func (*DiscoverRequest) Descriptor() ([]byte, []int) {
-	return file_stargate_v1_gateway_proto_rawDescGZIP(), []int{27}
+	return file_stargate_v1_gateway_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *DiscoverRequest) GetCapability() string {
@@ -2525,7 +2661,7 @@ type DiscoverResponse struct {
 
 func (x *DiscoverResponse) Reset() {
 	*x = DiscoverResponse{}
-	mi := &file_stargate_v1_gateway_proto_msgTypes[28]
+	mi := &file_stargate_v1_gateway_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2537,7 +2673,7 @@ func (x *DiscoverResponse) String() string {
 func (*DiscoverResponse) ProtoMessage() {}
 
 func (x *DiscoverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_stargate_v1_gateway_proto_msgTypes[28]
+	mi := &file_stargate_v1_gateway_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2550,7 +2686,7 @@ func (x *DiscoverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiscoverResponse.ProtoReflect.Descriptor instead.
 func (*DiscoverResponse) Descriptor() ([]byte, []int) {
-	return file_stargate_v1_gateway_proto_rawDescGZIP(), []int{28}
+	return file_stargate_v1_gateway_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *DiscoverResponse) GetPeers() []*PeerInfo {
@@ -2603,10 +2739,11 @@ const file_stargate_v1_gateway_proto_rawDesc = "" +
 	"\fServeRequest\x12<\n" +
 	"\bregister\x18\x01 \x01(\v2\x1e.stargate.v1.ServeRegistrationH\x00R\bregister\x12/\n" +
 	"\x05reply\x18\x02 \x01(\v2\x17.stargate.v1.ServeReplyH\x00R\x05replyB\x06\n" +
-	"\x04kind\"Q\n" +
+	"\x04kind\"i\n" +
 	"\x11ServeRegistration\x12\x18\n" +
 	"\amethods\x18\x01 \x03(\tR\amethods\x12\"\n" +
-	"\fcapabilities\x18\x02 \x03(\tR\fcapabilities\"\xa5\x01\n" +
+	"\fcapabilities\x18\x02 \x03(\tR\fcapabilities\x12\x16\n" +
+	"\x06shared\x18\x03 \x01(\bR\x06shared\"\xa5\x01\n" +
 	"\n" +
 	"ServeReply\x12\x17\n" +
 	"\acall_id\x18\x01 \x01(\tR\x06callId\x12\x14\n" +
@@ -2658,7 +2795,7 @@ const file_stargate_v1_gateway_proto_rawDesc = "" +
 	"\apeer_id\x18\x02 \x01(\tR\x06peerId\x12\x1c\n" +
 	"\tconnected\x18\x03 \x01(\bR\tconnected\x12\x1a\n" +
 	"\breserved\x18\x04 \x01(\bR\breserved\x12#\n" +
-	"\rcircuit_addrs\x18\x05 \x03(\tR\fcircuitAddrs\"\xfd\x02\n" +
+	"\rcircuit_addrs\x18\x05 \x03(\tR\fcircuitAddrs\"\xc3\x03\n" +
 	"\x11GetStatusResponse\x12\x17\n" +
 	"\apeer_id\x18\x01 \x01(\tR\x06peerId\x12!\n" +
 	"\flisten_addrs\x18\x02 \x03(\tR\vlistenAddrs\x12'\n" +
@@ -2670,7 +2807,15 @@ const file_stargate_v1_gateway_proto_rawDesc = "" +
 	"\aversion\x18\a \x01(\tR\aversion\x129\n" +
 	"\n" +
 	"started_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12\x18\n" +
-	"\amethods\x18\t \x03(\tR\amethods\"0\n" +
+	"\amethods\x18\t \x03(\tR\amethods\x12D\n" +
+	"\rcaller_policy\x18\n" +
+	" \x01(\v2\x1f.stargate.v1.CallerPolicyStatusR\fcallerPolicy\"\x87\x01\n" +
+	"\x12CallerPolicyStatus\x121\n" +
+	"\x04mode\x18\x01 \x01(\x0e2\x1d.stargate.v1.CallerPolicyModeR\x04mode\x12\x1d\n" +
+	"\n" +
+	"rule_count\x18\x02 \x01(\rR\truleCount\x12\x1f\n" +
+	"\vpolicy_file\x18\x03 \x01(\tR\n" +
+	"policyFile\"0\n" +
 	"\x15GetPeerMetricsRequest\x12\x17\n" +
 	"\apeer_id\x18\x01 \x01(\tR\x06peerId\"\xb2\x02\n" +
 	"\vPeerMetrics\x12\x17\n" +
@@ -2755,7 +2900,11 @@ const file_stargate_v1_gateway_proto_rawDesc = "" +
 	"\x13NATS_STATE_DISABLED\x10\x01\x12\x18\n" +
 	"\x14NATS_STATE_CONNECTED\x10\x02\x12\x1b\n" +
 	"\x17NATS_STATE_RECONNECTING\x10\x03\x12\x1b\n" +
-	"\x17NATS_STATE_DISCONNECTED\x10\x04*w\n" +
+	"\x17NATS_STATE_DISCONNECTED\x10\x04*v\n" +
+	"\x10CallerPolicyMode\x12\"\n" +
+	"\x1eCALLER_POLICY_MODE_UNSPECIFIED\x10\x00\x12\x1b\n" +
+	"\x17CALLER_POLICY_MODE_OPEN\x10\x01\x12!\n" +
+	"\x1dCALLER_POLICY_MODE_RESTRICTED\x10\x02*w\n" +
 	"\n" +
 	"PeerSource\x12\x1b\n" +
 	"\x17PEER_SOURCE_UNSPECIFIED\x10\x00\x12\x16\n" +
@@ -2784,110 +2933,114 @@ func file_stargate_v1_gateway_proto_rawDescGZIP() []byte {
 	return file_stargate_v1_gateway_proto_rawDescData
 }
 
-var file_stargate_v1_gateway_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_stargate_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_stargate_v1_gateway_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
+var file_stargate_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_stargate_v1_gateway_proto_goTypes = []any{
 	(Tier)(0),                      // 0: stargate.v1.Tier
 	(AttemptOutcome)(0),            // 1: stargate.v1.AttemptOutcome
 	(NatType)(0),                   // 2: stargate.v1.NatType
 	(NatsState)(0),                 // 3: stargate.v1.NatsState
-	(PeerSource)(0),                // 4: stargate.v1.PeerSource
-	(*CallOptions)(nil),            // 5: stargate.v1.CallOptions
-	(*CallRequest)(nil),            // 6: stargate.v1.CallRequest
-	(*Attempt)(nil),                // 7: stargate.v1.Attempt
-	(*CallResponse)(nil),           // 8: stargate.v1.CallResponse
-	(*ErrorStatus)(nil),            // 9: stargate.v1.ErrorStatus
-	(*ServeRequest)(nil),           // 10: stargate.v1.ServeRequest
-	(*ServeRegistration)(nil),      // 11: stargate.v1.ServeRegistration
-	(*ServeReply)(nil),             // 12: stargate.v1.ServeReply
-	(*ServeResponse)(nil),          // 13: stargate.v1.ServeResponse
-	(*ServeRegistered)(nil),        // 14: stargate.v1.ServeRegistered
-	(*InboundCall)(nil),            // 15: stargate.v1.InboundCall
-	(*GetStatusRequest)(nil),       // 16: stargate.v1.GetStatusRequest
-	(*NatStatus)(nil),              // 17: stargate.v1.NatStatus
-	(*NatsStatus)(nil),             // 18: stargate.v1.NatsStatus
-	(*RelayStatus)(nil),            // 19: stargate.v1.RelayStatus
-	(*GetStatusResponse)(nil),      // 20: stargate.v1.GetStatusResponse
-	(*GetPeerMetricsRequest)(nil),  // 21: stargate.v1.GetPeerMetricsRequest
-	(*PeerMetrics)(nil),            // 22: stargate.v1.PeerMetrics
-	(*GetPeerMetricsResponse)(nil), // 23: stargate.v1.GetPeerMetricsResponse
-	(*GetRelayHealthRequest)(nil),  // 24: stargate.v1.GetRelayHealthRequest
-	(*RelayHealth)(nil),            // 25: stargate.v1.RelayHealth
-	(*GetRelayHealthResponse)(nil), // 26: stargate.v1.GetRelayHealthResponse
-	(*GetPoolStatsRequest)(nil),    // 27: stargate.v1.GetPoolStatsRequest
-	(*GetPoolStatsResponse)(nil),   // 28: stargate.v1.GetPoolStatsResponse
-	(*PeerInfo)(nil),               // 29: stargate.v1.PeerInfo
-	(*ListPeersRequest)(nil),       // 30: stargate.v1.ListPeersRequest
-	(*ListPeersResponse)(nil),      // 31: stargate.v1.ListPeersResponse
-	(*DiscoverRequest)(nil),        // 32: stargate.v1.DiscoverRequest
-	(*DiscoverResponse)(nil),       // 33: stargate.v1.DiscoverResponse
-	nil,                            // 34: stargate.v1.InboundCall.TraceContextEntry
-	(*durationpb.Duration)(nil),    // 35: google.protobuf.Duration
-	(*structpb.Value)(nil),         // 36: google.protobuf.Value
-	(*timestamppb.Timestamp)(nil),  // 37: google.protobuf.Timestamp
+	(CallerPolicyMode)(0),          // 4: stargate.v1.CallerPolicyMode
+	(PeerSource)(0),                // 5: stargate.v1.PeerSource
+	(*CallOptions)(nil),            // 6: stargate.v1.CallOptions
+	(*CallRequest)(nil),            // 7: stargate.v1.CallRequest
+	(*Attempt)(nil),                // 8: stargate.v1.Attempt
+	(*CallResponse)(nil),           // 9: stargate.v1.CallResponse
+	(*ErrorStatus)(nil),            // 10: stargate.v1.ErrorStatus
+	(*ServeRequest)(nil),           // 11: stargate.v1.ServeRequest
+	(*ServeRegistration)(nil),      // 12: stargate.v1.ServeRegistration
+	(*ServeReply)(nil),             // 13: stargate.v1.ServeReply
+	(*ServeResponse)(nil),          // 14: stargate.v1.ServeResponse
+	(*ServeRegistered)(nil),        // 15: stargate.v1.ServeRegistered
+	(*InboundCall)(nil),            // 16: stargate.v1.InboundCall
+	(*GetStatusRequest)(nil),       // 17: stargate.v1.GetStatusRequest
+	(*NatStatus)(nil),              // 18: stargate.v1.NatStatus
+	(*NatsStatus)(nil),             // 19: stargate.v1.NatsStatus
+	(*RelayStatus)(nil),            // 20: stargate.v1.RelayStatus
+	(*GetStatusResponse)(nil),      // 21: stargate.v1.GetStatusResponse
+	(*CallerPolicyStatus)(nil),     // 22: stargate.v1.CallerPolicyStatus
+	(*GetPeerMetricsRequest)(nil),  // 23: stargate.v1.GetPeerMetricsRequest
+	(*PeerMetrics)(nil),            // 24: stargate.v1.PeerMetrics
+	(*GetPeerMetricsResponse)(nil), // 25: stargate.v1.GetPeerMetricsResponse
+	(*GetRelayHealthRequest)(nil),  // 26: stargate.v1.GetRelayHealthRequest
+	(*RelayHealth)(nil),            // 27: stargate.v1.RelayHealth
+	(*GetRelayHealthResponse)(nil), // 28: stargate.v1.GetRelayHealthResponse
+	(*GetPoolStatsRequest)(nil),    // 29: stargate.v1.GetPoolStatsRequest
+	(*GetPoolStatsResponse)(nil),   // 30: stargate.v1.GetPoolStatsResponse
+	(*PeerInfo)(nil),               // 31: stargate.v1.PeerInfo
+	(*ListPeersRequest)(nil),       // 32: stargate.v1.ListPeersRequest
+	(*ListPeersResponse)(nil),      // 33: stargate.v1.ListPeersResponse
+	(*DiscoverRequest)(nil),        // 34: stargate.v1.DiscoverRequest
+	(*DiscoverResponse)(nil),       // 35: stargate.v1.DiscoverResponse
+	nil,                            // 36: stargate.v1.InboundCall.TraceContextEntry
+	(*durationpb.Duration)(nil),    // 37: google.protobuf.Duration
+	(*structpb.Value)(nil),         // 38: google.protobuf.Value
+	(*timestamppb.Timestamp)(nil),  // 39: google.protobuf.Timestamp
 }
 var file_stargate_v1_gateway_proto_depIdxs = []int32{
-	35, // 0: stargate.v1.CallOptions.backoff_base:type_name -> google.protobuf.Duration
+	37, // 0: stargate.v1.CallOptions.backoff_base:type_name -> google.protobuf.Duration
 	0,  // 1: stargate.v1.CallOptions.allowed_tiers:type_name -> stargate.v1.Tier
-	35, // 2: stargate.v1.CallOptions.attempt_timeout:type_name -> google.protobuf.Duration
-	36, // 3: stargate.v1.CallRequest.json:type_name -> google.protobuf.Value
-	5,  // 4: stargate.v1.CallRequest.options:type_name -> stargate.v1.CallOptions
+	37, // 2: stargate.v1.CallOptions.attempt_timeout:type_name -> google.protobuf.Duration
+	38, // 3: stargate.v1.CallRequest.json:type_name -> google.protobuf.Value
+	6,  // 4: stargate.v1.CallRequest.options:type_name -> stargate.v1.CallOptions
 	0,  // 5: stargate.v1.Attempt.tier:type_name -> stargate.v1.Tier
 	1,  // 6: stargate.v1.Attempt.outcome:type_name -> stargate.v1.AttemptOutcome
-	35, // 7: stargate.v1.Attempt.duration:type_name -> google.protobuf.Duration
-	36, // 8: stargate.v1.CallResponse.json:type_name -> google.protobuf.Value
+	37, // 7: stargate.v1.Attempt.duration:type_name -> google.protobuf.Duration
+	38, // 8: stargate.v1.CallResponse.json:type_name -> google.protobuf.Value
 	0,  // 9: stargate.v1.CallResponse.tier:type_name -> stargate.v1.Tier
-	7,  // 10: stargate.v1.CallResponse.attempts:type_name -> stargate.v1.Attempt
-	11, // 11: stargate.v1.ServeRequest.register:type_name -> stargate.v1.ServeRegistration
-	12, // 12: stargate.v1.ServeRequest.reply:type_name -> stargate.v1.ServeReply
-	36, // 13: stargate.v1.ServeReply.json:type_name -> google.protobuf.Value
-	9,  // 14: stargate.v1.ServeReply.error:type_name -> stargate.v1.ErrorStatus
-	14, // 15: stargate.v1.ServeResponse.registered:type_name -> stargate.v1.ServeRegistered
-	15, // 16: stargate.v1.ServeResponse.call:type_name -> stargate.v1.InboundCall
-	36, // 17: stargate.v1.InboundCall.json:type_name -> google.protobuf.Value
-	37, // 18: stargate.v1.InboundCall.deadline:type_name -> google.protobuf.Timestamp
+	8,  // 10: stargate.v1.CallResponse.attempts:type_name -> stargate.v1.Attempt
+	12, // 11: stargate.v1.ServeRequest.register:type_name -> stargate.v1.ServeRegistration
+	13, // 12: stargate.v1.ServeRequest.reply:type_name -> stargate.v1.ServeReply
+	38, // 13: stargate.v1.ServeReply.json:type_name -> google.protobuf.Value
+	10, // 14: stargate.v1.ServeReply.error:type_name -> stargate.v1.ErrorStatus
+	15, // 15: stargate.v1.ServeResponse.registered:type_name -> stargate.v1.ServeRegistered
+	16, // 16: stargate.v1.ServeResponse.call:type_name -> stargate.v1.InboundCall
+	38, // 17: stargate.v1.InboundCall.json:type_name -> google.protobuf.Value
+	39, // 18: stargate.v1.InboundCall.deadline:type_name -> google.protobuf.Timestamp
 	0,  // 19: stargate.v1.InboundCall.tier:type_name -> stargate.v1.Tier
-	34, // 20: stargate.v1.InboundCall.trace_context:type_name -> stargate.v1.InboundCall.TraceContextEntry
+	36, // 20: stargate.v1.InboundCall.trace_context:type_name -> stargate.v1.InboundCall.TraceContextEntry
 	2,  // 21: stargate.v1.NatStatus.nat_type:type_name -> stargate.v1.NatType
-	37, // 22: stargate.v1.NatStatus.detected_at:type_name -> google.protobuf.Timestamp
+	39, // 22: stargate.v1.NatStatus.detected_at:type_name -> google.protobuf.Timestamp
 	3,  // 23: stargate.v1.NatsStatus.state:type_name -> stargate.v1.NatsState
-	17, // 24: stargate.v1.GetStatusResponse.nat_status:type_name -> stargate.v1.NatStatus
-	19, // 25: stargate.v1.GetStatusResponse.relays:type_name -> stargate.v1.RelayStatus
-	18, // 26: stargate.v1.GetStatusResponse.nats:type_name -> stargate.v1.NatsStatus
-	37, // 27: stargate.v1.GetStatusResponse.started_at:type_name -> google.protobuf.Timestamp
-	0,  // 28: stargate.v1.PeerMetrics.connection_type:type_name -> stargate.v1.Tier
-	37, // 29: stargate.v1.PeerMetrics.last_call_at:type_name -> google.protobuf.Timestamp
-	22, // 30: stargate.v1.GetPeerMetricsResponse.peers:type_name -> stargate.v1.PeerMetrics
-	37, // 31: stargate.v1.RelayHealth.last_success:type_name -> google.protobuf.Timestamp
-	37, // 32: stargate.v1.RelayHealth.last_check:type_name -> google.protobuf.Timestamp
-	25, // 33: stargate.v1.GetRelayHealthResponse.relays:type_name -> stargate.v1.RelayHealth
-	35, // 34: stargate.v1.GetPoolStatsResponse.ttl:type_name -> google.protobuf.Duration
-	2,  // 35: stargate.v1.PeerInfo.nat_type:type_name -> stargate.v1.NatType
-	4,  // 36: stargate.v1.PeerInfo.source:type_name -> stargate.v1.PeerSource
-	37, // 37: stargate.v1.PeerInfo.last_seen:type_name -> google.protobuf.Timestamp
-	29, // 38: stargate.v1.ListPeersResponse.peers:type_name -> stargate.v1.PeerInfo
-	29, // 39: stargate.v1.DiscoverResponse.peers:type_name -> stargate.v1.PeerInfo
-	6,  // 40: stargate.v1.GatewayService.Call:input_type -> stargate.v1.CallRequest
-	10, // 41: stargate.v1.GatewayService.Serve:input_type -> stargate.v1.ServeRequest
-	16, // 42: stargate.v1.GatewayService.GetStatus:input_type -> stargate.v1.GetStatusRequest
-	21, // 43: stargate.v1.GatewayService.GetPeerMetrics:input_type -> stargate.v1.GetPeerMetricsRequest
-	24, // 44: stargate.v1.GatewayService.GetRelayHealth:input_type -> stargate.v1.GetRelayHealthRequest
-	27, // 45: stargate.v1.GatewayService.GetPoolStats:input_type -> stargate.v1.GetPoolStatsRequest
-	30, // 46: stargate.v1.GatewayService.ListPeers:input_type -> stargate.v1.ListPeersRequest
-	32, // 47: stargate.v1.GatewayService.Discover:input_type -> stargate.v1.DiscoverRequest
-	8,  // 48: stargate.v1.GatewayService.Call:output_type -> stargate.v1.CallResponse
-	13, // 49: stargate.v1.GatewayService.Serve:output_type -> stargate.v1.ServeResponse
-	20, // 50: stargate.v1.GatewayService.GetStatus:output_type -> stargate.v1.GetStatusResponse
-	23, // 51: stargate.v1.GatewayService.GetPeerMetrics:output_type -> stargate.v1.GetPeerMetricsResponse
-	26, // 52: stargate.v1.GatewayService.GetRelayHealth:output_type -> stargate.v1.GetRelayHealthResponse
-	28, // 53: stargate.v1.GatewayService.GetPoolStats:output_type -> stargate.v1.GetPoolStatsResponse
-	31, // 54: stargate.v1.GatewayService.ListPeers:output_type -> stargate.v1.ListPeersResponse
-	33, // 55: stargate.v1.GatewayService.Discover:output_type -> stargate.v1.DiscoverResponse
-	48, // [48:56] is the sub-list for method output_type
-	40, // [40:48] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	18, // 24: stargate.v1.GetStatusResponse.nat_status:type_name -> stargate.v1.NatStatus
+	20, // 25: stargate.v1.GetStatusResponse.relays:type_name -> stargate.v1.RelayStatus
+	19, // 26: stargate.v1.GetStatusResponse.nats:type_name -> stargate.v1.NatsStatus
+	39, // 27: stargate.v1.GetStatusResponse.started_at:type_name -> google.protobuf.Timestamp
+	22, // 28: stargate.v1.GetStatusResponse.caller_policy:type_name -> stargate.v1.CallerPolicyStatus
+	4,  // 29: stargate.v1.CallerPolicyStatus.mode:type_name -> stargate.v1.CallerPolicyMode
+	0,  // 30: stargate.v1.PeerMetrics.connection_type:type_name -> stargate.v1.Tier
+	39, // 31: stargate.v1.PeerMetrics.last_call_at:type_name -> google.protobuf.Timestamp
+	24, // 32: stargate.v1.GetPeerMetricsResponse.peers:type_name -> stargate.v1.PeerMetrics
+	39, // 33: stargate.v1.RelayHealth.last_success:type_name -> google.protobuf.Timestamp
+	39, // 34: stargate.v1.RelayHealth.last_check:type_name -> google.protobuf.Timestamp
+	27, // 35: stargate.v1.GetRelayHealthResponse.relays:type_name -> stargate.v1.RelayHealth
+	37, // 36: stargate.v1.GetPoolStatsResponse.ttl:type_name -> google.protobuf.Duration
+	2,  // 37: stargate.v1.PeerInfo.nat_type:type_name -> stargate.v1.NatType
+	5,  // 38: stargate.v1.PeerInfo.source:type_name -> stargate.v1.PeerSource
+	39, // 39: stargate.v1.PeerInfo.last_seen:type_name -> google.protobuf.Timestamp
+	31, // 40: stargate.v1.ListPeersResponse.peers:type_name -> stargate.v1.PeerInfo
+	31, // 41: stargate.v1.DiscoverResponse.peers:type_name -> stargate.v1.PeerInfo
+	7,  // 42: stargate.v1.GatewayService.Call:input_type -> stargate.v1.CallRequest
+	11, // 43: stargate.v1.GatewayService.Serve:input_type -> stargate.v1.ServeRequest
+	17, // 44: stargate.v1.GatewayService.GetStatus:input_type -> stargate.v1.GetStatusRequest
+	23, // 45: stargate.v1.GatewayService.GetPeerMetrics:input_type -> stargate.v1.GetPeerMetricsRequest
+	26, // 46: stargate.v1.GatewayService.GetRelayHealth:input_type -> stargate.v1.GetRelayHealthRequest
+	29, // 47: stargate.v1.GatewayService.GetPoolStats:input_type -> stargate.v1.GetPoolStatsRequest
+	32, // 48: stargate.v1.GatewayService.ListPeers:input_type -> stargate.v1.ListPeersRequest
+	34, // 49: stargate.v1.GatewayService.Discover:input_type -> stargate.v1.DiscoverRequest
+	9,  // 50: stargate.v1.GatewayService.Call:output_type -> stargate.v1.CallResponse
+	14, // 51: stargate.v1.GatewayService.Serve:output_type -> stargate.v1.ServeResponse
+	21, // 52: stargate.v1.GatewayService.GetStatus:output_type -> stargate.v1.GetStatusResponse
+	25, // 53: stargate.v1.GatewayService.GetPeerMetrics:output_type -> stargate.v1.GetPeerMetricsResponse
+	28, // 54: stargate.v1.GatewayService.GetRelayHealth:output_type -> stargate.v1.GetRelayHealthResponse
+	30, // 55: stargate.v1.GatewayService.GetPoolStats:output_type -> stargate.v1.GetPoolStatsResponse
+	33, // 56: stargate.v1.GatewayService.ListPeers:output_type -> stargate.v1.ListPeersResponse
+	35, // 57: stargate.v1.GatewayService.Discover:output_type -> stargate.v1.DiscoverResponse
+	50, // [50:58] is the sub-list for method output_type
+	42, // [42:50] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_stargate_v1_gateway_proto_init() }
@@ -2926,8 +3079,8 @@ func file_stargate_v1_gateway_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_stargate_v1_gateway_proto_rawDesc), len(file_stargate_v1_gateway_proto_rawDesc)),
-			NumEnums:      5,
-			NumMessages:   30,
+			NumEnums:      6,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -45,6 +45,12 @@ class NatsState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     NATS_STATE_RECONNECTING: _ClassVar[NatsState]
     NATS_STATE_DISCONNECTED: _ClassVar[NatsState]
 
+class CallerPolicyMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CALLER_POLICY_MODE_UNSPECIFIED: _ClassVar[CallerPolicyMode]
+    CALLER_POLICY_MODE_OPEN: _ClassVar[CallerPolicyMode]
+    CALLER_POLICY_MODE_RESTRICTED: _ClassVar[CallerPolicyMode]
+
 class PeerSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     PEER_SOURCE_UNSPECIFIED: _ClassVar[PeerSource]
@@ -72,6 +78,9 @@ NATS_STATE_DISABLED: NatsState
 NATS_STATE_CONNECTED: NatsState
 NATS_STATE_RECONNECTING: NatsState
 NATS_STATE_DISCONNECTED: NatsState
+CALLER_POLICY_MODE_UNSPECIFIED: CallerPolicyMode
+CALLER_POLICY_MODE_OPEN: CallerPolicyMode
+CALLER_POLICY_MODE_RESTRICTED: CallerPolicyMode
 PEER_SOURCE_UNSPECIFIED: PeerSource
 PEER_SOURCE_STATIC: PeerSource
 PEER_SOURCE_PRESENCE: PeerSource
@@ -154,12 +163,14 @@ class ServeRequest(_message.Message):
     def __init__(self, register: _Optional[_Union[ServeRegistration, _Mapping]] = ..., reply: _Optional[_Union[ServeReply, _Mapping]] = ...) -> None: ...
 
 class ServeRegistration(_message.Message):
-    __slots__ = ("methods", "capabilities")
+    __slots__ = ("methods", "capabilities", "shared")
     METHODS_FIELD_NUMBER: _ClassVar[int]
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    SHARED_FIELD_NUMBER: _ClassVar[int]
     methods: _containers.RepeatedScalarFieldContainer[str]
     capabilities: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, methods: _Optional[_Iterable[str]] = ..., capabilities: _Optional[_Iterable[str]] = ...) -> None: ...
+    shared: bool
+    def __init__(self, methods: _Optional[_Iterable[str]] = ..., capabilities: _Optional[_Iterable[str]] = ..., shared: _Optional[bool] = ...) -> None: ...
 
 class ServeReply(_message.Message):
     __slots__ = ("call_id", "data", "json", "error")
@@ -265,7 +276,7 @@ class RelayStatus(_message.Message):
     def __init__(self, addr: _Optional[str] = ..., peer_id: _Optional[str] = ..., connected: _Optional[bool] = ..., reserved: _Optional[bool] = ..., circuit_addrs: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetStatusResponse(_message.Message):
-    __slots__ = ("peer_id", "listen_addrs", "announced_addrs", "nat_status", "relays", "nats", "version", "started_at", "methods")
+    __slots__ = ("peer_id", "listen_addrs", "announced_addrs", "nat_status", "relays", "nats", "version", "started_at", "methods", "caller_policy")
     PEER_ID_FIELD_NUMBER: _ClassVar[int]
     LISTEN_ADDRS_FIELD_NUMBER: _ClassVar[int]
     ANNOUNCED_ADDRS_FIELD_NUMBER: _ClassVar[int]
@@ -275,6 +286,7 @@ class GetStatusResponse(_message.Message):
     VERSION_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     METHODS_FIELD_NUMBER: _ClassVar[int]
+    CALLER_POLICY_FIELD_NUMBER: _ClassVar[int]
     peer_id: str
     listen_addrs: _containers.RepeatedScalarFieldContainer[str]
     announced_addrs: _containers.RepeatedScalarFieldContainer[str]
@@ -284,7 +296,18 @@ class GetStatusResponse(_message.Message):
     version: str
     started_at: _timestamp_pb2.Timestamp
     methods: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, peer_id: _Optional[str] = ..., listen_addrs: _Optional[_Iterable[str]] = ..., announced_addrs: _Optional[_Iterable[str]] = ..., nat_status: _Optional[_Union[NatStatus, _Mapping]] = ..., relays: _Optional[_Iterable[_Union[RelayStatus, _Mapping]]] = ..., nats: _Optional[_Union[NatsStatus, _Mapping]] = ..., version: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., methods: _Optional[_Iterable[str]] = ...) -> None: ...
+    caller_policy: CallerPolicyStatus
+    def __init__(self, peer_id: _Optional[str] = ..., listen_addrs: _Optional[_Iterable[str]] = ..., announced_addrs: _Optional[_Iterable[str]] = ..., nat_status: _Optional[_Union[NatStatus, _Mapping]] = ..., relays: _Optional[_Iterable[_Union[RelayStatus, _Mapping]]] = ..., nats: _Optional[_Union[NatsStatus, _Mapping]] = ..., version: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., methods: _Optional[_Iterable[str]] = ..., caller_policy: _Optional[_Union[CallerPolicyStatus, _Mapping]] = ...) -> None: ...
+
+class CallerPolicyStatus(_message.Message):
+    __slots__ = ("mode", "rule_count", "policy_file")
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    RULE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FILE_FIELD_NUMBER: _ClassVar[int]
+    mode: CallerPolicyMode
+    rule_count: int
+    policy_file: str
+    def __init__(self, mode: _Optional[_Union[CallerPolicyMode, str]] = ..., rule_count: _Optional[int] = ..., policy_file: _Optional[str] = ...) -> None: ...
 
 class GetPeerMetricsRequest(_message.Message):
     __slots__ = ("peer_id",)
