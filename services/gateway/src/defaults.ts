@@ -122,6 +122,13 @@ export const GATEWAY_DEFAULTS = {
   circuitCooldownMs: 60_000,
   /** Relay tier: (peer, relay) failures remembered at most; the oldest is forgotten first. */
   circuitHistoryMaxEntries: 10_000,
+  /**
+   * libp2p: ping streams open at once per connection, each way. Three pingers run on their own schedules (libp2p's
+   * connection monitor, a channel's liveness probe, relay health) and libp2p aborts a connection whose monitor ping
+   * cannot open its stream, so each needs a place, plus one for a ping stream still closing. libp2p's default is
+   * one outbound (and two inbound).
+   */
+  maxPingStreamsPerConnection: 4,
   /** libp2p: streams per protocol and connection, each way (calls are multiplexed; this is headroom). */
   maxStreamsPerConnection: 4_096,
   /** libp2p: connections kept beyond the pool's two per peer and the relays. */

@@ -8,6 +8,7 @@ import { type Ping, ping } from '@libp2p/ping'
 import { tcp } from '@libp2p/tcp'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p, type Libp2p } from 'libp2p'
+import { GATEWAY_DEFAULTS } from './defaults.ts'
 
 /** The libp2p services every gateway runs. */
 export interface GatewayServices {
@@ -49,7 +50,13 @@ export async function createGatewayNode(o: GatewayNodeOptions): Promise<GatewayN
     },
     services: {
       identify: identify(),
-      ping: ping(),
+      // Room for every pinger of a connection at once: with libp2p's one outbound ping stream, the connection
+      // monitor's heartbeat fails while a liveness probe or relay health check is in flight, and aborts the
+      // connection with every call, tunnelled stream and circuit on it.
+      ping: ping({
+        maxOutboundStreams: GATEWAY_DEFAULTS.maxPingStreamsPerConnection,
+        maxInboundStreams: GATEWAY_DEFAULTS.maxPingStreamsPerConnection,
+      }),
     },
   })
 }

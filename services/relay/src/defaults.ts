@@ -31,6 +31,11 @@ export const RELAY_DEFAULTS = {
   connectionPingIntervalMs: 30_000,
   /** A connection whose ping takes longer is closed (and its reservation ended); libp2p's 5 s minimum is too tight. */
   connectionPingTimeoutMs: 20_000,
+  /**
+   * Inbound ping streams per connection: a gateway's connection monitor and its relay health check ping on their own
+   * schedules (libp2p's default of two leaves no room for a ping stream still closing).
+   */
+  maxInboundPingStreams: 4,
   adminHost: '127.0.0.1',
   adminPort: 4002,
   identityFile: '.stargate/relay.key',

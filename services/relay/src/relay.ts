@@ -169,7 +169,7 @@ export class Relay {
       },
       services: {
         identify: identify(),
-        ping: ping(),
+        ping: ping({ maxInboundStreams: RELAY_DEFAULTS.maxInboundPingStreams }),
         admission: (components) => {
           installAdmission(components.connectionManager, admission)
           return {}
