@@ -299,4 +299,28 @@ describe('tiered core - retries and pool expiry', () => {
       await h.close()
     }
   })
+
+  it('pool - concurrent first calls to a peer share one connect: one channel opened, none retried', async () => {
+    const h = new Harness()
+    try {
+      const target = await h.gateway(['--p2p-listen', '/ip4/127.0.0.1/tcp/0'], { name: 'target' })
+      const caller = await h.gateway(['--peer', `${target.peerId}=${target.multiaddrs[0]}`], { name: 'caller' })
+      const results = await Promise.all(
+        Array.from({ length: 20 }, (_, i) => caller.client.call({ peerId: target.peerId, method: 'ping', payload: json(i) })),
+      )
+      for (const r of results) {
+        assert.equal(r.tier, Tier.DIRECT)
+        assert.deepEqual(
+          r.attempts.filter((a) => a.outcome !== AttemptOutcome.SKIPPED).map((a) => [a.round, a.outcome]),
+          [[0, AttemptOutcome.SUCCESS]],
+          'answered on the first attempt: no channel was retired under it',
+        )
+      }
+      const stats = await caller.client.getPoolStats({})
+      assert.equal(stats.misses, 1n, 'one channel was opened for the twenty calls')
+      assert.equal(stats.size, 1)
+    } finally {
+      await h.close()
+    }
+  })
 })

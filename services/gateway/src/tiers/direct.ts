@@ -5,12 +5,14 @@ import { Tier } from '@stargate/shared/gen/gateway'
 import { parsePeerId } from '../peer-ids.ts'
 import type { PooledChannel } from '../pool.ts'
 import { isCircuit, type Libp2pTierComponents, linkFor, openChannel, unavailable } from './libp2p.ts'
+import { SingleFlight } from './single-flight.ts'
 import type { TierLink, TierTransport } from './tier.ts'
 
 /** Tier 1: a direct libp2p connection (tcp + noise + yamux) to an address of the peer. */
 export class DirectTier implements TierTransport {
   readonly tier = Tier.DIRECT
   private readonly c: Libp2pTierComponents
+  private readonly opening = new SingleFlight<PooledChannel>()
 
   constructor(components: Libp2pTierComponents) {
     this.c = components
@@ -45,6 +47,13 @@ export class DirectTier implements TierTransport {
     const onFailure = (): void => this.c.pool.drop(peerId, this.tier)
     const pooled = this.c.pool.get(peerId, this.tier)
     if (pooled != null) return linkFor(pooled, onFailure, true)
+    // Concurrent first calls share one connect: each opening its own channel would retire the others'.
+    const entry = await this.opening.run(peerId, signal, (s) => this.open(peerId, s))
+    return linkFor(entry, onFailure, false)
+  }
+
+  /** Dials (or reuses a direct connection), opens the call channel and pools it. */
+  private async open(peerId: string, signal: AbortSignal): Promise<PooledChannel> {
     let conn = this.existing(peerId)
     if (conn == null) {
       const addrs = await this.addresses(peerId)
@@ -64,6 +73,6 @@ export class DirectTier implements TierTransport {
     })
     const entry: PooledChannel = { channel, via: conn.remoteAddr.toString() }
     this.c.pool.put(peerId, this.tier, entry)
-    return linkFor(entry, onFailure, false)
+    return entry
   }
 }

@@ -9,6 +9,7 @@ import type { PeerBook } from '../peers.ts'
 import type { ChannelPool, PooledChannel } from '../pool.ts'
 import { type Circuit, type CircuitCandidate, type CircuitHistory, circuitCandidates, raceStaggered, relayOfCircuit } from './circuits.ts'
 import { dialTransport, type Libp2pTierComponents, linkFor, openChannel, unavailable } from './libp2p.ts'
+import { SingleFlight } from './single-flight.ts'
 import type { TierLink, TierTransport } from './tier.ts'
 
 /** What the relay tier needs from relay health monitoring (relays.ts implements it). */
@@ -90,6 +91,7 @@ export class RelayTier implements TierTransport {
   private readonly o: RelayTierOptions
   private readonly clock: Clock
   private readonly probing = new Set<string>()
+  private readonly opening = new SingleFlight<PooledChannel>()
 
   constructor(components: RelayTierComponents, relays: RelaySelector, options: RelayTierOptions) {
     this.c = components
@@ -118,6 +120,20 @@ export class RelayTier implements TierTransport {
     const pooled = this.c.pool.get(peerId, this.tier)
     // A pooled circuit through a relay the peer no longer announces is not preferred: a fresh one is raced.
     if (pooled != null && this.stillAnnounced(peerId, pooled.relayPeerId)) return this.link(peerId, pooled, true)
+    try {
+      // Concurrent first calls share one race: each opening its own circuit would retire the others'.
+      const entry = await this.opening.run(peerId, signal, (s) => this.open(peerId, s))
+      return this.link(peerId, entry, false)
+    } catch (err: unknown) {
+      if (signal.aborted) throw StargateError.from(signal.reason, Code.Canceled)
+      // Every fresh circuit failed: the pooled one, though no longer announced, may still work.
+      if (pooled?.channel.open === true) return this.link(peerId, pooled, true)
+      throw err
+    }
+  }
+
+  /** Races the circuits toward peerId; the winner is pooled. */
+  private async open(peerId: string, signal: AbortSignal): Promise<PooledChannel> {
     const candidates = this.circuits(peerId)
     const reasons: string[] = []
     try {
@@ -136,11 +152,9 @@ export class RelayTier implements TierTransport {
       this.o.history.succeeded(peerId, won.candidate.relayPeerId)
       this.c.pool.put(peerId, this.tier, won.value)
       for (const c of candidates) if (c.coolingDown && !won.started.includes(c)) this.probe(peerId, c)
-      return this.link(peerId, won.value, false)
+      return won.value
     } catch (err: unknown) {
       if (signal.aborted) throw StargateError.from(signal.reason, Code.Canceled)
-      // Every fresh circuit failed: the pooled one, though no longer announced, may still work.
-      if (pooled?.channel.open === true) return this.link(peerId, pooled, true)
       throw new StargateError(Code.Unavailable, reasons.length > 0 ? reasons.join('; ') : StargateError.from(err).rawMessage)
     }
   }
