@@ -394,7 +394,7 @@ describe('tunnel (in-process, real HTTP/2 both ends)', () => {
     for (const [i, m] of got.entries()) assert.ok(Buffer.from(m.payload).equals(parts[i]!))
   })
 
-  it('tunnel - headers, trailers and -bin metadata cross both ways as they do directly; stargate-* does not', async () => {
+  it('tunnel - headers, trailers and -bin metadata cross both ways as they do directly; stargate-* does not, the ingress names peer and tier', async () => {
     const md = new grpc.Metadata()
     md.set('echo-text', 'hello there')
     md.add('echo-multi', 'one')
@@ -423,7 +423,12 @@ describe('tunnel (in-process, real HTTP/2 both ends)', () => {
       return json
     }
     assert.deepEqual(tunnelled, echo.lastMetadata!.toJSON(), 'the backend sees the same metadata')
-    assert.deepEqual(withoutDate(u.headers), withoutDate(d.headers))
+    // The caller gateway adds the peer and tier the call went to (the stack's link: peer "callee", direct).
+    assert.deepEqual(withoutDate(u.headers), {
+      ...(withoutDate(d.headers) as object),
+      'stargate-peer': ['callee'],
+      'stargate-tier': ['TIER_DIRECT'],
+    })
     assert.deepEqual(u.trailers?.toJSON(), d.trailers?.toJSON())
     // The same on a bidi stream (headers before the first message, trailers after the last).
     const bidi = client.bidi!(md) as grpc.ClientDuplexStream<unknown, BidiResponse>

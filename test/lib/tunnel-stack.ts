@@ -31,6 +31,8 @@ export class TunnelStack {
   readonly server: TunnelServer
   readonly loop: Loopback
   readonly backends: BackendPool
+  /** The ingress its HTTP/2 server feeds (another server, e.g. an ApiServer, may feed it too). */
+  readonly ingress: TunnelIngress
   private readonly http: Http2Server
   private readonly sessions = new Set<Http2Session>()
   port = 0
@@ -61,10 +63,11 @@ export class TunnelStack {
     const egress = new TunnelEgress({ expose: new ExposeTable(options.expose.map(parseExposeFlag)), backends: this.backends, log })
     this.server = new TunnelServer(this.loop.calleeLink, { log, ...limits, remotePeerId: 'caller', handler: egress.handle })
     this.loop.bind(this.client, this.server)
-    const ingress = new TunnelIngress({
+    this.ingress = new TunnelIngress({
       connect: (request, signal) => (this.connector != null ? this.connector(request, signal) : Promise.resolve(this.client)),
       log,
     })
+    const ingress = this.ingress
     this.http = createServer()
     this.http.on('session', (s) => {
       this.sessions.add(s)

@@ -13,10 +13,19 @@ import {
 } from './endpoint.ts'
 import { dataFrame, durationOfMs, OPEN_CREDIT_BYTES, openFrame } from './frames.ts'
 
+/** Where a tunnelled call went: the peer that answered it and the tier of the link. */
+export interface TunnelVia {
+  peerId: string
+  tier: Tier
+}
+
 /** The caller's consumer of one stream: the response side of a tunnelled call. */
 export interface ClientStreamEvents extends StreamEvents {
-  /** The callee's response headers: at most once, before any data. A trailers-only answer has none. */
-  onHeaders(metadata: MetadataEntry[]): void
+  /**
+   * The callee's response headers, and the peer and tier they came from: at most once, before any data.
+   * A trailers-only answer has none.
+   */
+  onHeaders(metadata: MetadataEntry[], via: TunnelVia): void
 }
 
 /** A call to tunnel. */
@@ -159,10 +168,12 @@ export class TunnelClientStream extends TunnelStream {
   private readonly timeoutMs: number
   private headersReceived = false
   private closeStatus?: TunnelStatus
+  private readonly via: TunnelVia
 
   constructor(client: TunnelClient, open: StreamOpen, events: ClientStreamEvents, deadlineAtMs: number | undefined) {
     super(client, open.exchangeId, events, OPEN_CREDIT_BYTES, client.options.windowBytes)
     this.clientEvents = events
+    this.via = { peerId: client.remotePeerId, tier: open.tier }
     this.opening = open
     this.deadlineAtMs = deadlineAtMs
     this.timeoutMs = deadlineAtMs == null ? 0 : Math.max(0, deadlineAtMs - client.options.clock.nowMs())
@@ -228,7 +239,7 @@ export class TunnelClientStream extends TunnelStream {
       return
     }
     this.headersReceived = true
-    this.clientEvents.onHeaders(metadata)
+    this.clientEvents.onHeaders(metadata, this.via)
   }
 
   /** @internal The callee's status: delivered after the data before it. */

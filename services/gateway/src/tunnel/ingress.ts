@@ -3,9 +3,10 @@ import type { IncomingHttpHeaders } from 'node:http2'
 import { type Clock, systemClock, type Timer } from '@stargate/shared/clock'
 import { Code, StargateError } from '@stargate/shared/errors'
 import type { MetadataEntry } from '@stargate/shared/gen/envelope'
+import { TierSchema } from '@stargate/shared/gen/gateway'
 import type { Logger } from '@stargate/shared/log'
 import { GATEWAY_DEFAULTS } from '../defaults.ts'
-import type { ClientStreamEvents, OpenInit, TunnelClientStream } from './client.ts'
+import type { ClientStreamEvents, OpenInit, TunnelClientStream, TunnelVia } from './client.ts'
 import type { TunnelStatus } from './endpoint.ts'
 import {
   appendRawHeaders,
@@ -13,7 +14,9 @@ import {
   headersObject,
   IDEMPOTENCY_KEY_HEADER,
   metadataFromRawHeaders,
+  PEER_HEADER,
   parseGrpcTimeout,
+  TIER_HEADER,
 } from './wire.ts'
 
 /**
@@ -23,6 +26,7 @@ import {
  * Request body → data frames; the HTTP/2 stream is paused while the tunnel has no credit, so HTTP/2 flow
  * control pushes back on the client. Response headers, data and status → respond / write (paused tunnel
  * delivery until 'drain') / trailers, or one trailers-only response when the backend sent only a status.
+ * The response headers also name the peer and tier the call went to (stargate-peer, stargate-tier).
  * grpc-timeout is enforced here and forwarded as the time left; a client RST_STREAM resets the tunnel
  * stream at once. Messages are never decoded: compressed ones pass as they are.
  */
@@ -260,10 +264,11 @@ class IngressCall implements ClientStreamEvents {
     this.stream.resume()
   }
 
-  onHeaders(metadata: MetadataEntry[]): void {
+  onHeaders(metadata: MetadataEntry[], via?: TunnelVia): void {
     if (this.done || this.stream.destroyed) return
     const raw = appendRawHeaders([':status', '200'], metadata)
     if (!hasKey(metadata, 'content-type')) raw.push('content-type', 'application/grpc')
+    if (via != null) raw.push(PEER_HEADER, via.peerId, TIER_HEADER, TierSchema.value[via.tier]?.name ?? String(via.tier))
     try {
       this.stream.respond(raw, { waitForTrailers: true })
     } catch (err: unknown) {

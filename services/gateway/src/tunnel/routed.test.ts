@@ -17,7 +17,7 @@ import { Router } from '../router.ts'
 import { ServeRegistry } from '../serve.ts'
 import type { TierLink, TierTransport } from '../tiers/tier.ts'
 import { type TunnelBackends, TunnelCallee } from './callee.ts'
-import { type ClientStreamEvents, TunnelClient } from './client.ts'
+import { type ClientStreamEvents, TunnelClient, type TunnelVia } from './client.ts'
 import type { EgressSink } from './egress.ts'
 import type { TunnelStatus } from './endpoint.ts'
 import { metadataEntry } from './frames.ts'
@@ -209,10 +209,12 @@ class LoopTier implements TierTransport {
 /** What the client of the ingress sees. */
 class Client implements ClientStreamEvents {
   headers?: MetadataEntry[]
+  via?: TunnelVia
   readonly chunks: Uint8Array[] = []
   status?: TunnelStatus
-  onHeaders(metadata: MetadataEntry[]): void {
+  onHeaders(metadata: MetadataEntry[], via: TunnelVia): void {
     this.headers = metadata
+    this.via = via
   }
   onData(data: Uint8Array): boolean {
     this.chunks.push(data)
@@ -287,6 +289,7 @@ describe('routed tunnelled calls', () => {
       [['x-t', 'w']],
     )
     assert.equal(peer.backend.runs, 1, 'the backend ran the call once')
+    assert.deepEqual(client.via, { peerId: 'peer-a', tier: Tier.RELAY }, 'the answer names the tier it came over')
     assert.equal(peer.backend.cancelled, 0, 'the first run was not cancelled when its link failed')
     assert.equal(budget.usedBytes, 0, 'the kept request is given back')
   })
@@ -389,6 +392,7 @@ describe('routed tunnelled calls', () => {
     assert.equal(client.status?.code, 0, client.status?.message)
     assert.equal(peers.get('peer-a')!.backend.runs, 0)
     assert.equal(peers.get('peer-b')!.backend.runs, 1)
+    assert.deepEqual(client.via, { peerId: 'peer-b', tier: Tier.DIRECT }, 'the answer names the peer that gave it')
   })
 
   it('routed - the callee refuses a call its caller policy does not allow: PERMISSION_DENIED, nothing reaches the backend', async () => {

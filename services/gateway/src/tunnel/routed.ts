@@ -4,7 +4,7 @@ import { Tier } from '@stargate/shared/gen/gateway'
 import type { Logger } from '@stargate/shared/log'
 import { type Exchange, type ExchangeContext, final, isFinal, type Routed, type RoutePlan } from '../router.ts'
 import { type TierLink, tierName } from '../tiers/tier.ts'
-import type { ClientStreamEvents, OpenInit, TunnelClientStream } from './client.ts'
+import type { ClientStreamEvents, OpenInit, TunnelClientStream, TunnelVia } from './client.ts'
 import { STATUS_OK, type TunnelStatus } from './endpoint.ts'
 import { OPEN_CREDIT_BYTES } from './frames.ts'
 import type { TunnelCallStream } from './ingress.ts'
@@ -276,10 +276,10 @@ export class RoutedStream implements TunnelCallStream, ClientStreamEvents {
 
   // The tunnel stream's side (ClientStreamEvents).
 
-  onHeaders(metadata: MetadataEntry[]): void {
+  onHeaders(metadata: MetadataEntry[], via: TunnelVia): void {
     this.responseStarted = true
     this.kept?.drop()
-    this.events.onHeaders(metadata)
+    this.events.onHeaders(metadata, via)
   }
 
   onData(data: Uint8Array): boolean {

@@ -1,10 +1,10 @@
 import { EventEmitter } from 'node:events'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2'
-import { Code } from '@stargate/shared/errors'
+import { Code, StargateError } from '@stargate/shared/errors'
 import type { UnknownWebHandler } from '@stargate/shared/grpc/server'
+import { webErrorResponse } from '@stargate/shared/grpc/web-error'
 import type { IngressStream, TunnelIngress } from './ingress.ts'
-import { encodeGrpcMessage } from './wire.ts'
 
 /**
  * Connect and gRPC-Web requests for tunnelled services.
@@ -16,7 +16,8 @@ import { encodeGrpcMessage } from './wire.ts'
  * a gRPC HTTP/2 stream.
  *
  * Connect (application/proto, application/json, application/connect+*), gRPC-Web text (base64) and
- * gRPC-Web JSON are answered UNIMPLEMENTED in their own protocol, with a message naming what works: the
+ * gRPC-Web JSON are answered UNIMPLEMENTED in their own protocol (a Connect stream's error in its end-stream
+ * message, so a client reads the message too), with a message naming what works: the
  * backend speaks gRPC with its own codec, and translating those would mean decoding text or JSON against a
  * schema the gateway does not have (or, for Connect unary, holding each response until its trailers).
  */
@@ -236,23 +237,14 @@ function notTranslated(path: string, contentType: string): string {
 }
 
 /** Answers a Connect, gRPC-Web text or JSON request for a tunnelled service UNIMPLEMENTED, in its protocol. */
-export function answerNotTranslated(
-  response: { status(code: number, headers: Record<string, string>, body?: string): void },
-  path: string,
-  contentType: string,
-): void {
-  const message = notTranslated(path, contentType)
-  if (GRPC_WEB_OTHER.test(contentType)) {
-    response.status(200, {
-      [CONTENT_TYPE]: contentType,
-      'grpc-status': String(Code.Unimplemented),
-      'grpc-message': encodeGrpcMessage(message),
-    })
-    return
-  }
-  // Connect: the error as JSON, with the HTTP status of unimplemented.
-  response.status(501, { [CONTENT_TYPE]: 'application/json' }, JSON.stringify({ code: 'unimplemented', message }))
+function answerNotTranslated(send: WebSend, path: string, contentType: string): void {
+  const r = webErrorResponse(contentType, new StargateError(Code.Unimplemented, notTranslated(path, contentType)))
+  if (r == null) send(404, {})
+  else send(r.status, r.headers, r.body)
 }
+
+/** Sends a whole response: status, headers and an optional body. */
+type WebSend = (code: number, headers: Record<string, string>, body?: Uint8Array) => void
 
 /** Content types of Connect requests (unary and streaming). */
 const CONNECT = /^application\/(proto|json|connect\+)/i
@@ -291,7 +283,7 @@ export function webIngress(ingress: TunnelIngress): UnknownWebHandler {
   }
 }
 
-function answer(contentType: string, path: string, send: (code: number, headers: Record<string, string>, body?: string) => void): void {
-  if (GRPC_WEB_OTHER.test(contentType) || CONNECT.test(contentType)) answerNotTranslated({ status: send }, path, contentType)
+function answer(contentType: string, path: string, send: WebSend): void {
+  if (GRPC_WEB_OTHER.test(contentType) || CONNECT.test(contentType)) answerNotTranslated(send, path, contentType)
   else send(404, {})
 }

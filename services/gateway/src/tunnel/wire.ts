@@ -13,6 +13,13 @@ import { metadataEntry } from './frames.ts'
 export const PEER_HEADER = 'stargate-peer'
 
 /**
+ * Response headers the caller gateway adds to a tunnelled call's response headers: the peer that answered
+ * (PEER_HEADER) and the tier of the link, as the Tier enum value's name (TIER_RELAY). The callee's own
+ * stargate-* headers never cross, so these are the caller gateway's.
+ */
+export const TIER_HEADER = 'stargate-tier'
+
+/**
  * The request header carrying a tunnelled call's idempotency key: the callee runs the call at most once per
  * caller and key, so the call may be retried on another tier even after its request left.
  */

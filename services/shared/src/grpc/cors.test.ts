@@ -212,6 +212,7 @@ describe('cors - API server over HTTP/1.1 and HTTP/2', () => {
       for (const requested of [
         'content-type,connect-protocol-version,authorization',
         'content-type,x-grpc-web,x-user-agent,authorization',
+        'content-type,x-grpc-web,x-user-agent,authorization,stargate-peer',
       ]) {
         const a = await send(listed, preflight(PAGE, requested))
         assert.equal(a.status, 204)
@@ -225,6 +226,8 @@ describe('cors - API server over HTTP/1.1 and HTTP/2', () => {
           'x-user-agent',
           'grpc-timeout',
           'authorization',
+          'stargate-peer',
+          'stargate-idempotency-key',
         ])
         assert.equal(a.headers['access-control-max-age'], String(API_SERVER_DEFAULTS.corsMaxAgeSeconds))
         assert.equal(a.headers['access-control-allow-credentials'], undefined)
@@ -259,6 +262,8 @@ describe('cors - API server over HTTP/1.1 and HTTP/2', () => {
         'grpc-status-details-bin',
         'content-encoding',
         'connect-content-encoding',
+        'stargate-peer',
+        'stargate-tier',
       ])
       // An unknown path answers 404 to the page, not an opaque CORS failure.
       const missing = await send(listed, { ...connectCall(PAGE, TOKEN), path: '/no.such.Service/Method' })

@@ -16,7 +16,10 @@
 /** Methods of the Connect protocol (GET for side-effect-free unary calls) and of gRPC-Web. */
 export const CORS_ALLOWED_METHODS = ['POST', 'GET'] as const
 
-/** Request headers the Connect and gRPC-Web protocols send, plus authorization for the bearer token. */
+/**
+ * Request headers the Connect and gRPC-Web protocols send, plus authorization for the bearer token, and the
+ * headers of a tunnelled call a page may set: stargate-peer (the peer to call) and stargate-idempotency-key.
+ */
 export const CORS_ALLOWED_HEADERS = [
   'content-type',
   'connect-protocol-version',
@@ -25,12 +28,15 @@ export const CORS_ALLOWED_HEADERS = [
   'x-user-agent',
   'grpc-timeout',
   'authorization',
+  'stargate-peer',
+  'stargate-idempotency-key',
 ] as const
 
 /**
  * Response headers a page may read: the gRPC-Web status (grpc-status, grpc-message, grpc-status-details-bin,
  * in the headers of a trailers-only error) and Connect's encoding headers (content-encoding of a unary body,
- * connect-content-encoding of a stream), which a client needs to decode an error body; as connect-es lists them.
+ * connect-content-encoding of a stream), which a client needs to decode an error body, as connect-es lists
+ * them; and the peer and tier a tunnelled call went to (stargate-peer, stargate-tier).
  */
 export const CORS_EXPOSED_HEADERS = [
   'grpc-status',
@@ -38,6 +44,8 @@ export const CORS_EXPOSED_HEADERS = [
   'grpc-status-details-bin',
   'content-encoding',
   'connect-content-encoding',
+  'stargate-peer',
+  'stargate-tier',
 ] as const
 
 /** The value allowing every origin. */

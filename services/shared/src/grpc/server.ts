@@ -13,6 +13,7 @@ import { createServer as createTlsServer } from 'node:tls'
 import type { DescMethod, DescService } from '@bufbuild/protobuf'
 import { type ConnectRouter, createConnectRouter, type HandlerContext, type ServiceImpl } from '@connectrpc/connect'
 import type { UniversalHandler } from '@connectrpc/connect/protocol'
+import { codeToHttpStatus } from '@connectrpc/connect/protocol-connect'
 import { compressionBrotli, compressionGzip, connectNodeAdapter } from '@connectrpc/connect-node'
 import { Code, StargateError } from '../errors.ts'
 import { Health } from '../gen/grpc/health/v1/health_pb.js'
@@ -24,6 +25,7 @@ import { CorsPolicy } from './cors.ts'
 import { type AnyMethodImpl, type GrpcRoute, type RequestGate, respondWithStatus, serveGrpc } from './grpc-handler.ts'
 import { HEALTH_SERVICE, HealthService } from './health.ts'
 import { DescriptorIndex, REFLECTION_V1, REFLECTION_V1ALPHA, reflectionImpls } from './reflection.ts'
+import { type WebErrorResponse, webErrorResponse } from './web-error.ts'
 import { grpcSubtype } from './wire.ts'
 
 export type { AnyMethodImpl, GateRequest, RequestGate } from './grpc-handler.ts'
@@ -413,16 +415,22 @@ export class ApiServer {
     }
   }
 
-  /** An HTTP/1.1 request connect-node has no route for: the gate, then the unknownWeb hook. */
+  /**
+   * An HTTP/1.1 request connect-node has no route for: the gate, then the unknownWeb hook. A refusal is
+   * answered in the request's protocol (the CORS headers are already set on `res`).
+   */
   private serveUnknownHttp1(req: IncomingMessage, res: ServerResponse): void {
     try {
       const { service, method } = splitPath((req.url ?? '').split('?')[0] ?? '')
       this.gate?.({ service, method, header: webHeaders(req.headers), tunnelled: true })
       this.unknownWeb?.({ http1: { req, res } })
     } catch (err: unknown) {
-      const e = StargateError.from(err, Code.Internal)
-      if (!res.headersSent) res.writeHead(e.code === Code.Unauthenticated ? 401 : e.code === Code.PermissionDenied ? 403 : 500)
-      res.end()
+      if (res.headersSent) {
+        res.destroy()
+        return
+      }
+      const r = webRefusal(req.headers['content-type'], err)
+      res.writeHead(r.status, r.headers).end(r.body)
     }
   }
 
@@ -433,7 +441,14 @@ export class ApiServer {
     if (handler == null) {
       if (this.unknownWeb != null) {
         const { service, method } = splitPath(query < 0 ? path : path.slice(0, query))
-        this.gate?.({ service, method, header: webHeaders(headers), tunnelled: true })
+        try {
+          this.gate?.({ service, method, header: webHeaders(headers), tunnelled: true })
+        } catch (err: unknown) {
+          const r = webRefusal(headers['content-type'], err)
+          stream.respond({ ':status': r.status, ...cors, ...r.headers }, { endStream: r.body == null })
+          if (r.body != null) stream.end(r.body)
+          return
+        }
         this.unknownWeb({ stream, headers, rawHeaders, responseHeaders: { ...cors } })
         return
       }
@@ -451,6 +466,15 @@ export class ApiServer {
 function splitPath(path: string): { service: string; method: string } {
   const slash = path.indexOf('/', 1)
   return slash > 0 ? { service: path.slice(1, slash), method: path.slice(slash + 1) } : { service: path.slice(1), method: '' }
+}
+
+/**
+ * The answer to a Connect or gRPC-Web request the request gate refused, in the request's protocol (the
+ * HTTP status of the code, without a body, when it is neither).
+ */
+function webRefusal(contentType: string | undefined, err: unknown): WebErrorResponse {
+  const e = StargateError.from(err, Code.Internal)
+  return webErrorResponse(contentType ?? '', e) ?? { status: codeToHttpStatus(e.code), headers: {} }
 }
 
 /** The default unknownService: nothing here serves the path. */
