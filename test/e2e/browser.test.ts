@@ -1,18 +1,24 @@
 // Browser clients: the example page (examples/browser, built with esbuild) served by a static server on one origin
 // calls gateways on another origin from headless Chromium (Debian's chromium, driven by playwright-core): over
 // plaintext (the browser speaks HTTP/1.1) and over TLS (it negotiates HTTP/2), with the Connect protocol and
-// with gRPC-Web, with a bearer token. Gateway B is reachable only through the relay, so a ping shows TIER_RELAY.
+// with gRPC-Web, with a bearer token. Gateway B is reachable only through the relay, so a ping shows TIER_RELAY;
+// B exposes EchoService (examples/node/echo-server.ts), which the page calls through the caller gateway's tunnel:
+// over gRPC-Web it shows the echoed bytes and TIER_RELAY, with Connect the gateway's UNIMPLEMENTED.
 // A page on an origin the gateway does not list is refused by the browser. Without Chromium (and no way to install
 // it) the browser tests are skipped with the reason, and fail under CI=true.
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
-import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, describe, it, type TestContext } from 'node:test'
 import { promisify } from 'node:util'
+import { Code, ConnectError, createClient } from '@connectrpc/connect'
+import { createGrpcWebTransport } from '@connectrpc/connect-node'
 import type { BrowserContext, Page } from 'playwright-core'
 import { buildExample } from '../../examples/browser/build.ts'
+import { EchoService } from '../gen/stargate/test/v1/echo_pb.js'
+import { ECHO_SERVICE, type EchoServer, startEchoServer } from '../interop/echo-programs.ts'
 import { chromiumUnavailable, launchChromium } from '../lib/chromium.ts'
 import { type GatewayHandle, Harness } from '../lib/harness.ts'
 import { serveStatic } from '../lib/static-server.ts'
@@ -25,6 +31,11 @@ const STEP_MS = 90_000
 const PROTOCOLS = ['connect', 'grpc-web'] as const
 /** The HTTP version Chromium uses toward each gateway, as DevTools names it. */
 const WIRES = ['http/1.1', 'h2'] as const
+/** What the page sends to EchoService: multi-byte UTF-8 (2, 3 and 4 bytes) and a gRPC-Web trailer flag byte. */
+const MESSAGE = 'héllo ✓ 🚀 \u0080 through the relay'
+const MESSAGE_HEX = Buffer.from(MESSAGE).toString('hex')
+/** Responses the page asks the server stream for. */
+const STREAM_COUNT = 3
 
 /** What the browser sent to and got from a gateway, from the DevTools protocol (it also sees preflights). */
 interface Exchange {
@@ -67,6 +78,13 @@ async function recordExchanges(context: BrowserContext, page: Page, gatewayUrl: 
   return () => [...out.values()]
 }
 
+/** What the page shows of an EchoService call (#echo-result). */
+interface EchoResult {
+  method: string
+  sent: string
+  responses: Array<{ index?: number; payload: string; text: string }>
+}
+
 /** Clicks a button and waits until the output it drives leaves data-state="pending"; returns the final state. */
 async function act(page: Page, button: string, output: string): Promise<string> {
   await page.click(button)
@@ -90,6 +108,7 @@ describe('browser - example page against gateways on another origin', () => {
   const site = (key: string): Site => sites.get(key) as Site
   let stranger: Site // the same page on an origin nobody listed
   let chromium: Awaited<ReturnType<typeof launchChromium>> | undefined
+  let echo: EchoServer // the backend behind B
 
   before(async () => {
     work = await mkdtemp(join(tmpdir(), 'stargate-browser-'))
@@ -106,7 +125,8 @@ describe('browser - example page against gateways on another origin', () => {
     await run('openssl', ['req', '-x509', ...ec, '-keyout', pem('key.pem'), '-out', pem('cert.pem'), ...subject], { timeout: 30_000 })
 
     const relay = await h.relay()
-    b = await h.gateway(['--relay', relay.multiaddr], { name: 'gateway-b' })
+    echo = await startEchoServer(h, 'node')
+    b = await h.gateway(['--relay', relay.multiaddr, '--expose', `${ECHO_SERVICE}=${echo.addr}`], { name: 'gateway-b' })
     await b.proc.waitFor(/"msg":"reserved on relay"/)
     // The callers know B only by its circuit address through the relay: a ping must take TIER_RELAY.
     const common = [
@@ -160,13 +180,60 @@ describe('browser - example page against gateways on another origin', () => {
     assert.match(denied.headers.get('access-control-expose-headers') ?? '', /grpc-status, grpc-message, grpc-status-details-bin/)
   })
 
+  it('browser - without a browser: tunnelled gRPC-Web answers to a listed origin carry the CORS headers and name B and the relay tier', async () => {
+    const ca = await readFile(join(work, 'cert.pem'))
+    const origin = site('http/1.1-grpc-web').origin
+    for (const [httpVersion, baseUrl] of [
+      ['1.1', `http://${plain.api}`],
+      ['2', `https://${tls.api}`],
+    ] as const) {
+      const client = createClient(EchoService, createGrpcWebTransport({ baseUrl, httpVersion, nodeOptions: { ca } }))
+      const headers: Record<string, string> = {}
+      const payload = Buffer.from(MESSAGE)
+      const res = await client.unary(
+        { payload },
+        {
+          headers: { origin, authorization: `Bearer ${TOKEN}`, 'stargate-peer': b.peerId },
+          onHeader: (x) =>
+            x.forEach((v, k) => {
+              headers[k] = v
+            }),
+        },
+      )
+      assert.ok(Buffer.from(res.payload).equals(payload), `HTTP/${httpVersion}: the bytes as sent`)
+      assert.equal(headers['access-control-allow-origin'], origin, `HTTP/${httpVersion}: ${JSON.stringify(headers)}`)
+      assert.match(headers['access-control-expose-headers'] ?? '', /\bstargate-peer, stargate-tier\b/)
+      assert.equal(headers['stargate-tier'], 'TIER_RELAY')
+      assert.equal(headers['stargate-peer'], b.peerId)
+      // Without the token: refused before any tunnel, in gRPC-Web, readable by the page.
+      await assert.rejects(client.unary({ payload }, { headers: { origin, 'stargate-peer': b.peerId } }), (err: unknown) => {
+        assert.ok(err instanceof ConnectError)
+        assert.equal(err.code, Code.Unauthenticated, err.message)
+        assert.equal(err.metadata.get('access-control-allow-origin'), origin)
+        return true
+      })
+    }
+    // What the page's preflight of a tunnelled call asks for: stargate-peer is allowed.
+    const preflight = await fetch(`http://${plain.api}/${ECHO_SERVICE}/Unary`, {
+      method: 'OPTIONS',
+      headers: {
+        origin,
+        'access-control-request-method': 'POST',
+        'access-control-request-headers': 'authorization,content-type,stargate-peer',
+      },
+    })
+    assert.equal(preflight.status, 204)
+    assert.match(preflight.headers.get('access-control-allow-headers') ?? '', /\bstargate-peer\b/)
+  })
+
   for (const [transport, gateway, scheme, wire] of [
     ['HTTP/1.1', () => plain, 'http', WIRES[0]],
     ['HTTP/2 over TLS', () => tls, 'https', WIRES[1]],
   ] as const) {
     for (const protocol of PROTOCOLS) {
       const name = protocol === 'connect' ? 'Connect' : 'gRPC-Web'
-      it(`browser - ${transport}, ${name}: the page on another origin shows the gateway's peer id, and a ping through the relay shows TIER_RELAY`, async (t) => {
+      const tunnelled = protocol === 'grpc-web' ? 'the echoed bytes of B’s backend through the relay' : 'UNIMPLEMENTED from the gateway'
+      it(`browser - ${transport}, ${name}: the page on another origin shows the gateway's peer id, a ping through the relay shows TIER_RELAY, a tunnelled call ${tunnelled}`, async (t) => {
         const context = browser(t)
         if (context == null) return
         const gw = gateway()
@@ -194,20 +261,78 @@ describe('browser - example page against gateways on another origin', () => {
           const ping = JSON.parse((await tab.textContent('#ping-result')) ?? '{}') as { json?: { echo?: { from?: string } } }
           assert.equal(ping.json?.echo?.from, page.origin, 'B echoed the payload of the page')
 
+          // EchoService, tunnelled to B (the page sends stargate-peer: B) and on to B's backend.
+          await tab.fill('#echo-message', MESSAGE)
+          await tab.fill('#echo-count', String(STREAM_COUNT))
+          const unary = await act(tab, '#echo-unary', '#echo-result')
+          const unaryResult = (await tab.textContent('#echo-result')) ?? ''
+          const unaryError = (await tab.textContent('#error')) ?? ''
+          const stream = await act(tab, '#echo-stream', '#echo-result')
+          const streamResult = (await tab.textContent('#echo-result')) ?? ''
+          const error = (await tab.textContent('#error')) ?? ''
+          const fromThisPage = (e: { method: string; metadata: Record<string, string[]> }): boolean =>
+            e.metadata.origin?.[0] === page.origin
+          if (protocol === 'grpc-web') {
+            assert.equal(unary, 'ok', error)
+            assert.equal(stream, 'ok', error)
+            const u = JSON.parse(unaryResult) as EchoResult
+            assert.equal(u.sent, MESSAGE_HEX, 'the page sent the message as UTF-8')
+            assert.deepEqual(u.responses, [{ payload: MESSAGE_HEX, text: MESSAGE }], 'the bytes as sent came back')
+            const st = JSON.parse(streamResult) as EchoResult
+            assert.deepEqual(
+              st.responses,
+              Array.from({ length: STREAM_COUNT }, (_, index) => ({ index, payload: MESSAGE_HEX, text: MESSAGE })),
+            )
+            assert.equal(await tab.textContent('#echo-tier'), 'TIER_RELAY')
+            assert.equal(await tab.textContent('#echo-peer'), b.peerId)
+            // The backend behind B ran both calls of this page (its origin is forwarded as metadata).
+            await echo.waitForEvent('call', (e) => e.method === 'Unary' && fromThisPage(e), STEP_MS)
+            await echo.waitForEvent('call', (e) => e.method === 'ServerStream' && fromThisPage(e), STEP_MS)
+          } else {
+            assert.equal(unary, 'error')
+            assert.equal(stream, 'error')
+            // Both calls got the gateway's answer, in the Connect protocol of each (unary, then streaming).
+            for (const [shown, contentType] of [
+              [unaryError, 'application/json'],
+              [error, 'application/connect+json'],
+            ] as const) {
+              assert.match(shown, /^Connect: \[unimplemented\] stargate\.test\.v1\.EchoService is tunnelled to another gateway, /)
+              assert.ok(shown.includes(`content-type "${contentType}"`), shown)
+              assert.match(shown, /is not translated; call it with a gRPC client, or a gRPC-Web client using application\/grpc-web\+proto$/)
+            }
+            assert.equal(await tab.textContent('#echo-tier'), '')
+            assert.equal(echo.events.filter((e) => e.event === 'call' && fromThisPage(e)).length, 0, 'nothing reached the backend')
+          }
+
           // What went over the wire: the protocol asked for, the HTTP version, and preflights without the token.
           const posts = seen().filter((x) => x.method === 'POST')
-          assert.equal(posts.length, 3, JSON.stringify(seen(), null, 1))
-          const contentType = protocol === 'connect' ? 'application/json' : 'application/grpc-web+proto'
+          assert.equal(posts.length, 5, JSON.stringify(seen(), null, 1))
+          const contentTypes: Record<string, string> =
+            protocol === 'connect'
+              ? { ServerStream: 'application/connect+json', other: 'application/json' }
+              : { other: 'application/grpc-web+proto' }
           for (const p of posts) {
-            assert.equal(p.requestHeaders['content-type'], contentType)
+            const method = new URL(p.url).pathname.split('/')[2] ?? ''
+            assert.equal(p.requestHeaders['content-type'], contentTypes[method] ?? contentTypes.other, p.url)
             assert.equal(p.protocol, wire)
-            assert.equal(p.responseHeaders?.['access-control-allow-origin'], page.origin)
+            assert.equal(p.responseHeaders?.['access-control-allow-origin'], page.origin, p.url)
           }
-          // One preflight per URL (GetStatus, Call): the second GetStatus uses the cached answer.
+          const echoPosts = posts.filter((p) => p.url.includes(ECHO_SERVICE))
+          assert.equal(echoPosts.length, 2)
+          for (const p of echoPosts) {
+            assert.equal(p.requestHeaders['stargate-peer'], b.peerId)
+            if (protocol === 'grpc-web') assert.equal(p.responseHeaders?.['stargate-tier'], 'TIER_RELAY')
+          }
+          // One preflight per URL: the second GetStatus uses the cached answer.
           const preflights = seen().filter((x) => x.method === 'OPTIONS')
           assert.deepEqual(
             preflights.map((x) => new URL(x.url).pathname).sort(),
-            ['/stargate.v1.GatewayService/Call', '/stargate.v1.GatewayService/GetStatus'],
+            [
+              '/stargate.test.v1.EchoService/ServerStream',
+              '/stargate.test.v1.EchoService/Unary',
+              '/stargate.v1.GatewayService/Call',
+              '/stargate.v1.GatewayService/GetStatus',
+            ],
             JSON.stringify(seen(), null, 1),
           )
           for (const p of preflights) {
