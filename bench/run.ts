@@ -4,7 +4,7 @@
  * in one run, then the ratios between them, failover detection, relay capacity and gateway memory.
  * Every loop is bounded in count and time (see PROFILES). Prints tables, writes
  * bench/results/<timestamp>.json (path printed last) and updates BENCHMARKS.md.
- * `--only raw,api,stargate,cold,failover,capacity,pool` runs a subset (for development).
+ * `--only raw,api,stargate,tunnel,cold,failover,capacity,pool,idle` runs a subset (for development).
  */
 import { type ChildProcess, fork, spawn, spawnSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
@@ -21,7 +21,7 @@ import { type GatewayHandle, Harness, Proc, type RelayHandle } from '../test/lib
 import { netnsUnsupported, Testbed } from '../test/netns/testbed.ts'
 import { CallClientJs } from './lib/grpc.ts'
 import { cpuMsOf, createBenchNode, ECHO_PROTOCOL, MuxEchoClient, rssOf, streamPerCallEcho } from './lib/p2p.ts'
-import { renderReport } from './lib/report.ts'
+import { renderReport, type TunnelInput } from './lib/report.ts'
 import {
   LatencyRecorder,
   type LatencySummary,
@@ -33,6 +33,7 @@ import {
   warmup,
   withTimeout,
 } from './lib/stats.ts'
+import { EchoCaller } from './lib/tunnel.ts'
 import type { HostRequest, StartedNode } from './workers/p2p-host.ts'
 
 const ROOT = join(import.meta.dirname, '..')
@@ -49,6 +50,9 @@ interface Profile {
   capacityHosts: number
   poolPeers: number
   failoverTimeoutMs: number
+  /** Tunnel streams: 64 KiB messages per stream, and streams per direction (the median MB/s is reported). */
+  streamMessages: number
+  streamRuns: number
 }
 
 const PROFILES: Record<'quick' | 'full', Profile> = {
@@ -63,6 +67,8 @@ const PROFILES: Record<'quick' | 'full', Profile> = {
     capacityHosts: 2,
     poolPeers: 50,
     failoverTimeoutMs: 30_000,
+    streamMessages: 128,
+    streamRuns: 1,
   },
   full: {
     warm: { maxCalls: 500, maxMs: 1_500 },
@@ -75,6 +81,8 @@ const PROFILES: Record<'quick' | 'full', Profile> = {
     capacityHosts: 4,
     poolPeers: 100,
     failoverTimeoutMs: 40_000,
+    streamMessages: 1024,
+    streamRuns: 3,
   },
 }
 
@@ -98,6 +106,10 @@ export interface BenchResults {
   failover: Record<string, number | string | null>
   capacity: Record<string, number | string | string[] | null>
   gatewayPool: Record<string, number | null>
+  /** Tunnelled EchoService: 'backend' (the client calling the backend itself), then per tier. */
+  tunnel: Record<string, TunnelInput | undefined>
+  /** Idle RSS (MB) of a fresh gateway and relay. */
+  memory: Record<string, number | null>
   notMeasured: string[]
   errors: Record<string, string>
 }
@@ -128,6 +140,8 @@ const results: BenchResults = {
   failover: {},
   capacity: {},
   gatewayPool: {},
+  tunnel: {},
+  memory: {},
   notMeasured: [],
   errors: {},
 }
@@ -185,6 +199,21 @@ async function cpuPerCall(
   const out: Record<string, number> = {}
   for (const [k, v] of Object.entries(after)) out[k] = calls > 0 ? Math.round(((v - (before[k] ?? v)) * 1000) / calls) : 0
   return out
+}
+
+/** Calls fn until it succeeds (undefined), fails for good or timeoutMs passed (the last error's message). */
+async function firstCall(fn: () => Promise<unknown>, timeoutMs: number, fatal: RegExp): Promise<string | undefined> {
+  const end = Date.now() + timeoutMs
+  for (;;) {
+    try {
+      await fn()
+      return undefined
+    } catch (err: unknown) {
+      const why = err instanceof Error ? err.message : String(err)
+      if (Date.now() > end || fatal.test(why)) return why
+    }
+    await sleep(200)
+  }
 }
 
 /** Starts bench/workers/servers.ts in one mode; resolves with its port once serving. */
@@ -423,6 +452,77 @@ try {
     }
   })
 
+  // ---------------------------------------------------------------- tunnelled gRPC per tier
+  // What the router says while the NATS tier cannot carry tunnelled streams (tiers/nats.ts).
+  const NATS_NO_STREAMS = /not supported on the NATS tier/
+  await section('tunnel', args.quick ? 75_000 : 400_000, async () => {
+    relay ??= await h.relay()
+    nats ??= await h.nats()
+    const backend = await startServer('echo')
+    const expose = ['--expose', `stargate.test.v1.EchoService=127.0.0.1:${backend.port}`]
+    // One callee per tier, each reachable only that way: B-direct listens (and A is told its address),
+    // B-relay holds a reservation on the relay, B-nats is only on NATS.
+    const bd = await h.gateway(['--p2p-listen', '/ip4/127.0.0.1/tcp/0', ...expose], { name: 'tunnel-b-direct' })
+    const br = await h.gateway(['--relay', relay.multiaddr, ...expose], { name: 'tunnel-b-relay' })
+    const bn = await h.gateway(['--nats', nats.url, ...expose], { name: 'tunnel-b-nats' })
+    const ta = await h.gateway(['--relay', relay.multiaddr, '--nats', nats.url, '--peer', `${bd.peerId}=${bd.multiaddrs[0]}`], {
+      name: 'tunnel-a',
+    })
+    await waitRelayReady(br)
+    await waitRelayReady(ta)
+    const runs: Array<[string, EchoCaller, Record<string, number | undefined>]> = [
+      ['backend', new EchoCaller(`127.0.0.1:${backend.port}`), { server: backend.pid }],
+      [
+        'direct',
+        new EchoCaller(ta.api, bd.peerId),
+        { 'gateway-a': ta.proc.child.pid, 'gateway-b': bd.proc.child.pid, server: backend.pid },
+      ],
+      [
+        'relay',
+        new EchoCaller(ta.api, br.peerId),
+        { 'gateway-a': ta.proc.child.pid, 'gateway-b': br.proc.child.pid, server: backend.pid, relay: relay.proc.child.pid },
+      ],
+      [
+        'nats',
+        new EchoCaller(ta.api, bn.peerId),
+        { 'gateway-a': ta.proc.child.pid, 'gateway-b': bn.proc.child.pid, server: backend.pid, 'nats-server': nats.proc.child.pid },
+      ],
+    ]
+    try {
+      for (const [name, caller, pids] of runs) {
+        // The first call alone: it establishes the link (concurrent first calls would each open one).
+        const why = await firstCall(() => caller.unary(), 20_000, NATS_NO_STREAMS)
+        if (why != null) {
+          if (NATS_NO_STREAMS.test(why)) {
+            results.notMeasured.push('tunnel over NATS: the NATS tier does not carry tunnelled streams yet')
+          } else {
+            results.errors[`tunnel.${name}`] = why.split('\n')[0]!
+          }
+          continue
+        }
+        const figures: TunnelInput = await load(() => caller.unary(), pids)
+        const mbps = async (fn: () => Promise<number>): Promise<number | null> => {
+          const rates: number[] = []
+          for (let i = 0; i < P.streamRuns; i++) {
+            const t0 = performance.now()
+            const bytes = await fn()
+            rates.push(Math.round((bytes / ((performance.now() - t0) / 1000) / 1e6) * 10) / 10)
+          }
+          return rates.sort((x, y) => x - y)[Math.floor(rates.length / 2)] ?? null
+        }
+        figures.streamMBps = {
+          download: await mbps(() => caller.download(P.streamMessages)),
+          upload: await mbps(() => caller.upload(P.streamMessages)),
+        }
+        results.tunnel[name] = figures
+        log(`tunnel ${name} done`)
+      }
+    } finally {
+      for (const [, caller] of runs) caller.close()
+      await Promise.all([ta, bd, br, bn].map((g) => g.proc.stop()))
+    }
+  })
+
   // ---------------------------------------------------------------- failover
   await section('failover', args.quick ? 45_000 : 60_000, async () => {
     const r = await h.relay([], { name: 'relay-failover' })
@@ -654,6 +754,24 @@ try {
       await g.proc.stop()
     } finally {
       await host.stop()
+    }
+  })
+  // ---------------------------------------------------------------- idle memory
+  await section('idle', 40_000, async () => {
+    nats ??= await h.nats()
+    const r = await h.relay([], { name: 'relay-idle' })
+    const g = await h.gateway(['--p2p-listen', '/ip4/127.0.0.1/tcp/0', '--relay', r.multiaddr, '--nats', nats.url], {
+      name: 'gateway-idle',
+    })
+    try {
+      await waitRelayReady(g)
+      // Started, reservation held, connected to NATS, no call made: settled for a few seconds.
+      await sleep(3_000)
+      results.memory.gatewayIdleRssMB = Math.round((await rssOf(g.proc.child.pid!)) / 1024 / 102.4) / 10
+      results.memory.relayIdleRssMB = Math.round((await rssOf(r.proc.child.pid!)) / 1024 / 102.4) / 10
+    } finally {
+      await g.proc.stop()
+      await r.proc.stop()
     }
   })
 } finally {

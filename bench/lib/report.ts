@@ -15,6 +15,10 @@ export interface ReportInput {
   failover: Record<string, number | string | null>
   capacity: Record<string, number | string | string[] | null>
   gatewayPool: Record<string, number | null>
+  /** Tunnelled gRPC (EchoService): 'backend' is the client calling the backend itself; then one entry per tier. */
+  tunnel?: Record<string, TunnelInput | undefined>
+  /** Idle RSS of a fresh gateway and relay (MB). */
+  memory?: Record<string, number | null>
   bounds: { reservations: number; circuits: number }
   notMeasured: string[]
   errors: Record<string, string>
@@ -24,6 +28,11 @@ export interface LoadInput {
   seq: LatencySummary
   tput: Record<string, ThroughputSummary>
   cpuUsPerCallAt50?: Record<string, number>
+}
+
+/** One tunnel run: unary loads like the others, and bulk streams in MB/s (10^6 bytes per second). */
+export interface TunnelInput extends LoadInput {
+  streamMBps?: { download: number | null; upload: number | null }
 }
 
 const CPU_COLUMNS = ['bench', 'server', 'gateway-a', 'gateway-b', 'serve-client', 'relay', 'nats-server']
@@ -45,6 +54,10 @@ export interface Report {
 
 const TRANSPORT: Record<string, string> = { direct: 'libp2pDirectMux', relay: 'libp2pRelayMux', nats: 'nats' }
 const TIERS = ['direct', 'relay', 'nats']
+/** Tiers whose CPU per call is compared with the raw libp2p stack (the NATS tier is compared with direct). */
+const LIBP2P_TIERS = ['direct', 'relay']
+/** Throughput at 50 in flight as a share of raw grpc-js echo: the issue's goal per tier. */
+const RPS_GOAL: Record<string, number> = { direct: 0.6, relay: 0.6, nats: 0.4 }
 
 export const MD_START = '<!-- bench:results:start -->'
 export const MD_END = '<!-- bench:results:end -->'
@@ -86,6 +99,31 @@ export function computeRatios(r: ReportInput): Record<string, number | null> {
   out['api_vs_grpcjs.c50_rps'] = ratio(r.raw.api?.tput.c50?.rps, grpcC50)
   out['api_vs_grpcjs.p50'] = ratio(r.raw.api?.seq.p50Ms, grpcP50)
   out['api_vs_grpcjs.server_cpu_per_call'] = ratio(r.raw.api?.cpuUsPerCallAt50?.server, r.raw.grpc?.cpuUsPerCallAt50?.server)
+  // CPU per call at 50 in flight, per process, against the raw parts the gateway is made of.
+  const grpcServerCpu = r.raw.grpc?.cpuUsPerCallAt50?.server
+  for (const tier of LIBP2P_TIERS) {
+    const mux = r.raw[TRANSPORT[tier]!]?.cpuUsPerCallAt50
+    const ping = r.stargate[`${tier}.ping`]?.cpuUsPerCallAt50
+    // caller: grpc-js server (the API hop) + libp2p mux client; callee: libp2p mux server.
+    out[`${tier}.ping.cpu_caller_vs_grpc_server_plus_mux_client`] = ratio(ping?.['gateway-a'], sum(grpcServerCpu, mux?.bench))
+    out[`${tier}.ping.cpu_callee_vs_mux_server`] = ratio(ping?.['gateway-b'], mux?.server)
+  }
+  for (const method of ['ping', 'echo']) {
+    const nats = r.stargate[`nats.${method}`]?.cpuUsPerCallAt50
+    const direct = r.stargate[`direct.${method}`]?.cpuUsPerCallAt50
+    out[`nats.${method}.cpu_caller_vs_direct`] = ratio(nats?.['gateway-a'], direct?.['gateway-a'])
+    out[`nats.${method}.cpu_callee_vs_direct`] = ratio(nats?.['gateway-b'], direct?.['gateway-b'])
+  }
+  const backend = r.tunnel?.backend
+  for (const tier of TIERS) {
+    const t = r.tunnel?.[tier]
+    // unary p50 against raw transport RTT + 1.5 x the client calling the backend directly
+    const goal = sum(r.raw[TRANSPORT[tier]!]?.seq.p50Ms, backend?.seq.p50Ms == null ? null : 1.5 * backend.seq.p50Ms)
+    out[`tunnel.${tier}.unary_p50_vs_transport_plus_1.5x_backend`] = ratio(t?.seq.p50Ms, goal)
+    for (const c of ['c1', 'c10', 'c50']) out[`tunnel.${tier}.unary_${c}_rps_vs_backend`] = ratio(t?.tput[c]?.rps, backend?.tput[c]?.rps)
+    out[`tunnel.${tier}.download_MBps_vs_backend`] = ratio(t?.streamMBps?.download, backend?.streamMBps?.download)
+    out[`tunnel.${tier}.upload_MBps_vs_backend`] = ratio(t?.streamMBps?.upload, backend?.streamMBps?.upload)
+  }
   return out
 }
 
@@ -103,10 +141,41 @@ export function checkTargets(r: ReportInput, ratios: Record<string, number | nul
     le(`${tier} echo p50 / (transport + 2 gRPC hops)`, '≤ 1.5', ratios[`${tier}.echo.p50_vs_transport_plus_2grpc`], 1.5)
   }
   for (const tier of TIERS) {
-    ge(`${tier} ping req/s @50 / grpc-js echo @50`, '≥ 0.6', ratios[`${tier}.ping.c50_rps_vs_grpc_c50`], 0.6)
-    ge(`${tier} echo req/s @50 / grpc-js echo @50`, '≥ 0.6', ratios[`${tier}.echo.c50_rps_vs_grpc_c50`], 0.6)
+    const g = RPS_GOAL[tier]!
+    ge(`${tier} ping req/s @50 / grpc-js echo @50`, `≥ ${g}`, ratios[`${tier}.ping.c50_rps_vs_grpc_c50`], g)
+    ge(`${tier} echo req/s @50 / grpc-js echo @50`, `≥ ${g}`, ratios[`${tier}.echo.c50_rps_vs_grpc_c50`], g)
   }
-  le('gateway RSS per idle pooled peer (KB)', '≤ 200', r.gatewayPool.rssPerPooledPeerKB, 200)
+  for (const tier of LIBP2P_TIERS) {
+    le(
+      `${tier} caller CPU/call / (grpc-js server + mux client)`,
+      '≤ 1.3',
+      ratios[`${tier}.ping.cpu_caller_vs_grpc_server_plus_mux_client`],
+      1.3,
+    )
+    le(`${tier} callee CPU/call / mux server`, '≤ 1.3', ratios[`${tier}.ping.cpu_callee_vs_mux_server`], 1.3)
+  }
+  for (const method of ['ping', 'echo']) {
+    le(`nats ${method} caller CPU/call / direct's`, '≤ 1.5', ratios[`nats.${method}.cpu_caller_vs_direct`], 1.5)
+    le(`nats ${method} callee CPU/call / direct's`, '≤ 1.5', ratios[`nats.${method}.cpu_callee_vs_direct`], 1.5)
+  }
+  for (const tier of TIERS) {
+    le(
+      `tunnel ${tier} unary p50 / (transport + 1.5 × backend)`,
+      '≤ 1',
+      ratios[`tunnel.${tier}.unary_p50_vs_transport_plus_1.5x_backend`],
+      1,
+    )
+    ge(`tunnel ${tier} unary req/s @50 / backend @50`, '≥ 0.6', ratios[`tunnel.${tier}.unary_c50_rps_vs_backend`], 0.6)
+  }
+  for (const tier of LIBP2P_TIERS) {
+    ge(`tunnel ${tier} download MB/s / backend`, '≥ 0.5', ratios[`tunnel.${tier}.download_MBps_vs_backend`], 0.5)
+    ge(`tunnel ${tier} upload MB/s / backend`, '≥ 0.5', ratios[`tunnel.${tier}.upload_MBps_vs_backend`], 0.5)
+  }
+  le('gateway RSS idle (MB)', '≤ 100', r.memory?.gatewayIdleRssMB, 100)
+  le('relay RSS idle (MB)', '≤ 80', r.memory?.relayIdleRssMB, 80)
+  le('gateway RSS per idle pooled peer (KB)', '≤ 150', r.gatewayPool.rssPerPooledPeerKB, 150)
+  const perReservation = typeof r.capacity.relayRssPerReservationKB === 'number' ? r.capacity.relayRssPerReservationKB : null
+  le(`relay RSS per reservation (KB, ${r.bounds.reservations} held)`, '≤ 100', perReservation, 100)
   const silent = r.failover.silentDirectDropAnswerP50Ms
   le('silently dropped direct path answered, p50 (ms)', '< 400', typeof silent === 'number' ? silent : null, 399)
   const res = typeof r.capacity.reservations === 'number' ? r.capacity.reservations : null
@@ -126,6 +195,7 @@ function tables(
   const loads = [
     ...Object.entries(r.raw).map(([k, v]) => [`raw ${k}`, v] as const),
     ...Object.entries(r.stargate).map(([k, v]) => [`stargate ${k}`, v] as const),
+    ...Object.entries(r.tunnel ?? {}).map(([k, v]) => [`tunnel ${k}`, v] as const),
   ]
   const latency: Row[] = loads.map(([k, v]) => [k, v?.seq.p50Ms, v?.seq.p90Ms, v?.seq.p99Ms, v?.seq.count, v?.seq.errors])
   const tput: Row[] = loads.map(([k, v]) => [
@@ -157,7 +227,15 @@ function tables(
       .filter(([, v]) => !Array.isArray(v))
       .map(([k, v]) => [`relay capacity ${k}`, v as number | string | null] as Row),
     ...Object.entries(r.gatewayPool).map(([k, v]) => [`gateway pool ${k}`, v] as Row),
+    ...Object.entries(r.memory ?? {}).map(([k, v]) => [`memory ${k}`, v] as Row),
   ]
+  const streams: Row[] = Object.entries(r.tunnel ?? {}).map(([k, v]) => [
+    `tunnel ${k}`,
+    v?.streamMBps?.download,
+    v?.streamMBps?.upload,
+    ratios[`tunnel.${k}.download_MBps_vs_backend`],
+    ratios[`tunnel.${k}.upload_MBps_vs_backend`],
+  ])
   return [
     { title: 'Sequential latency (ms, HdrHistogram)', headers: ['measurement', 'p50', 'p90', 'p99', 'n', 'errors'], rows: latency },
     { title: 'Throughput (calls/s by calls in flight)', headers: ['measurement', '@1', '@10', '@50', 'p99@50 ms', 'errors'], rows: tput },
@@ -167,13 +245,18 @@ function tables(
       rows: cpu,
     },
     {
+      title: 'Tunnelled gRPC streams (MB/s, 64 KiB messages; backend = the client calling the backend itself)',
+      headers: ['path', 'download', 'upload', 'download / backend', 'upload / backend'],
+      rows: streams,
+    },
+    {
       title: 'First call on a cold connection vs pooled (ms)',
       headers: ['tier', 'cold (median)', 'pooled p50', 'ratio', 'samples'],
       rows: cold,
     },
     { title: 'Ratios', headers: ['ratio', 'value'], rows: ratioRows },
     { title: 'Targets (goals, not assertions)', headers: ['target', 'goal', 'measured', 'met'], rows: targetRows },
-    { title: 'Failover, relay capacity, gateway memory', headers: ['figure', 'value'], rows: other },
+    { title: 'Failover, relay capacity, memory', headers: ['figure', 'value'], rows: other },
   ]
 }
 

@@ -1,8 +1,9 @@
 /**
- * Raw baseline servers in their own process. Usage: node servers.ts grpc|connect|api|nats [NATS_URL]
+ * Raw baseline servers in their own process. Usage: node servers.ts grpc|connect|api|echo|nats [NATS_URL]
  * grpc: grpc-js answering stargate.v1.GatewayService/Call with the request payload (echo).
  * connect: the same echo on connect-node (gRPC protocol over HTTP/2), for the API-server choice.
  * api: the same echo on Stargate's own API server (services/shared/src/grpc/server.ts), as the gateway runs it.
+ * echo: the tunnel benchmark's backend, stargate.test.v1.EchoService on grpc-js (test/lib/echo.ts).
  * nats: a NATS responder on subject bench.echo that answers with the request data.
  * Prints "READY <port>" once serving.
  */
@@ -16,6 +17,7 @@ import { CallResponseSchema, GatewayService } from '@stargate/shared/gen/gateway
 import { ApiServer } from '@stargate/shared/grpc/server'
 import { createLogger } from '@stargate/shared/log'
 import { connect } from 'nats'
+import { EchoBackend } from '../../test/lib/echo.ts'
 import { CALL_DEFINITION } from '../lib/grpc.ts'
 
 const [mode, natsUrl] = process.argv.slice(2)
@@ -49,12 +51,15 @@ if (mode === 'grpc') {
   })
   const { port } = await server.listen('127.0.0.1', 0)
   process.stdout.write(`READY ${port}\n`)
+} else if (mode === 'echo') {
+  const port = await new EchoBackend().start()
+  process.stdout.write(`READY ${port}\n`)
 } else if (mode === 'nats' && natsUrl != null) {
   const nc = await connect({ servers: natsUrl })
   nc.subscribe('bench.echo', { callback: (err, msg) => (err == null ? msg.respond(msg.data) : undefined) })
   await nc.flush()
   process.stdout.write('READY 0\n')
 } else {
-  process.stderr.write('usage: servers.ts grpc|connect|api|nats [NATS_URL]\n')
+  process.stderr.write('usage: servers.ts grpc|connect|api|echo|nats [NATS_URL]\n')
   process.exit(2)
 }

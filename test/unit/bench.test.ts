@@ -25,7 +25,11 @@ const lat = (p50Ms: number): LatencySummary => ({
   meanMs: p50Ms,
 })
 const tp = (rps: number): ThroughputSummary => ({ ...lat(1), concurrency: 50, durationMs: 1000, rps })
-const load = (p50: number, rps50: number) => ({ seq: lat(p50), tput: { c1: tp(rps50 / 4), c10: tp(rps50 / 2), c50: tp(rps50) } })
+const load = (p50: number, rps50: number, cpuUsPerCallAt50?: Record<string, number>) => ({
+  seq: lat(p50),
+  tput: { c1: tp(rps50 / 4), c10: tp(rps50 / 2), c50: tp(rps50) },
+  ...(cpuUsPerCallAt50 != null ? { cpuUsPerCallAt50 } : {}),
+})
 
 function fakeResults(): ReportInput {
   return {
@@ -33,23 +37,28 @@ function fakeResults(): ReportInput {
     mode: 'quick',
     machine: { nproc: 2, cpuModel: 'Test CPU', memoryGiB: 4, node: 'v24.0.0', platform: 'linux x64', loadavg: [1, 1, 1] },
     raw: {
-      grpc: load(1, 1000),
+      grpc: load(1, 1000, { bench: 100, server: 50 }),
       connect: load(1.5, 500),
-      libp2pDirectMux: load(0.5, 3000),
+      libp2pDirectMux: load(0.5, 3000, { bench: 40, server: 40 }),
       libp2pDirectStreamPerCall: load(1.5, 1000),
       libp2pRelayMux: load(1, 2000),
       libp2pRelayStreamPerCall: load(4, 500),
       nats: load(0.5, 5000),
     },
     stargate: {
-      'direct.ping': load(2, 700),
+      'direct.ping': load(2, 700, { bench: 120, 'gateway-a': 117, 'gateway-b': 60 }),
       'direct.echo': load(4, 500),
       'relay.ping': load(3, 550),
-      'nats.ping': load(2.4, 600),
+      'nats.ping': load(2.4, 600, { bench: 120, 'gateway-a': 234, 'gateway-b': 60 }),
     },
+    tunnel: {
+      backend: { ...load(0.4, 2000), streamMBps: { download: 400, upload: 300 } },
+      direct: { ...load(1.1, 1000), streamMBps: { download: 200, upload: 100 } },
+    },
+    memory: { gatewayIdleRssMB: 90, relayIdleRssMB: 120 },
     cold: { direct: { coldMs: [30, 10, 20], pooledP50Ms: 2 } },
     failover: { relayDetectionMs: 6000, silentDirectDropDetectionMs: null },
-    capacity: { reservations: 1000, activeCircuits: 400 },
+    capacity: { reservations: 1000, activeCircuits: 400, relayRssPerReservationKB: 80 },
     gatewayPool: { rssPerPooledPeerKB: 150 },
     bounds: { reservations: 1000, circuits: 500 },
     notMeasured: ['silently dropped direct path detection: not measured (testbed pending)'],
@@ -161,6 +170,18 @@ describe('bench helpers', () => {
     assert.equal(r['libp2pDirect.streamPerCall_vs_mux_p50'], 3)
     assert.equal(r['libp2pDirect.mux_vs_streamPerCall_c50_rps'], 3)
     assert.equal(r['connect_vs_grpcjs.c50_rps'], 0.5)
+    // CPU per call: caller vs grpc-js server + mux client, callee vs mux server, NATS vs direct
+    assert.equal(r['direct.ping.cpu_caller_vs_grpc_server_plus_mux_client'], 1.3) // 117 / (50 + 40)
+    assert.equal(r['direct.ping.cpu_callee_vs_mux_server'], 1.5) // 60 / 40
+    assert.equal(r['relay.ping.cpu_caller_vs_grpc_server_plus_mux_client'], null)
+    assert.equal(r['nats.ping.cpu_caller_vs_direct'], 2) // 234 / 117
+    assert.equal(r['nats.ping.cpu_callee_vs_direct'], 1)
+    // tunnel: p50 vs transport RTT + 1.5 x the backend called directly; rates vs the backend
+    assert.equal(r['tunnel.direct.unary_p50_vs_transport_plus_1.5x_backend'], 1) // 1.1 / (0.5 + 0.6)
+    assert.equal(r['tunnel.direct.unary_c50_rps_vs_backend'], 0.5)
+    assert.equal(r['tunnel.direct.download_MBps_vs_backend'], 0.5)
+    assert.equal(r['tunnel.direct.upload_MBps_vs_backend'], 0.33)
+    assert.equal(r['tunnel.relay.unary_c50_rps_vs_backend'], null)
   })
 
   it('bench - targets are checked as goals: met, missed, or n/a when not measured', () => {
@@ -174,11 +195,27 @@ describe('bench helpers', () => {
     assert.equal(by('gateway RSS').met, true)
     assert.equal(by('relay reservations').met, true)
     assert.equal(by('relay active circuits').met, false)
+    assert.equal(by('nats ping req/s').goal, '≥ 0.4', 'NATS throughput goal is 0.4 of grpc-js')
+    assert.equal(by('nats ping req/s').met, true) // 600 / 1000
+    assert.equal(by('direct caller CPU').met, true)
+    assert.equal(by('direct callee CPU').met, false)
+    assert.equal(by("nats ping caller CPU/call / direct's").met, false)
+    assert.equal(by('tunnel direct unary p50').met, true)
+    assert.equal(by('tunnel direct unary req/s').met, false)
+    assert.equal(by('tunnel direct download').met, true)
+    assert.equal(by('tunnel direct upload').met, false)
+    assert.equal(by('tunnel nats unary p50').met, null)
+    assert.equal(by('gateway RSS idle').met, true)
+    assert.equal(by('relay RSS idle').met, false)
+    assert.equal(by('relay RSS per reservation').met, true)
   })
 
   it('bench - the report prints every table, the gaps, and updates only the generated part of BENCHMARKS.md', () => {
     const rep = renderReport(fakeResults())
-    for (const title of ['Sequential latency', 'Throughput', 'Ratios', 'Targets', 'Failover']) assert.ok(rep.text.includes(title), title)
+    for (const title of ['Sequential latency', 'Throughput', 'CPU per call', 'Tunnelled gRPC streams', 'Ratios', 'Targets', 'Failover'])
+      assert.ok(rep.text.includes(title), title)
+    assert.match(rep.text, /tunnel direct\s+200\s+100\s+0\.50\s+0\.33/)
+    assert.match(rep.text, /memory gatewayIdleRssMB\s+90/)
     assert.match(rep.text, /not measured \(testbed pending\)/)
     assert.match(rep.text, /failover silentDirectDropDetectionMs\s+not measured/)
     const first = replaceGenerated('', 'ONE')
