@@ -10,6 +10,7 @@ import { identify } from '@libp2p/identify'
 import { FaultTolerance, type Stream } from '@libp2p/interface'
 import { tcp } from '@libp2p/tcp'
 import { encodeFrame, FrameDecoder } from '@stargate/shared/framing'
+import { noiseCrypto } from '@stargate/shared/noise-crypto'
 import { createLibp2p, type Libp2p } from 'libp2p'
 
 /** The raw echo protocol: the listener writes back every byte it reads. */
@@ -22,7 +23,7 @@ export async function createBenchNode(opts: { listen?: string[]; maxConnections?
     addresses: { listen: opts.listen ?? [] },
     transportManager: { faultTolerance: FaultTolerance.NO_FATAL },
     transports: [tcp(), circuitRelayTransport({ reservationCompletionTimeout: 20_000 })],
-    connectionEncrypters: [noise()],
+    connectionEncrypters: [noise({ crypto: noiseCrypto })],
     streamMuxers: [yamux({ maxMessageSize: 256 * 1024 })],
     connectionManager: { maxConnections: opts.maxConnections ?? 256, inboundConnectionThreshold: 10_000, dialTimeout: 20_000 },
     services: { identify: identify() },

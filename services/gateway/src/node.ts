@@ -7,6 +7,7 @@ import { FaultTolerance } from '@libp2p/interface'
 import { type Ping, ping } from '@libp2p/ping'
 import { tcp } from '@libp2p/tcp'
 import type { Multiaddr } from '@multiformats/multiaddr'
+import { noiseCrypto } from '@stargate/shared/noise-crypto'
 import { createLibp2p, type Libp2p } from 'libp2p'
 import { GATEWAY_DEFAULTS } from './defaults.ts'
 
@@ -41,7 +42,7 @@ export async function createGatewayNode(o: GatewayNodeOptions): Promise<GatewayN
     // Reservations on relays are made after start by relay health (relays.ts); a failing listen is not fatal.
     transportManager: { faultTolerance: FaultTolerance.NO_FATAL },
     transports: [tcp(), circuitRelayTransport({ reservationCompletionTimeout: o.reservationTimeoutMs })],
-    connectionEncrypters: [noise()],
+    connectionEncrypters: [noise({ crypto: noiseCrypto })],
     streamMuxers: [yamux({ maxMessageSize: o.yamuxMaxMessageBytes })],
     connectionManager: {
       maxConnections: o.maxConnections,

@@ -6,6 +6,7 @@ import { ping } from '@libp2p/ping'
 import { tcp } from '@libp2p/tcp'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { Logger } from '@stargate/shared/log'
+import { noiseCrypto } from '@stargate/shared/noise-crypto'
 import { createLibp2p, type Libp2p } from 'libp2p'
 import { installAdmission } from './admission.ts'
 import type { CircuitLimits } from './circuit-limits.ts'
@@ -154,7 +155,7 @@ export class Relay {
         announce: o.announce,
       },
       transports: [tcp()],
-      connectionEncrypters: [noise()],
+      connectionEncrypters: [noise({ crypto: noiseCrypto })],
       streamMuxers: [yamux()],
       connectionManager: {
         maxConnections: o.maxConnections,
