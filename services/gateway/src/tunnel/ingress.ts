@@ -133,6 +133,9 @@ export class TunnelIngress {
   }
 }
 
+/** Why a call's connecting signal aborts: the call ended (answered, failed or cancelled). */
+const CALL_ENDED = new StargateError(Code.Canceled, 'the tunnelled call ended')
+
 /** The shared 'error' listener of client streams: errors end in 'close', handled there. */
 function ignoreStreamError(): void {}
 
@@ -309,7 +312,7 @@ class IngressCall implements ClientStreamEvents {
   private readonly onStreamClose = (): void => {
     if (this.done) return
     this.done = true
-    this.connecting.abort()
+    this.connecting.abort(CALL_ENDED)
     this.timer?.clear()
     const status = error(Code.Canceled, 'the client cancelled the call')
     this.tunnel?.reset(status.code, status.message)
@@ -320,7 +323,9 @@ class IngressCall implements ClientStreamEvents {
   private finish(status: TunnelStatus): void {
     if (this.done) return
     this.done = true
-    this.connecting.abort()
+    // A constant reason: abort() without one builds a DOMException with a stack trace (2 % of a caller
+    // gateway's CPU at 50 tunnelled calls in flight).
+    this.connecting.abort(CALL_ENDED)
     this.timer?.clear()
     this.timer = undefined
     // Unread request data is discarded from now on (flow control keeps going, nothing is held).
