@@ -112,7 +112,11 @@ export class RelayTier implements TierTransport {
 
   async unavailableReason(peerId: string): Promise<string | undefined> {
     if (this.c.pool.has(peerId, this.tier)) return undefined
-    if (this.circuits(peerId).length === 0) return 'no healthy relay and no circuit address known for the peer'
+    // circuits(peerId) is empty exactly when no relay of ours is usable and the peer announces no circuit;
+    // asked before every exchange, so without building and ranking the candidates.
+    if (this.relays.usable().length === 0 && !this.announced(peerId).some((a) => relayOfCircuit(a) !== '')) {
+      return 'no healthy relay and no circuit address known for the peer'
+    }
     return undefined
   }
 
