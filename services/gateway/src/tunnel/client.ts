@@ -233,6 +233,7 @@ export class TunnelClientStream extends TunnelStream {
 
   /** @internal The callee's response headers. */
   receiveHeaders(metadata: MetadataEntry[]): void {
+    this.heard = true
     if (this.ended) return
     if (this.headersReceived || this.remoteEnded) {
       this.protocolError('sent response headers twice or after the status')
@@ -244,6 +245,7 @@ export class TunnelClientStream extends TunnelStream {
 
   /** @internal The callee's status: delivered after the data before it. */
   receiveClose(status: TunnelStatus): void {
+    this.heard = true
     if (this.ended) return
     if (this.remoteEnded) {
       this.protocolError('sent a second status')

@@ -25,6 +25,11 @@ export interface TunnelLink {
    * Never throws: a link that failed is reported through the endpoint's `fail()`.
    */
   send(frame: PeerFrame): boolean
+  /**
+   * Optional: a stream of the endpoint ended (any way), after its last frame was handed to send(). A link
+   * that holds something per stream (NATS: a subscription) releases it here.
+   */
+  streamEnded?(exchangeId: bigint): void
 }
 
 /** What the owner of a link drives on the endpoint bound to it. */
@@ -33,8 +38,12 @@ export interface TunnelEndpoint {
   receive(frame: PeerFrame): void
   /** The link, congested after a send() returned false, takes frames again. */
   drained(): void
-  /** The link failed: every stream ends with UNAVAILABLE and is never replayed. */
-  fail(err: StargateError): void
+  /**
+   * The link failed: every stream ends with UNAVAILABLE and is never replayed. `undelivered` says the link
+   * knows its StreamOpens reached no one (NATS: nobody listens on the peer's subject), so a call may be
+   * tried on another tier.
+   */
+  fail(err: StargateError, undelivered?: boolean): void
 }
 
 /** The gRPC status code of success (connect-es's Code has no name for it). */
@@ -52,6 +61,8 @@ export interface TunnelStatus {
    * error) or the link failing under it. Unset for statuses made outside the endpoints.
    */
   from?: 'peer' | 'local' | 'link'
+  /** Set when the link failed knowing the stream never reached the peer (TunnelEndpoint.fail). */
+  undelivered?: boolean
 }
 
 /** What every stream consumer implements (one object per stream: no closure per message). */
@@ -164,6 +175,7 @@ export abstract class EndpointCore {
   remove(stream: TunnelStream): void {
     this.streams.delete(stream.exchangeId)
     this.blocked.delete(stream)
+    this.link.streamEnded?.(stream.exchangeId)
   }
 
   receive(frame: PeerFrame): void {
@@ -195,14 +207,17 @@ export abstract class EndpointCore {
     }
   }
 
-  fail(err: StargateError): void {
+  fail(err: StargateError, undelivered = false): void {
     if (this.failure != null) return
     this.failure = err
     const status: TunnelStatus = {
       code: Code.Unavailable,
-      message: `the tunnel link to peer ${this.remotePeerId} failed (${err.rawMessage}); the stream ended and was not replayed`,
+      message: undelivered
+        ? `the tunnel link to peer ${this.remotePeerId} failed before the stream reached the peer (${err.rawMessage})`
+        : `the tunnel link to peer ${this.remotePeerId} failed (${err.rawMessage}); the stream ended and was not replayed`,
       trailers: [],
       from: 'link',
+      ...(undelivered ? { undelivered } : {}),
     }
     for (const stream of [...this.streams.values()]) stream.terminate(status, true)
   }
@@ -236,6 +251,8 @@ export abstract class TunnelStream {
   private paused = false
   private delivering = false
   protected remoteEnded = false
+  /** True once any frame of the stream arrived from the peer. */
+  protected heard = false
   private endDelivered = false
   private readonly scanIn: MessageScanner
   private timer?: Timer
@@ -266,6 +283,11 @@ export abstract class TunnelStream {
   /** True while the stream is open. */
   get open(): boolean {
     return !this.ended
+  }
+
+  /** True once any frame of this stream arrived from the peer: from then on the peer knows the stream. */
+  get reached(): boolean {
+    return this.heard
   }
 
   /** Bytes held for this stream: received but not delivered, plus waiting to be sent. */
@@ -371,6 +393,7 @@ export abstract class TunnelStream {
 
   /** @internal Data from the peer. */
   receiveData(data: Uint8Array, endOfStream: boolean): void {
+    this.heard = true
     if (this.ended) return
     const n = data.byteLength
     if (this.remoteEnded) {
@@ -464,6 +487,7 @@ export abstract class TunnelStream {
 
   /** @internal Credit from the peer. */
   receiveWindow(credit: number): void {
+    this.heard = true
     if (this.ended) return
     this.sendCredit += credit
     this.flush()
@@ -471,6 +495,7 @@ export abstract class TunnelStream {
 
   /** @internal The peer reset the stream. */
   receiveReset(code: number, message: string): void {
+    this.heard = true
     this.terminate({ code, message, trailers: [], from: 'peer' }, true)
   }
 

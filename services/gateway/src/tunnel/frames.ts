@@ -32,31 +32,31 @@ export function metadataEntry(key: string, value: string): MetadataEntry {
 
 export function dataFrame(exchangeId: bigint, data: Uint8Array, endOfStream: boolean): PeerFrame {
   const value: StreamData = { $typeName: 'stargate.v1.StreamData', exchangeId, data, endOfStream }
-  return { $typeName: 'stargate.v1.PeerFrame', kind: { case: 'streamData', value } }
+  return { $typeName: 'stargate.v1.PeerFrame', kind: { case: 'streamData', value }, sequence: 0n }
 }
 
 export function windowFrame(exchangeId: bigint, creditBytes: number): PeerFrame {
   const value: StreamWindow = { $typeName: 'stargate.v1.StreamWindow', exchangeId, creditBytes }
-  return { $typeName: 'stargate.v1.PeerFrame', kind: { case: 'streamWindow', value } }
+  return { $typeName: 'stargate.v1.PeerFrame', kind: { case: 'streamWindow', value }, sequence: 0n }
 }
 
 export function resetFrame(exchangeId: bigint, code: number, message: string): PeerFrame {
   const value: StreamReset = { $typeName: 'stargate.v1.StreamReset', exchangeId, code, message }
-  return { $typeName: 'stargate.v1.PeerFrame', kind: { case: 'streamReset', value } }
+  return { $typeName: 'stargate.v1.PeerFrame', kind: { case: 'streamReset', value }, sequence: 0n }
 }
 
 export function headersFrame(exchangeId: bigint, metadata: MetadataEntry[]): PeerFrame {
   const value: StreamHeaders = { $typeName: 'stargate.v1.StreamHeaders', exchangeId, metadata }
-  return { $typeName: 'stargate.v1.PeerFrame', kind: { case: 'streamHeaders', value } }
+  return { $typeName: 'stargate.v1.PeerFrame', kind: { case: 'streamHeaders', value }, sequence: 0n }
 }
 
 export function closeFrame(exchangeId: bigint, code: number, message: string, trailers: MetadataEntry[]): PeerFrame {
   const value: StreamClose = { $typeName: 'stargate.v1.StreamClose', exchangeId, code, message, trailers }
-  return { $typeName: 'stargate.v1.PeerFrame', kind: { case: 'streamClose', value } }
+  return { $typeName: 'stargate.v1.PeerFrame', kind: { case: 'streamClose', value }, sequence: 0n }
 }
 
 export function openFrame(open: StreamOpen): PeerFrame {
-  return { $typeName: 'stargate.v1.PeerFrame', kind: { case: 'streamOpen', value: open } }
+  return { $typeName: 'stargate.v1.PeerFrame', kind: { case: 'streamOpen', value: open }, sequence: 0n }
 }
 
 /** A Duration of ms milliseconds (not negative). */

@@ -156,6 +156,11 @@ class LoopTier implements TierTransport {
   readonly unreachable = new Set<string>()
   /** Fail the link in the same turn as the next open (before its StreamOpen leaves). */
   failNextOpenAtOnce = false
+  /**
+   * The next open reaches no one (as on NATS when nobody listens on the peer's subject): its link holds every
+   * frame, then fails knowing the StreamOpen was not delivered.
+   */
+  undeliverNextOpen = false
   private readonly links = new Map<string, { loop: Loopback; client: TunnelClient }>()
   private readonly peers: Map<string, Peer>
 
@@ -199,6 +204,18 @@ class LoopTier implements TierTransport {
         if (this.failNextOpenAtOnce) {
           this.failNextOpenAtOnce = false
           link.loop.fail(new StargateError(Code.Unavailable, 'link cut before the open left'))
+        }
+        if (this.undeliverNextOpen) {
+          this.undeliverNextOpen = false
+          link.loop.pause()
+          const failed = new StargateError(Code.Unavailable, 'nobody listens on the subject')
+          until(() => stream.openSent, 'the open left').then(
+            () => {
+              link.client.fail(failed, true)
+              link.loop.fail(failed)
+            },
+            () => {},
+          )
         }
         return stream
       },
@@ -321,6 +338,23 @@ describe('routed tunnelled calls', () => {
     assert.equal(direct.opens, 1)
     assert.equal(relay.opens, 1)
     assert.equal(peer.backend.runs, 1)
+  })
+
+  it('routed - a link that knows its open reached no one moves the call to the next tier with every request byte', async () => {
+    const { peer, direct, relay, call } = setup()
+    direct.undeliverNextOpen = true
+    const { client, stream } = call('no-key-5', false)
+    // More than the opening credit: the failed stream took part of it, the rest waited.
+    const request = message(100_000, 3)
+    for (let at = 0; at < request.byteLength; at += 16_384) stream.write(request.subarray(at, at + 16_384))
+    stream.end()
+    await until(() => client.status != null, 'the status')
+    assert.equal(client.status?.code, 0, client.status?.message)
+    assert.equal(direct.opens, 1)
+    assert.equal(relay.opens, 1)
+    assert.equal(peer.backend.runs, 1)
+    assert.equal(peer.backend.received, request.byteLength)
+    assert.ok(client.data.equals(Buffer.from(request)), 'the backend got the whole request, in order')
   })
 
   it('routed - once response bytes reached the client, a link failure is final even with a key', async () => {

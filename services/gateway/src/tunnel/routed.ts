@@ -63,6 +63,12 @@ export class RoutedStream implements TunnelCallStream, ClientStreamEvents {
   /** Request data not yet handed to the current tunnel stream. */
   private pending: Uint8Array[] = []
   private pendingBytes = 0
+  /**
+   * Request data handed to the current tunnel stream before the peer answered anything on it: given back to
+   * `pending` when the stream fails knowing it never reached the peer, so the next attempt sends it again.
+   * At most the opening credit and one chunk (no more is taken before the peer grants credit).
+   */
+  private unconfirmed: Uint8Array[] = []
   private requestEnded = false
   private endHanded = false
   /** The ingress was told to wait (write returned false). */
@@ -161,21 +167,24 @@ export class RoutedStream implements TunnelCallStream, ClientStreamEvents {
         this.pendingBytes = this.kept!.byteLength
       }
       this.inner = inner
+      this.unconfirmed = []
       this.endHanded = false
       const onAbort = (): void => {
         inner.reset(Code.Canceled, 'the call ended')
         done()
         reject(StargateError.from(ctx.signal.reason, Code.Canceled))
       }
-      const done = (): void => {
+      const done = (reached = inner.openSent): void => {
         ctx.signal.removeEventListener('abort', onAbort)
         if (this.inner === inner) this.inner = undefined
         this.settle = undefined
-        if (inner.openSent) this.openSent = true
+        if (reached) this.openSent = true
       }
       this.settle = (status) => {
-        const sent = inner.openSent
-        done()
+        // A link that knows its StreamOpen reached no one (nobody listened) leaves the call free to move on.
+        const sent = inner.openSent && status.undelivered !== true
+        done(sent)
+        if (!sent && !inner.reached) this.takeBackUnconfirmed()
         if (status.from === 'link') {
           const e = new StargateError(Code.Unavailable, status.message)
           // Before the open left nothing reached the peer; after it, only an idempotent call may go again.
@@ -193,6 +202,25 @@ export class RoutedStream implements TunnelCallStream, ClientStreamEvents {
       ctx.signal.addEventListener('abort', onAbort, { once: true })
       this.flush()
     })
+  }
+
+  /** The request data the failed stream took goes first in what the next attempt sends. */
+  private takeBackUnconfirmed(): void {
+    if (this.unconfirmed.length === 0) return
+    const back = this.unconfirmed
+    this.unconfirmed = []
+    this.pending = [...back, ...this.pending]
+    for (const c of back) this.pendingBytes += c.byteLength
+  }
+
+  /** Hands request data to the tunnel stream, remembering it until the peer answered on the stream. */
+  private hand(inner: TunnelClientStream, chunk: Uint8Array): boolean {
+    if (inner.reached) {
+      if (this.unconfirmed.length > 0) this.unconfirmed = []
+    } else {
+      this.unconfirmed.push(chunk)
+    }
+    return inner.write(chunk)
   }
 
   /** True when the call may be sent again: idempotent, its request kept whole, no response delivered. */
@@ -221,7 +249,7 @@ export class RoutedStream implements TunnelCallStream, ClientStreamEvents {
       const chunk = this.pending.shift()!
       this.pendingBytes -= chunk.byteLength
       // The stream keeps what it cannot send yet (uncopied); onWritable follows.
-      if (!inner.write(chunk)) return
+      if (!this.hand(inner, chunk)) return
     }
     if (this.requestEnded && !this.endHanded) {
       this.endHanded = true
@@ -240,7 +268,7 @@ export class RoutedStream implements TunnelCallStream, ClientStreamEvents {
     this.kept?.add(data)
     const inner = this.inner
     if (inner != null && this.pending.length === 0) {
-      if (inner.write(data)) return true
+      if (this.hand(inner, data)) return true
       this.wantWritable = true
       return false
     }

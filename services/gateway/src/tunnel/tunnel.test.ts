@@ -534,7 +534,7 @@ describe('tunnel', () => {
   it('tunnel - frames for the other side are counted and dropped', () => {
     const rec = new Recorder()
     const server = new TunnelServer({ send: () => true }, { log, clock: new FakeClock(), remotePeerId: CALLER, handler: () => rec })
-    server.receive({ $typeName: 'stargate.v1.PeerFrame', kind: { case: 'streamClose', value: closeValue(1n) } })
+    server.receive({ $typeName: 'stargate.v1.PeerFrame', kind: { case: 'streamClose', value: closeValue(1n) }, sequence: 0n })
     assert.equal(server.stats.unexpectedFrames, 1)
     const client = new TunnelClient({ send: () => true } satisfies TunnelLink, {
       log,

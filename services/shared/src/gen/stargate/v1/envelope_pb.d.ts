@@ -415,6 +415,16 @@ export declare type PeerFrame = Message<"stargate.v1.PeerFrame"> & {
     value: StreamWindow;
     case: "streamWindow";
   } | { case: undefined; value?: undefined };
+
+  /**
+   * sequence numbers the frames of one tunnelled stream in one direction on NATS, from 1 (the caller's
+   * StreamOpen; the callee's first frame): a receiver takes each frame only as the next of its stream and
+   * ends the stream UNAVAILABLE on a gap or a repeat (a frame lost on NATS is never replayed). Unset (0) on
+   * libp2p streams, which deliver frames in order.
+   *
+   * @generated from field: uint64 sequence = 10;
+   */
+  sequence: bigint;
 };
 
 /**
@@ -485,6 +495,16 @@ export declare type PeerFrameJson = {
    * @generated from field: stargate.v1.StreamWindow stream_window = 9;
    */
   streamWindow?: StreamWindowJson;
+
+  /**
+   * sequence numbers the frames of one tunnelled stream in one direction on NATS, from 1 (the caller's
+   * StreamOpen; the callee's first frame): a receiver takes each frame only as the next of its stream and
+   * ends the stream UNAVAILABLE on a gap or a repeat (a frame lost on NATS is never replayed). Unset (0) on
+   * libp2p streams, which deliver frames in order.
+   *
+   * @generated from field: uint64 sequence = 10;
+   */
+  sequence?: string;
 };
 
 /**

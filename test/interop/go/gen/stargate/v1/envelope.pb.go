@@ -377,7 +377,12 @@ type PeerFrame struct {
 	//	*PeerFrame_StreamClose
 	//	*PeerFrame_StreamReset
 	//	*PeerFrame_StreamWindow
-	Kind          isPeerFrame_Kind `protobuf_oneof:"kind"`
+	Kind isPeerFrame_Kind `protobuf_oneof:"kind"`
+	// sequence numbers the frames of one tunnelled stream in one direction on NATS, from 1 (the caller's
+	// StreamOpen; the callee's first frame): a receiver takes each frame only as the next of its stream and
+	// ends the stream UNAVAILABLE on a gap or a repeat (a frame lost on NATS is never replayed). Unset (0) on
+	// libp2p streams, which deliver frames in order.
+	Sequence      uint64 `protobuf:"varint,10,opt,name=sequence,proto3" json:"sequence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -498,6 +503,13 @@ func (x *PeerFrame) GetStreamWindow() *StreamWindow {
 		}
 	}
 	return nil
+}
+
+func (x *PeerFrame) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
 }
 
 type isPeerFrame_Kind interface {
@@ -1474,7 +1486,7 @@ const file_stargate_v1_envelope_proto_rawDesc = "" +
 	"\n" +
 	"PeerCancel\x12\x1f\n" +
 	"\vexchange_id\x18\x01 \x01(\x04R\n" +
-	"exchangeId\"\xb2\x04\n" +
+	"exchangeId\"\xce\x04\n" +
 	"\tPeerFrame\x124\n" +
 	"\arequest\x18\x01 \x01(\v2\x18.stargate.v1.PeerRequestH\x00R\arequest\x127\n" +
 	"\bresponse\x18\x02 \x01(\v2\x19.stargate.v1.PeerResponseH\x00R\bresponse\x121\n" +
@@ -1486,7 +1498,9 @@ const file_stargate_v1_envelope_proto_rawDesc = "" +
 	"streamData\x12=\n" +
 	"\fstream_close\x18\a \x01(\v2\x18.stargate.v1.StreamCloseH\x00R\vstreamClose\x12=\n" +
 	"\fstream_reset\x18\b \x01(\v2\x18.stargate.v1.StreamResetH\x00R\vstreamReset\x12@\n" +
-	"\rstream_window\x18\t \x01(\v2\x19.stargate.v1.StreamWindowH\x00R\fstreamWindowB\x06\n" +
+	"\rstream_window\x18\t \x01(\v2\x19.stargate.v1.StreamWindowH\x00R\fstreamWindow\x12\x1a\n" +
+	"\bsequence\x18\n" +
+	" \x01(\x04R\bsequenceB\x06\n" +
 	"\x04kind\"7\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +

@@ -66,7 +66,7 @@ class PeerCancel(_message.Message):
     def __init__(self, exchange_id: _Optional[int] = ...) -> None: ...
 
 class PeerFrame(_message.Message):
-    __slots__ = ("request", "response", "cancel", "stream_open", "stream_headers", "stream_data", "stream_close", "stream_reset", "stream_window")
+    __slots__ = ("request", "response", "cancel", "stream_open", "stream_headers", "stream_data", "stream_close", "stream_reset", "stream_window", "sequence")
     REQUEST_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_FIELD_NUMBER: _ClassVar[int]
     CANCEL_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +76,7 @@ class PeerFrame(_message.Message):
     STREAM_CLOSE_FIELD_NUMBER: _ClassVar[int]
     STREAM_RESET_FIELD_NUMBER: _ClassVar[int]
     STREAM_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     request: PeerRequest
     response: PeerResponse
     cancel: PeerCancel
@@ -85,7 +86,8 @@ class PeerFrame(_message.Message):
     stream_close: StreamClose
     stream_reset: StreamReset
     stream_window: StreamWindow
-    def __init__(self, request: _Optional[_Union[PeerRequest, _Mapping]] = ..., response: _Optional[_Union[PeerResponse, _Mapping]] = ..., cancel: _Optional[_Union[PeerCancel, _Mapping]] = ..., stream_open: _Optional[_Union[StreamOpen, _Mapping]] = ..., stream_headers: _Optional[_Union[StreamHeaders, _Mapping]] = ..., stream_data: _Optional[_Union[StreamData, _Mapping]] = ..., stream_close: _Optional[_Union[StreamClose, _Mapping]] = ..., stream_reset: _Optional[_Union[StreamReset, _Mapping]] = ..., stream_window: _Optional[_Union[StreamWindow, _Mapping]] = ...) -> None: ...
+    sequence: int
+    def __init__(self, request: _Optional[_Union[PeerRequest, _Mapping]] = ..., response: _Optional[_Union[PeerResponse, _Mapping]] = ..., cancel: _Optional[_Union[PeerCancel, _Mapping]] = ..., stream_open: _Optional[_Union[StreamOpen, _Mapping]] = ..., stream_headers: _Optional[_Union[StreamHeaders, _Mapping]] = ..., stream_data: _Optional[_Union[StreamData, _Mapping]] = ..., stream_close: _Optional[_Union[StreamClose, _Mapping]] = ..., stream_reset: _Optional[_Union[StreamReset, _Mapping]] = ..., stream_window: _Optional[_Union[StreamWindow, _Mapping]] = ..., sequence: _Optional[int] = ...) -> None: ...
 
 class MetadataEntry(_message.Message):
     __slots__ = ("key", "value")
