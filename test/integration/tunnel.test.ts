@@ -35,7 +35,7 @@ import {
   type ServerStreamResponse,
   type UnaryResponse,
 } from '../gen/stargate/test/v1/echo_pb.js'
-import { type CancelledCall, EchoBackend, EchoClient, generatedPayload } from '../lib/echo.ts'
+import { bytesOf, type CancelledCall, EchoBackend, EchoClient, generatedPayload } from '../lib/echo.ts'
 import { TunnelStack } from '../lib/tunnel-stack.ts'
 
 const RAW_SERVICE = 'raw.v1.Bytes'
@@ -51,17 +51,6 @@ function grpcMessage(payload: Uint8Array, compressed = false): Buffer {
   out[0] = compressed ? 1 : 0
   out.writeUInt32BE(payload.byteLength, 1)
   out.set(payload, 5)
-  return out
-}
-
-/** Deterministic pseudo-random bytes. */
-function bytesOf(n: number, seed: number): Buffer {
-  const out = Buffer.alloc(n)
-  let x = seed * 2654435761 + 1
-  for (let i = 0; i < n; i++) {
-    x = (x * 1103515245 + 12345) >>> 0
-    out[i] = x >>> 24
-  }
   return out
 }
 

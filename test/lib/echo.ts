@@ -55,6 +55,17 @@ export function generatedPayload(n: number, bytes: number): Uint8Array {
   return out
 }
 
+/** Deterministic pseudo-random bytes (a linear congruential sequence from seed). */
+export function bytesOf(n: number, seed: number): Buffer {
+  const out = Buffer.alloc(n)
+  let x = seed * 2654435761 + 1
+  for (let i = 0; i < n; i++) {
+    x = (x * 1103515245 + 12345) >>> 0
+    out[i] = x >>> 24
+  }
+  return out
+}
+
 /** A call the backend saw cancelled, and when. */
 export interface CancelledCall {
   method: string
@@ -72,6 +83,8 @@ export class EchoBackend extends EventEmitter<{ cancelled: [CancelledCall]; call
   lastMetadata?: grpc.Metadata
   /** Calls that reached the backend, by method (Unary, ServerStream, ClientStream, Bidi); 'call' is emitted for each. */
   readonly runs = new Map<string, number>()
+  /** Response payload bytes ServerStream calls have written so far (flow control holds the writer back). */
+  serverStreamWritten = 0
   /** Calls whose status the backend has sent. */
   private readonly finished = new WeakSet<object>()
 
@@ -88,6 +101,7 @@ export class EchoBackend extends EventEmitter<{ cancelled: [CancelledCall]; call
         this.run('ServerStream', call, req.behavior, undefined, async () => {
           for (let n = 0; n < req.responseCount && !call.cancelled; n++) {
             const payload = req.responseBytes > 0 ? generatedPayload(n, req.responseBytes) : req.payload
+            this.serverStreamWritten += payload.byteLength
             if (!call.write(create(ServerStreamResponseSchema, { index: n, payload }))) await drained(call)
           }
           this.finished.add(call)

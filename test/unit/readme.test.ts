@@ -8,6 +8,7 @@ import { RELAY_FLAGS } from '@stargate/relay/cli'
 import { RELAY_DEFAULTS } from '@stargate/relay/defaults'
 import { SEAL_DEFAULTS, SEAL_OVERHEAD_BYTES } from '@stargate/shared/seal'
 import { README, renderReadme } from '../../scripts/flags-table.ts'
+import { NATS_STREAM_MIN_PAYLOAD_BYTES } from '../../services/gateway/src/tiers/nats-streams.ts'
 
 describe('README', () => {
   it('readme - the flag tables are the ones the code defines (node scripts/flags-table.ts --write)', () => {
@@ -66,6 +67,11 @@ describe('README', () => {
       `\`--serve-queue-max-bytes\` (${D.serveQueueMaxBytes / 1024 / 1024} MiB)`,
       `\`--max-conn-streams\` (${D.maxInboundStreamsPerConnection})`,
       `\`--max-conn-buffered-bytes\` (${D.maxInboundBufferedBytesPerConnection / 1024 / 1024} MiB)`,
+      `the tunnel window (${D.tunnelWindowBytes / 1024} KiB)`,
+      `at most ${D.tunnelMaxStreamsPerLink} streams per caller and ${D.natsMaxInboundStreams.toLocaleString('en-US').replace(',', ' ')} in all over NATS`,
+      `\`max_payload\` is at least ${NATS_STREAM_MIN_PAYLOAD_BYTES / 1024} KiB`,
+      `heard nothing for ${D.natsStreamProbeMs / 1000} s asks its peer`,
+      `does not answer within ${D.natsStreamProbeTimeoutMs / 1000} s`,
     ]) {
       assert.ok(text.includes(phrase), `README says: ${phrase}`)
     }

@@ -170,6 +170,12 @@ export const GATEWAY_DEFAULTS = {
   maxInboundStreamsPerConnection: 256,
   /** Bytes one libp2p connection may have buffered here: partial frames, requests being handled, answers being written. */
   maxInboundBufferedBytesPerConnection: 64 * 1024 * 1024,
+  /** Tunnelled gRPC on NATS: a stream that heard nothing from its peer for this long probes the peer. */
+  natsStreamProbeMs: 5_000,
+  /** Tunnelled gRPC on NATS: a probe unanswered for this long ends the stream UNAVAILABLE. */
+  natsStreamProbeTimeoutMs: 5_000,
+  /** Tunnelled gRPC on NATS: streams served at once for all callers (each caller also at most tunnelMaxStreamsPerLink). */
+  natsMaxInboundStreams: 4_096,
 } as const
 
 /** Bounds of per-call options, enforced for CallOptions and for the flags alike. */

@@ -30,6 +30,7 @@ import { GATEWAY_SCOPE, GatewayTelemetry } from './telemetry/gateway-telemetry.t
 import { CircuitHistory, relayOfCircuit } from './tiers/circuits.ts'
 import { createTiers } from './tiers/index.ts'
 import { LoopbackTier } from './tiers/loopback.ts'
+import { NatsStreams } from './tiers/nats-streams.ts'
 import type { TierModule } from './tiers/tier.ts'
 import { BackendPool } from './tunnel/backends.ts'
 import { TunnelCallee } from './tunnel/callee.ts'
@@ -110,6 +111,7 @@ export class Gateway {
   private readonly telemetry: GatewayTelemetry
   private readonly relays: RelayManager
   private readonly nats?: NatsBus
+  private readonly natsStreams?: NatsStreams
   private readonly presence?: Presence
   private readonly inbound: InboundDispatcher
   private readonly backends: BackendPool
@@ -192,6 +194,7 @@ export class Gateway {
         }
       },
       serveQueue: () => this.registry.queued(),
+      natsStreams: () => this.natsStreams?.stats,
       dedupeBytes: () => this.inbound.rememberedPayloadBytes,
       journal: () => this.inbound.journalUsage(),
     })
@@ -289,6 +292,22 @@ export class Gateway {
       policy: this.policy,
       log: this.log.child('tunnel'),
     })
+    // Tunnelled streams on NATS: the same callee as on libp2p, sealed with the same codec.
+    this.natsStreams =
+      this.nats != null
+        ? new NatsStreams({
+            bus: this.nats,
+            codec: this.sealer,
+            selfPeerId: this.peerId,
+            sink: callee,
+            limits: tunnelLimits,
+            maxStreamsPerPeer: D.tunnelMaxStreamsPerLink,
+            maxInboundStreams: D.natsMaxInboundStreams,
+            probeMs: D.natsStreamProbeMs,
+            probeTimeoutMs: D.natsStreamProbeTimeoutMs,
+            log: this.log.child('nats-streams'),
+          })
+        : undefined
     this.tiers = createTiers({
       libp2p: {
         node,
@@ -308,7 +327,12 @@ export class Gateway {
         probeTimeoutMs: o.attemptTimeoutMs,
         history: new CircuitHistory({ cooldownMs: o.circuitCooldownMs, maxEntries: D.circuitHistoryMaxEntries }),
       },
-      nats: { bus: this.nats, codec: this.sealer, attemptTimeoutMs: o.attemptTimeoutMs },
+      nats: {
+        bus: this.nats,
+        codec: this.sealer,
+        attemptTimeoutMs: o.attemptTimeoutMs,
+        streams: this.natsStreams,
+      },
       selfPeerId: this.peerId,
       inbound: this.inbound,
       streams: callee,

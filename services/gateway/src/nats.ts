@@ -131,8 +131,30 @@ export interface NatsBusOptions {
   maxPingsOut: number
 }
 
+/** What a subscription handler learns of a message besides its data. */
+export interface BusMessageInfo {
+  /** The message's reply subject ('' when it has none). */
+  replySubject: string
+  /**
+   * True for the server's "no responders" status (503, empty data): a message published with this
+   * subscription's subject as its reply subject went to a subject nobody listens on.
+   */
+  noResponders: boolean
+}
+
 /** Receives a message; `reply` is undefined when the sender gave no reply subject. */
-type Handler = (data: Uint8Array, reply: ((bytes: Uint8Array) => void) | undefined) => void
+export type BusHandler = (data: Uint8Array, reply: ((bytes: Uint8Array) => void) | undefined, info: BusMessageInfo) => void
+
+/** A subscription of the bus; unsubscribing is idempotent. */
+export interface BusSubscription {
+  unsubscribe(): void
+}
+
+interface Sub {
+  subject: string
+  handler: BusHandler
+  sub?: Subscription
+}
 
 interface Pending {
   subject: string
@@ -154,7 +176,8 @@ interface Outgoing {
 }
 
 /**
- * The gateway's NATS connection: request-reply for the NATS tier on `<prefix>.call.<peer id>`, and the
+ * The gateway's NATS connection: request-reply for the NATS tier on `<prefix>.call.<peer id>`, the
+ * per-stream subjects of tunnelled streams (`<prefix>.stream.<peer id>.<token>`, tiers/nats-streams.ts), and the
  * presence subjects. Connects to any of the seed servers, learns the other cluster members from them,
  * reconnects forever; its state and current server are reported by GetStatus.
  *
@@ -166,7 +189,8 @@ export class NatsBus {
   private readonly o: NatsBusOptions
   private stateRef: NatsState = NatsState.DISCONNECTED
   private nc?: NatsConnection
-  private readonly subscriptions: Array<{ subject: string; handler: Handler; sub?: Subscription }> = []
+  private readonly subscriptions = new Set<Sub>()
+  private readonly onDisconnectedHooks: Array<(reason: string) => void> = []
   private stopped = false
   private retryTimer?: NodeJS.Timeout
   private firstConnected?: () => void
@@ -230,6 +254,24 @@ export class NatsBus {
   get knownServers(): string[] {
     const seeds = this.o.servers.map((s) => withoutCredentials(s).replace(/^[a-z]+:\/\//, ''))
     return [...new Set([...seeds, ...(this.nc?.info?.connect_urls ?? [])])].sort()
+  }
+
+  /** The largest message the connected server takes (its max_payload), 0 when not connected. */
+  get maxPayloadBytes(): number {
+    return this.connected ? (this.nc?.info?.max_payload ?? 0) : 0
+  }
+
+  /**
+   * The subject of one tunnelled stream's frames to peerId (`<prefix>.stream.<peer id>.<token>`): the
+   * receiving gateway subscribes it for the stream's lifetime.
+   */
+  streamSubject(peerId: string, token: string): string {
+    return `${this.o.subjectPrefix}.stream.${peerId}.${token}`
+  }
+
+  /** Runs fn whenever the connection drops (messages in flight may be lost). */
+  onDisconnected(fn: (reason: string) => void): void {
+    this.onDisconnectedHooks.push(fn)
   }
 
   /** Runs fn now if connected and after every (re)connect. */
@@ -297,6 +339,7 @@ export class NatsBus {
       this.nc = undefined
       this.stateRef = NatsState.DISCONNECTED
       this.failPending('the NATS connection was closed')
+      this.disconnected('the NATS connection was closed')
       this.o.log.warn('nats connection closed', { err: err != null ? messageOf(err) : undefined, retryInMs: this.o.retryConnectMs })
       this.retry(this.o.retryConnectMs)
     })
@@ -315,6 +358,7 @@ export class NatsBus {
           this.stateRef = NatsState.DISCONNECTED
           this.o.log.warn('nats disconnected', { server: String(s.data) })
           this.failPending(`lost the NATS connection to ${String(s.data)} while waiting for the answer`)
+          this.disconnected(`lost the NATS connection to ${String(s.data)}`)
           break
         case 'reconnecting':
           this.stateRef = NatsState.RECONNECTING
@@ -339,32 +383,55 @@ export class NatsBus {
     }
   }
 
-  /** Subscribes now or as soon as connected; survives reconnects. */
-  subscribe(subject: string, handler: Handler): void {
-    const s: { subject: string; handler: Handler; sub?: Subscription } = { subject, handler }
-    this.subscriptions.push(s)
-    if (this.nc != null) this.attach(s)
+  private disconnected(reason: string): void {
+    for (const fn of this.onDisconnectedHooks) fn(reason)
   }
 
-  private attach(s: { subject: string; handler: Handler; sub?: Subscription }): void {
+  /** Subscribes now or as soon as connected; survives reconnects until unsubscribed. */
+  subscribe(subject: string, handler: BusHandler): BusSubscription {
+    const s: Sub = { subject, handler }
+    this.subscriptions.add(s)
+    if (this.nc != null) this.attach(s)
+    return {
+      unsubscribe: () => {
+        if (!this.subscriptions.delete(s)) return
+        try {
+          s.sub?.unsubscribe()
+        } catch (err: unknown) {
+          this.warnings.warn('nats unsubscribe failed', { subject, err: messageOf(err) })
+        }
+      },
+    }
+  }
+
+  private attach(s: Sub): void {
     s.sub = this.nc!.subscribe(s.subject, {
       callback: (err: Error | null, msg: Msg) => {
         if (err != null) {
           this.warnings.warn('nats subscription error', { subject: s.subject, err: err.message })
           return
         }
-        const reply = msg.reply
-        s.handler(msg.data, reply != null && reply !== '' ? (bytes) => this.send({ subject: reply, data: bytes }) : undefined)
+        const replySubject = msg.reply ?? ''
+        s.handler(msg.data, replySubject !== '' ? (bytes) => this.send({ subject: replySubject, data: bytes }) : undefined, {
+          replySubject,
+          noResponders: msg.data.length === 0 && msg.headers?.code === 503,
+        })
       },
     })
   }
 
-  publish(subject: string, data: Uint8Array): void {
-    if (!this.connected) return
+  /**
+   * Publishes data on subject (with a reply subject when given). Returns false when it was not sent: not
+   * connected, or the client refused it (e.g. larger than the server's max_payload).
+   */
+  publish(subject: string, data: Uint8Array, reply?: string): boolean {
+    if (!this.connected) return false
     try {
-      this.nc!.publish(subject, data)
+      this.nc!.publish(subject, data, reply != null ? { reply } : undefined)
+      return true
     } catch (err: unknown) {
       this.warnings.warn('nats publish failed', { subject, err: messageOf(err) })
+      return false
     }
   }
 

@@ -325,7 +325,7 @@ describe('router', () => {
     const { clock, router, direct, relay, nats } = setup()
     direct.behaviour = { connectError: 'refused' }
     relay.behaviour = { connectError: 'no reservation' }
-    nats.behaviour = { noStreams: 'tunnelled gRPC streams are not supported on the NATS tier yet' }
+    nats.behaviour = { noStreams: 'NATS max_payload of 1024 bytes is below the 65536 bytes tunnelled streams need' }
     const plan = { ...router.defaultPlan(PEER, 'stream', '/pkg.Svc/Stream', 'r1', Number.POSITIVE_INFINITY), maxRetries: 0 }
     const routed = router.run(plan, { run: async () => 'ok' }, new AbortController().signal)
     await assert.rejects(
@@ -333,7 +333,7 @@ describe('router', () => {
       (err: unknown) =>
         err instanceof StargateError &&
         err.code === Code.Unavailable &&
-        err.rawMessage.includes('nats: tunnelled gRPC streams are not supported on the NATS tier yet'),
+        err.rawMessage.includes('nats: NATS max_payload of 1024 bytes is below the 65536 bytes tunnelled streams need'),
     )
     assert.equal(nats.connectsAtMs.length, 0, 'the NATS tier is skipped, not tried')
     // A Call still uses it.

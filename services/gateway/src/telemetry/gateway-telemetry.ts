@@ -23,6 +23,7 @@ import { type InboundMeta, type InboundObserver, type PeerResponseInit, PING_MET
 import type { RelayHealthObserver, RelayState } from '../relays.ts'
 import type { AttemptInit, RouteObserverPlan, RouterObserver } from '../router.ts'
 import type { HandlerResult } from '../serve.ts'
+import type { NatsStreamStats } from '../tiers/nats-streams.ts'
 import { tierName } from '../tiers/tier.ts'
 import type { TunnelCalleeObserver, TunnelCallTrace } from '../tunnel/callee.ts'
 
@@ -116,6 +117,8 @@ export interface GatewayTelemetrySources {
   natsState?(): NatsState
   /** Sealed NATS messages refused, by reason (stale, replay, forged, full, ...). */
   natsRefusals?(): Readonly<Record<string, number>>
+  /** Tunnelled streams on NATS (undefined without --nats). */
+  natsStreams?(): NatsStreamStats | undefined
 }
 
 /**
@@ -187,6 +190,26 @@ export class GatewayTelemetry implements RouterObserver, RelayHealthObserver, In
       })
       .addCallback((r) => {
         for (const [reason, n] of Object.entries(sources.natsRefusals?.() ?? {})) r.observe(n, { reason })
+      })
+    meter
+      .createObservableGauge('stargate.nats.streams', {
+        description: 'Tunnelled gRPC streams open on NATS, by side (caller: made through this gateway; callee: served here)',
+        unit: '{stream}',
+      })
+      .addCallback((r) => {
+        const s = sources.natsStreams?.()
+        if (s == null) return
+        r.observe(s.callerStreams, { side: 'caller' })
+        r.observe(s.calleeStreams, { side: 'callee' })
+      })
+    meter
+      .createObservableCounter('stargate.nats.stream.failures', {
+        description:
+          'Tunnelled streams on NATS ended by the link, by reason (lost: a frame missing or repeated; peer_gone; unanswered; disconnected; too_large; refused)',
+        unit: '{stream}',
+      })
+      .addCallback((r) => {
+        for (const [reason, n] of Object.entries(sources.natsStreams?.()?.failures ?? {})) r.observe(n, { reason })
       })
     meter
       .createObservableGauge('stargate.pool.connections', { description: 'Open pooled peer connections', unit: '{connection}' })

@@ -36,7 +36,7 @@ export function createTiers(c: TierComponents): TierModule[] {
     { transport: new RelayTier({ ...c.libp2p, circuits: libp2pCircuits(c.libp2p) }, c.relays, c.relay) },
     {
       transport: new NatsTier(c.nats),
-      inbound: c.nats.bus != null ? natsInbound(c.nats.bus, c.selfPeerId, c.nats.codec, c.inbound) : undefined,
+      inbound: c.nats.bus != null ? natsInbound(c.nats.bus, c.selfPeerId, c.nats.codec, c.inbound, c.nats.streams) : undefined,
     },
   ]
 }

@@ -7,6 +7,7 @@ import { Tier } from '@stargate/shared/gen/gateway'
 import type { OpenOptions } from '@stargate/shared/seal'
 import type { NatsBus } from '../nats.ts'
 import type { RequestSink } from '../peer/server.ts'
+import type { NatsStreams } from './nats-streams.ts'
 import type { Purpose, TierInbound, TierLink, TierTransport } from './tier.ts'
 
 /** Seals and opens NATS payloads (end-to-end encryption to the recipient, authenticated sender): seal.ts. */
@@ -22,12 +23,14 @@ export interface NatsTierComponents {
   codec: NatsCodec
   /** Timeout of a request that carries none. */
   attemptTimeoutMs: number
+  /** Tunnelled gRPC streams on NATS (undefined when NATS is not configured). */
+  streams?: NatsStreams
 }
 
-/** Why the NATS tier is skipped for tunnelled gRPC streams (it carries unary Calls only, for now). */
-export const NATS_STREAMS_UNSUPPORTED = 'tunnelled gRPC streams are not supported on the NATS tier yet'
-
-/** Tier 3: NATS request-reply on the target's subject, carrying the same envelope as libp2p, sealed. */
+/**
+ * Tier 3: NATS request-reply on the target's subject for Calls, carrying the same envelope as libp2p,
+ * sealed; tunnelled gRPC streams as sealed, numbered frames on per-stream subjects (nats-streams.ts).
+ */
 export class NatsTier implements TierTransport {
   readonly tier = Tier.NATS
   private readonly c: NatsTierComponents
@@ -39,8 +42,8 @@ export class NatsTier implements TierTransport {
   async unavailableReason(_peerId?: string, purpose: Purpose = 'call'): Promise<string | undefined> {
     const bus = this.c.bus
     if (bus == null) return 'NATS is not configured (--nats)'
-    if (purpose === 'stream') return NATS_STREAMS_UNSUPPORTED
     if (!bus.connected) return `NATS is not connected (${bus.url})`
+    if (purpose === 'stream') return this.c.streams?.unavailableReason()
     return undefined
   }
 
@@ -48,9 +51,10 @@ export class NatsTier implements TierTransport {
     const bus = this.c.bus
     if (bus == null || !bus.connected) throw new StargateError(Code.Unavailable, (await this.unavailableReason()) ?? 'NATS unavailable')
     const subject = bus.callSubject(peerId)
-    const { codec } = this.c
+    const { codec, streams } = this.c
     return {
       via: subject,
+      ...(streams != null ? { openStream: (init, events) => streams.openStream(peerId, init, events) } : {}),
       send: async (req, signal): Promise<PeerResponse> => {
         const frame = toBinary(PeerFrameSchema, create(PeerFrameSchema, { kind: { case: 'request', value: { ...req, exchangeId: 1n } } }))
         const timeoutMs = req.timeout != null ? durationToMs(req.timeout) : this.c.attemptTimeoutMs
@@ -81,12 +85,17 @@ export class NatsTier implements TierTransport {
 
 /**
  * The callee side of the NATS tier: requests sealed to this gateway on its call subject, opened (sender
- * verified), handed to the inbound dispatcher, answered sealed to the verified sender.
+ * verified), handed to the inbound dispatcher, answered sealed to the verified sender. A StreamOpen starts
+ * a tunnelled stream (nats-streams.ts); an empty message is a stream caller's liveness probe, answered empty.
  */
-export function natsInbound(bus: NatsBus, selfPeerId: string, codec: NatsCodec, sink: RequestSink): TierInbound {
+export function natsInbound(bus: NatsBus, selfPeerId: string, codec: NatsCodec, sink: RequestSink, streams?: NatsStreams): TierInbound {
   return {
     async start() {
-      bus.subscribe(bus.callSubject(selfPeerId), (data, reply) => {
+      bus.subscribe(bus.callSubject(selfPeerId), (data, reply, info) => {
+        if (data.byteLength === 0) {
+          reply?.(data)
+          return
+        }
         let frame: PeerFrame
         let sender: string
         try {
@@ -95,6 +104,10 @@ export function natsInbound(bus: NatsBus, selfPeerId: string, codec: NatsCodec, 
           frame = decodePeerFrame(opened.frame)
         } catch (err: unknown) {
           sink.dropped('malformed NATS message', { err: messageOf(err) })
+          return
+        }
+        if (frame.kind.case === 'streamOpen' && streams != null) {
+          streams.accept(frame, sender, info.replySubject)
           return
         }
         if (frame.kind.case !== 'request' || reply == null) {
@@ -114,7 +127,9 @@ export function natsInbound(bus: NatsBus, selfPeerId: string, codec: NatsCodec, 
           .catch((err: unknown) => sink.dropped('NATS reply failed', { err: messageOf(err) }))
       })
     },
-    async stop() {},
+    async stop() {
+      streams?.failAll('the gateway is stopping', 'disconnected')
+    },
   }
 }
 
