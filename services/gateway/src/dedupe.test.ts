@@ -1,7 +1,13 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
+import { setFlagsFromString } from 'node:v8'
+import { runInNewContext } from 'node:vm'
 import fc from 'fast-check'
 import { type Admission, type DedupeLimits, DuplicateMemory, type Ticket } from './dedupe.ts'
+
+setFlagsFromString('--expose-gc')
+/** A full garbage collection (what --expose-gc gives a fresh context). */
+const gc = runInNewContext('gc') as () => void
 
 const LIMITS: DedupeLimits = {
   windowMs: 60_000,
@@ -89,6 +95,43 @@ describe('duplicate-request memory', () => {
     assert.equal(m.entries, 1, 'settled past its window: dropped at the next sweep')
   })
 
+  it('dedupe - a request running past its window does not hold back the expiry of entries behind it', () => {
+    const c = clock()
+    const limits = { ...LIMITS, maxEntries: 10, maxEntriesPerCaller: 10 }
+    const m = new DuplicateMemory<string>(limits, c.now)
+    // a long-running call (a tunnelled bidi stream without deadline) arrives first...
+    const stream = ticket(m.begin('streamer', 'bidi'))
+    // ...then other callers fill the memory with calls that settle at once
+    for (let i = 1; i < limits.maxEntries; i++) m.settle(ticket(m.begin(`caller-${i % 3}`, `r${i}`)), 'ok', 2, true)
+    fullMessage(m.begin('fresh', 'r'))
+    c.advance(limits.windowMs * 3)
+    // every settled entry is past its window: a new caller is admitted though the stream still runs
+    ticket(m.begin('fresh', 'r'))
+    assert.equal(m.entries, 2, 'the settled entries expired; the running one stays')
+    assert.equal(m.begin('streamer', 'bidi').kind, 'duplicate', 'the running request is still remembered')
+    m.settle(stream, 'closed', 6, true)
+    ticket(m.begin('streamer', 'bidi-2'))
+    assert.equal(m.entries, 2, 'once settled past its window, the stream is dropped too')
+  })
+
+  it('dedupe - an expired entry is let go: nothing keeps it once its window passed', async () => {
+    const c = clock()
+    const m = new DuplicateMemory<string>(LIMITS, c.now)
+    // A settled entry holding a response, referenced from here only through a WeakRef.
+    const held = ((): WeakRef<Ticket> => {
+      const t = ticket(m.begin('alice', 'r1'))
+      m.settle(t, 'response', 8, true)
+      return new WeakRef(t)
+    })()
+    c.advance(LIMITS.windowMs / 2)
+    ticket(m.begin('alice', 'r2')) // alice stays known
+    c.advance(LIMITS.windowMs / 2)
+    ticket(m.begin('bob', 'r3')) // sweeps r1
+    await new Promise((resolve) => setImmediate(resolve))
+    gc()
+    assert.equal(held.deref(), undefined, 'the memory still references an expired entry')
+  })
+
   it('dedupe - over a byte limit the oldest responses are given up, never the ids', async () => {
     const m = new DuplicateMemory<string>({ ...LIMITS, maxBytesPerCaller: 2_500, maxBytes: 4_000 }, clock().now)
     for (const id of ['a', 'b', 'c']) m.settle(ticket(m.begin('alice', id)), id.repeat(1000), 1000, true)
@@ -140,7 +183,7 @@ describe('duplicate-request memory', () => {
     fullMessage(m.begin('alice', 'new')) // restored entries count toward the limits
   })
 
-  it('dedupe - property: an id admitted and kept is never admitted again within its window; limits hold', () => {
+  it('dedupe - property: an id admitted and kept is never admitted again within its window; limits hold; expired entries go', () => {
     const limits: DedupeLimits = { windowMs: 1000, maxEntries: 12, maxEntriesPerCaller: 5, maxBytes: 300, maxBytesPerCaller: 120 }
     const op = fc.oneof(
       fc.record({ kind: fc.constant('begin' as const), caller: fc.integer({ min: 0, max: 3 }), id: fc.integer({ min: 0, max: 15 }) }),
@@ -180,6 +223,10 @@ describe('duplicate-request memory', () => {
           assert.ok(m.entries <= limits.maxEntries)
           assert.ok(m.bytes <= limits.maxBytes)
         }
+        // Once every window has passed, only the requests still running are remembered: a new caller gets in.
+        c.advance(limits.windowMs)
+        if (running.length < limits.maxEntries) ticket(m.begin('probe', 'p'))
+        assert.equal(m.entries, Math.min(running.length + 1, limits.maxEntries))
       }),
       { seed: 20261123, numRuns: 300 },
     )

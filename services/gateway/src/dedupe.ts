@@ -3,7 +3,8 @@
  * duplicate (a retry, on any tier) is answered instead of run again.
  *
  * It fails closed. An entry is kept for its whole window, whether its request is still running or has
- * settled; when a limit is reached the memory refuses new requests (the caller gets RESOURCE_EXHAUSTED
+ * settled, and a request still running when its window ends is kept until it settles (then dropped at
+ * once); when a limit is reached the memory refuses new requests (the caller gets RESOURCE_EXHAUSTED
  * naming the limit) instead of forgetting an old one, because a forgotten id would run a second time when
  * its retry arrives. The limits are per caller, so one caller cannot take every slot, and overall.
  *
@@ -53,6 +54,8 @@ export interface Ticket {
 interface Entry<T> extends Ticket {
   readonly caller: CallerMemory<T>
   running: boolean
+  /** Still running when its window ended: out of the arrival queue, dropped when it settles. */
+  parked: boolean
   removed: boolean
   value?: T
   /** Bytes of the remembered response (0 while running, once given up, or when none is kept). */
@@ -71,6 +74,12 @@ interface CallerMemory<T> {
   bytes: number
 }
 
+/**
+ * Slots a Fifo leaves dead at its front before compacting (a design constant, not a limit: it only saves
+ * copying small arrays; compaction copies at most as many live items as it frees, so shift stays O(1) amortised).
+ */
+const FIFO_COMPACT_MIN_HEAD = 1024
+
 /** A FIFO queue of objects with O(1) amortised push / shift and lazy compaction. */
 class Fifo<E> {
   private items: E[] = []
@@ -88,7 +97,7 @@ class Fifo<E> {
     if (this.head >= this.items.length) return undefined
     const e = this.items[this.head]
     this.items[this.head++] = undefined as E
-    if (this.head > 1024 && this.head * 2 > this.items.length) {
+    if (this.head > FIFO_COMPACT_MIN_HEAD && this.head * 2 > this.items.length) {
       this.items = this.items.slice(this.head)
       this.head = 0
     }
@@ -119,9 +128,9 @@ export class DuplicateMemory<T> {
   private readonly limits: DedupeLimits
   private readonly now: () => number
   private readonly callers = new Map<string, CallerMemory<T>>()
-  /** Every entry in arrival (= expiry) order, for the sweep. */
+  /** Every entry in arrival (= expiry) order, for the sweep; an entry running past its window leaves it (parked). */
   private readonly arrivals = new Fifo<Entry<T>>()
-  /** Entries holding a response, oldest first (lazily cleaned). */
+  /** Entries holding a response, oldest first (lazily cleaned: removed and given-up ones leave from the front). */
   private readonly holding = new Fifo<Entry<T>>()
   private entryCount = 0
   private byteCount = 0
@@ -161,7 +170,8 @@ export class DuplicateMemory<T> {
   /**
    * Settles a running request. With `keep`, its response is remembered for duplicates (given up first when
    * a byte limit needs room); without, the entry is dropped (the request never reached a handler, so a
-   * retry may run it). Duplicates that joined while it ran get `value` either way.
+   * retry may run it). Duplicates that joined while it ran get `value` either way. A request that ran
+   * past its window is dropped now: its window is over.
    */
   settle(ticket: Ticket, value: T, responseBytes: number, keep: boolean): void {
     const entry = ticket as Entry<T>
@@ -170,7 +180,7 @@ export class DuplicateMemory<T> {
     const waiters = entry.waiters
     entry.waiters = undefined
     for (const w of waiters ?? []) w({ kind: 'response', value })
-    if (!keep) {
+    if (!keep || entry.parked) {
       this.remove(entry)
       return
     }
@@ -213,6 +223,7 @@ export class DuplicateMemory<T> {
       expiresAtMs,
       caller,
       running,
+      parked: false,
       removed: false,
       responseBytes: 0,
       droppedBytes: 0,
@@ -294,17 +305,30 @@ export class DuplicateMemory<T> {
     entry.value = undefined
     entry.responseBytes = 0
     if (caller.entries.size === 0) this.callers.delete(caller.peerId)
+    // Let go of what leads the holding queues and holds nothing any more, so they never outgrow the entries
+    // of about two windows (their fronts are alive or within their windows).
+    trimFront(this.holding)
+    trimFront(caller.holding)
   }
 
-  /** Drops entries past their window, oldest first; a request still running is kept until it settles. */
+  /**
+   * Drops entries past their window, oldest first. A request still running is kept until it settles, out
+   * of the queue (parked), so it does not hold back the expiry of the entries behind it.
+   */
   private sweep(): void {
     const now = this.now()
     for (let e = this.arrivals.peek(); e != null; e = this.arrivals.peek()) {
       if (!e.removed) {
-        if (e.expiresAtMs > now || e.running) return
-        this.remove(e)
+        if (e.expiresAtMs > now) return
+        if (e.running) e.parked = true
+        else this.remove(e)
       }
       this.arrivals.shift()
     }
   }
+}
+
+/** Drops the front entries of a holding queue that were removed or gave up their response. */
+function trimFront<T>(queue: Fifo<Entry<T>>): void {
+  for (let e = queue.peek(); e != null && (e.removed || e.responseBytes === 0); e = queue.peek()) queue.shift()
 }
