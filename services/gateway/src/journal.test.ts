@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict'
-import { appendFileSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs'
+import { appendFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, it } from 'node:test'
@@ -190,6 +190,19 @@ describe('request journal', () => {
       )
       assert.equal(r.code, Code.FailedPrecondition)
       assert.match(r.message, /--request-journal or --state-dir/)
+    } finally {
+      s.cleanup()
+    }
+  })
+
+  it('journal - a segment that cannot be read is a clear error naming the flags', () => {
+    const s = setup()
+    try {
+      // A directory where a segment file should be: reading it fails (EISDIR), as an unreadable file would.
+      mkdirSync(join(s.dir, '000000000001.log'))
+      const r = code(() => s.open())
+      assert.equal(r.code, Code.FailedPrecondition)
+      assert.match(r.message, /request journal directory .* \(set it with --request-journal or --state-dir.*\): segment 000000000001\.log: EISDIR/)
     } finally {
       s.cleanup()
     }

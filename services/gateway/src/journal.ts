@@ -114,7 +114,8 @@ export class RequestJournal {
 
   /**
    * Opens the journal in `dir` and returns what it recovered (requests still within their window).
-   * Throws FAILED_PRECONDITION naming the flags when the directory cannot be created or written.
+   * Throws FAILED_PRECONDITION naming the flags when the directory cannot be created or written, or a
+   * segment in it cannot be read or (past its window) deleted.
    */
   static open(o: RequestJournalOptions): { journal: RequestJournal; recovered: Map<string, JournalEntry> } {
     for (const k of ['maxBytes', 'maxEntries', 'windowMs', 'syncIntervalMs'] as const) {
@@ -128,11 +129,7 @@ export class RequestJournal {
         .filter((n) => SEGMENT_FILE.test(n))
         .sort()
     } catch (err: unknown) {
-      throw new StargateError(
-        Code.FailedPrecondition,
-        `cannot use the request journal directory ${o.dir} (set it with --request-journal or --state-dir, or turn the journal off with --request-journal off): ${messageOf(err)}`,
-        { cause: err },
-      )
+      throw unusableDirectory(o.dir, '', err)
     }
     const now = (o.now ?? Date.now)()
     const recovered = new Map<string, JournalEntry>()
@@ -140,10 +137,15 @@ export class RequestJournal {
     const journal = new RequestJournal(o, lastSeq + 1)
     for (const name of names) {
       const path = join(o.dir, name)
-      const seg = readSegment(path, now, recovered)
-      if (seg.maxExpiresAtMs <= now) {
-        unlinkSync(path)
-        continue
+      let seg: Segment
+      try {
+        seg = readSegment(path, now, recovered)
+        if (seg.maxExpiresAtMs <= now) {
+          unlinkSync(path)
+          continue
+        }
+      } catch (err: unknown) {
+        throw unusableDirectory(o.dir, `segment ${name}: `, err)
       }
       journal.segments.push(seg)
       journal.totalBytes += seg.bytes
@@ -385,6 +387,15 @@ function readSegment(path: string, now: number, into: Map<string, JournalEntry>)
     dirty: false,
     retired: true,
   }
+}
+
+/** FAILED_PRECONDITION: the journal directory (or a segment in it) is unusable, naming the flags that move it. */
+function unusableDirectory(dir: string, what: string, err: unknown): StargateError {
+  return new StargateError(
+    Code.FailedPrecondition,
+    `cannot use the request journal directory ${dir} (set it with --request-journal or --state-dir, or turn the journal off with --request-journal off): ${what}${messageOf(err)}`,
+    { cause: err },
+  )
 }
 
 function syncDir(dir: string): void {
