@@ -202,7 +202,10 @@ describe('request journal', () => {
       mkdirSync(join(s.dir, '000000000001.log'))
       const r = code(() => s.open())
       assert.equal(r.code, Code.FailedPrecondition)
-      assert.match(r.message, /request journal directory .* \(set it with --request-journal or --state-dir.*\): segment 000000000001\.log: EISDIR/)
+      assert.match(
+        r.message,
+        /request journal directory .* \(set it with --request-journal or --state-dir.*\): segment 000000000001\.log: EISDIR/,
+      )
     } finally {
       s.cleanup()
     }
