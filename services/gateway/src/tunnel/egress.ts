@@ -1,6 +1,7 @@
 import { type ClientHttp2Stream, constants as h2, type IncomingHttpHeaders, type IncomingHttpStatusHeader } from 'node:http2'
 import { Code, StargateError } from '@stargate/shared/errors'
 import type { StreamOpen } from '@stargate/shared/gen/envelope'
+import { decodeGrpcMessage, formatGrpcTimeout } from '@stargate/shared/grpc/wire'
 import type { Logger } from '@stargate/shared/log'
 import { GATEWAY_DEFAULTS } from '../defaults.ts'
 import type { BackendPool } from './backends.ts'
@@ -9,15 +10,7 @@ import { type BackendTarget, EVERY_SERVICE, type ExposeTable } from './expose.ts
 import { msOfDuration } from './frames.ts'
 import { REFLECTION_SERVICES, ReflectionFanOut } from './reflection.ts'
 import type { ServerStreamEvents, TunnelHandler, TunnelServerStream } from './server.ts'
-import {
-  appendRawHeaders,
-  decodeGrpcMessage,
-  formatGrpcTimeout,
-  grpcCodeOfHttpStatus,
-  grpcCodeOfRstCode,
-  metadataFromRawHeaders,
-  parseGrpcStatus,
-} from './wire.ts'
+import { appendRawHeaders, grpcCodeOfHttpStatus, grpcCodeOfRstCode, metadataFromRawHeaders, parseGrpcStatus } from './wire.ts'
 
 /**
  * The callee gateway's HTTP/2 side of a tunnelled call: a StreamOpen becomes a request to the backend that

@@ -4,20 +4,12 @@ import { type Clock, systemClock, type Timer } from '@stargate/shared/clock'
 import { Code, StargateError } from '@stargate/shared/errors'
 import type { MetadataEntry } from '@stargate/shared/gen/envelope'
 import { TierSchema } from '@stargate/shared/gen/gateway'
+import { encodeGrpcMessage, parseGrpcTimeout } from '@stargate/shared/grpc/wire'
 import type { Logger } from '@stargate/shared/log'
 import { GATEWAY_DEFAULTS } from '../defaults.ts'
 import type { ClientStreamEvents, OpenInit, TunnelClientStream, TunnelVia } from './client.ts'
 import type { TunnelStatus } from './endpoint.ts'
-import {
-  appendRawHeaders,
-  encodeGrpcMessage,
-  headersObject,
-  IDEMPOTENCY_KEY_HEADER,
-  metadataFromRawHeaders,
-  PEER_HEADER,
-  parseGrpcTimeout,
-  TIER_HEADER,
-} from './wire.ts'
+import { appendRawHeaders, headersObject, IDEMPOTENCY_KEY_HEADER, metadataFromRawHeaders, PEER_HEADER, TIER_HEADER } from './wire.ts'
 
 /**
  * The caller gateway's HTTP/2 side of a tunnelled call: an ordinary gRPC request on the API port, for a

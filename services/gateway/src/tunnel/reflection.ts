@@ -8,12 +8,13 @@ import {
   type ServerReflectionResponse,
   ServerReflectionResponseSchema,
 } from '@stargate/shared/gen/reflection'
+import { decodeGrpcMessage, formatGrpcTimeout } from '@stargate/shared/grpc/wire'
 import type { Logger } from '@stargate/shared/log'
 import type { BackendPool } from './backends.ts'
 import type { TunnelStatus } from './endpoint.ts'
 import type { BackendTarget, ExposeTable } from './expose.ts'
 import type { ServerStreamEvents } from './server.ts'
-import { decodeGrpcMessage, parseGrpcStatus } from './wire.ts'
+import { parseGrpcStatus } from './wire.ts'
 
 /**
  * Server reflection for a callee gateway that exposes several backends: a grpc.reflection stream arriving
@@ -211,7 +212,7 @@ export class ReflectionFanOut implements ServerStreamEvents {
           ':authority': target.address,
           'content-type': 'application/grpc',
           te: 'trailers',
-          'grpc-timeout': `${this.o.questionTimeoutMs}m`,
+          'grpc-timeout': formatGrpcTimeout(this.o.questionTimeoutMs),
         })
       } catch (err: unknown) {
         fail(Code.Unavailable, StargateError.from(err, Code.Unavailable).rawMessage)

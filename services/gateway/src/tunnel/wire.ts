@@ -1,12 +1,13 @@
 import { constants as h2 } from 'node:http2'
-import { Code, StargateError } from '@stargate/shared/errors'
+import { Code } from '@stargate/shared/errors'
 import type { MetadataEntry } from '@stargate/shared/gen/envelope'
 import { metadataEntry } from './frames.ts'
 
 /**
  * gRPC over HTTP/2 as the tunnel bridges need it (https://github.com/grpc/grpc/blob/master/doc/PROTOCOL-HTTP2.md):
- * grpc-timeout and grpc-message encodings, which headers cross a gateway, HTTP and RST_STREAM codes as gRPC
- * statuses, and a scanner of length-prefixed message boundaries. Messages themselves are never decoded.
+ * which headers cross a gateway, HTTP and RST_STREAM codes as gRPC statuses, and a scanner of length-prefixed
+ * message boundaries. Messages themselves are never decoded. The grpc-timeout and grpc-message encodings are
+ * the API server's (@stargate/shared/grpc/wire).
  */
 
 /** The request header naming the peer a tunnelled call goes to (it beats --route and discovery). */
@@ -24,60 +25,6 @@ export const TIER_HEADER = 'stargate-tier'
  * caller and key, so the call may be retried on another tier even after its request left.
  */
 export const IDEMPOTENCY_KEY_HEADER = 'stargate-idempotency-key'
-
-const TIMEOUT_UNIT_MS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1_000, m: 1, u: 0.001, n: 0.000_001 }
-const TIMEOUT_RE = /^(\d{1,8})([HMSmun])$/
-
-/** Milliseconds of a grpc-timeout header value; INVALID_ARGUMENT when malformed. */
-export function parseGrpcTimeout(value: string): number {
-  const m = TIMEOUT_RE.exec(value)
-  if (m == null) {
-    throw new StargateError(
-      Code.InvalidArgument,
-      `malformed grpc-timeout header ${JSON.stringify(value)}: expected 1 to 8 digits and a unit (H, M, S, m, u or n)`,
-    )
-  }
-  return Number(m[1]) * TIMEOUT_UNIT_MS[m[2]!]!
-}
-
-/** A grpc-timeout header value for ms milliseconds (rounded up to whole ms, at most 8 digits). */
-export function formatGrpcTimeout(ms: number): string {
-  const whole = Math.max(0, Math.ceil(ms))
-  if (whole < 100_000_000) return `${whole}m`
-  const s = Math.ceil(whole / 1000)
-  if (s < 100_000_000) return `${s}S`
-  const min = Math.ceil(s / 60)
-  if (min < 100_000_000) return `${min}M`
-  return `${Math.min(99_999_999, Math.ceil(min / 60))}H`
-}
-
-/** Percent-encodes a status message for the grpc-message trailer (UTF-8; bytes outside 0x20-0x7E and '%'). */
-export function encodeGrpcMessage(message: string): string {
-  // Fast path: printable ASCII without '%' goes as is.
-  if (/^[\x20-\x24\x26-\x7e]*$/.test(message)) return message
-  let out = ''
-  for (const byte of Buffer.from(message, 'utf8')) {
-    out +=
-      byte >= 0x20 && byte <= 0x7e && byte !== 0x25 ? String.fromCharCode(byte) : `%${byte.toString(16).toUpperCase().padStart(2, '0')}`
-  }
-  return out
-}
-
-/** Decodes a grpc-message trailer; a malformed escape is kept as it is. */
-export function decodeGrpcMessage(raw: string): string {
-  if (!raw.includes('%')) return raw
-  const bytes: number[] = []
-  for (let i = 0; i < raw.length; i++) {
-    const c = raw.charCodeAt(i)
-    if (c === 0x25 && i + 2 < raw.length && /^[0-9a-fA-F]{2}$/.test(raw.slice(i + 1, i + 3))) {
-      bytes.push(Number.parseInt(raw.slice(i + 1, i + 3), 16))
-      i += 2
-    } else {
-      bytes.push(c & 0xff)
-    }
-  }
-  return Buffer.from(bytes).toString('utf8')
-}
 
 /**
  * Headers that never cross a gateway: HTTP/2 connection-specific ones, those the tunnel carries in fields

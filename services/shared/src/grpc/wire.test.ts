@@ -1,8 +1,20 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { deflateSync, gzipSync } from 'node:zlib'
+import fc from 'fast-check'
 import { Code, StargateError } from '../errors.ts'
-import { decodeGrpcMessage, decompress, encodeFrame, encodeGrpcMessage, FrameParser, grpcSubtype, parseGrpcTimeout } from './wire.ts'
+import {
+  decodeGrpcMessage,
+  decompress,
+  encodeFrame,
+  encodeGrpcMessage,
+  FrameParser,
+  formatGrpcTimeout,
+  grpcSubtype,
+  parseGrpcTimeout,
+} from './wire.ts'
+
+const FC = { seed: 20261201, numRuns: 300 }
 
 function rejectsWith(code: Code, re: RegExp): (err: unknown) => true {
   return (err: unknown) => {
@@ -33,9 +45,26 @@ describe('grpc wire', () => {
     assert.equal(parseGrpcTimeout('250m'), 250)
     assert.equal(parseGrpcTimeout('1500u'), 1.5)
     assert.equal(parseGrpcTimeout('99999999n'), 99.999999)
-    for (const bad of ['', '5', 'S', '123456789S', '5s', '-5S', '1.5S']) {
-      assert.throws(() => parseGrpcTimeout(bad), rejectsWith(Code.InvalidArgument, /malformed grpc-timeout/))
+    for (const bad of ['', '5', 'S', '123456789S', '123456789m', '5s', '-5S', '1.5S', ' 1S']) {
+      assert.throws(
+        () => parseGrpcTimeout(bad),
+        rejectsWith(Code.InvalidArgument, /malformed grpc-timeout header ".*": expected 1 to 8 digits and a unit/),
+      )
     }
+  })
+
+  it('grpc-timeout - property: a formatted timeout parses back to at least the time left, within a unit', () => {
+    fc.assert(
+      fc.property(fc.double({ min: 0, max: 1e12, noNaN: true }), (ms) => {
+        const back = parseGrpcTimeout(formatGrpcTimeout(ms))
+        assert.ok(back >= Math.min(ms, 99_999_999 * 3_600_000), `${ms} -> ${formatGrpcTimeout(ms)}`)
+        assert.ok(back - ms <= Math.max(1, ms / 1e7) * 3_600_000)
+        assert.match(formatGrpcTimeout(ms), /^\d{1,8}[HMSm]$/)
+      }),
+      FC,
+    )
+    assert.equal(formatGrpcTimeout(1234.2), '1235m')
+    assert.equal(formatGrpcTimeout(-5), '0m')
   })
 
   it('grpc-message - percent-encodes bytes outside 0x20-0x7E and %, and decodes back', () => {
@@ -43,7 +72,22 @@ describe('grpc wire', () => {
     assert.equal(encodeGrpcMessage('100% sure'), '100%25 sure')
     assert.equal(encodeGrpcMessage('caf\u00e9\nnext'), 'caf%C3%A9%0Anext')
     for (const m of ['', '100% sure', 'caf\u00e9\n\u{1F680}', 'a%zz']) assert.equal(decodeGrpcMessage(encodeGrpcMessage(m)), m)
-    assert.equal(decodeGrpcMessage('bad %E0%A4%A'), 'bad %E0%A4%A')
+    // One bad escape does not leave the rest undecoded: valid escapes decode, broken ones stay as they are.
+    assert.equal(decodeGrpcMessage('caf%C3%A9 at 100%'), 'caf\u00e9 at 100%')
+    assert.equal(decodeGrpcMessage('bad %zz escape %4'), 'bad %zz escape %4')
+    // A cut-off UTF-8 sequence becomes U+FFFD (the gRPC spec allows it); the broken escape after it stays.
+    assert.equal(decodeGrpcMessage('bad %E0%A4%A'), 'bad \ufffd%A')
+  })
+
+  it('grpc-message - property: percent-encoding roundtrips any text and stays printable ASCII', () => {
+    fc.assert(
+      fc.property(fc.string({ unit: 'grapheme' }), (text) => {
+        const wire = encodeGrpcMessage(text)
+        assert.match(wire, /^[\x20-\x7e]*$/)
+        assert.equal(decodeGrpcMessage(wire), text)
+      }),
+      FC,
+    )
   })
 
   it('frames - split across chunks in any way, several in one chunk, empty messages', () => {

@@ -31,15 +31,28 @@ const TIMEOUT_UNIT_MS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1_
 /** Parses grpc-timeout ("100m", "5S" …) into milliseconds; throws INVALID_ARGUMENT on a malformed value. */
 export function parseGrpcTimeout(value: string): number {
   const m = TIMEOUT.exec(value)
-  if (m == null)
+  if (m == null) {
     throw new StargateError(
       Code.InvalidArgument,
-      `malformed grpc-timeout "${value}" (expected 1-8 digits and a unit of H, M, S, m, u or n)`,
+      `malformed grpc-timeout header ${JSON.stringify(value)}: expected 1 to 8 digits and a unit (H, M, S, m, u or n)`,
     )
+  }
   return Number(m[1]) * (TIMEOUT_UNIT_MS[m[2] as string] as number)
 }
 
+/** A grpc-timeout value for ms milliseconds (rounded up to whole ms, then to the unit that fits 8 digits). */
+export function formatGrpcTimeout(ms: number): string {
+  const whole = Math.max(0, Math.ceil(ms))
+  if (whole < 100_000_000) return `${whole}m`
+  const s = Math.ceil(whole / 1000)
+  if (s < 100_000_000) return `${s}S`
+  const min = Math.ceil(s / 60)
+  if (min < 100_000_000) return `${min}M`
+  return `${Math.min(99_999_999, Math.ceil(min / 60))}H`
+}
+
 const PLAIN_MESSAGE = /^[\x20-\x24\x26-\x7e]*$/
+const ESCAPE = /^[0-9a-fA-F]{2}$/
 
 /** Percent-encodes a grpc-message: every byte outside 0x20-0x7E, and '%', becomes %XX (of its UTF-8). */
 export function encodeGrpcMessage(message: string): string {
@@ -52,14 +65,23 @@ export function encodeGrpcMessage(message: string): string {
   return out
 }
 
-/** Decodes a percent-encoded grpc-message; invalid sequences are kept as they are. */
+/**
+ * Decodes a percent-encoded grpc-message byte by byte: valid escapes are decoded, a malformed one is kept
+ * as it is (so one bad escape never leaves the rest encoded), and the bytes are read as UTF-8.
+ */
 export function decodeGrpcMessage(value: string): string {
   if (!value.includes('%')) return value
-  try {
-    return decodeURIComponent(value)
-  } catch {
-    return value
+  const bytes: number[] = []
+  for (let i = 0; i < value.length; i++) {
+    const c = value.charCodeAt(i)
+    if (c === 0x25 && i + 2 < value.length && ESCAPE.test(value.slice(i + 1, i + 3))) {
+      bytes.push(Number.parseInt(value.slice(i + 1, i + 3), 16))
+      i += 2
+    } else {
+      bytes.push(c & 0xff)
+    }
   }
+  return Buffer.from(bytes).toString('utf8')
 }
 
 /** One length-prefixed message. */
