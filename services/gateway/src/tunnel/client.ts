@@ -1,3 +1,4 @@
+import { durationFromMs } from '@bufbuild/protobuf/wkt'
 import { Code, StargateError } from '@stargate/shared/errors'
 import type { MetadataEntry, PeerFrame, StreamOpen } from '@stargate/shared/gen/envelope'
 import type { Tier } from '@stargate/shared/gen/gateway'
@@ -11,7 +12,7 @@ import {
   type TunnelStatus,
   TunnelStream,
 } from './endpoint.ts'
-import { dataFrame, durationOfMs, OPEN_CREDIT_BYTES, openFrame } from './frames.ts'
+import { dataFrame, OPEN_CREDIT_BYTES, openFrame } from './frames.ts'
 
 /** Where a tunnelled call went: the peer that answered it and the tier of the link. */
 export interface TunnelVia {
@@ -194,7 +195,9 @@ export class TunnelClientStream extends TunnelStream {
     const open = this.opening
     if (open == null || this.ended) return
     this.opening = undefined
-    if (this.deadlineAtMs != null) open.timeout = durationOfMs(this.deadlineAtMs - this.core.options.clock.nowMs())
+    // Whole ms, rounded up: less than 1 ms left is not sent as a deadline already passed.
+    if (this.deadlineAtMs != null)
+      open.timeout = durationFromMs(Math.max(0, Math.ceil(this.deadlineAtMs - this.core.options.clock.nowMs())))
     this.core.send(openFrame(open))
     this.flush()
   }

@@ -1,4 +1,5 @@
 import { type ClientHttp2Stream, constants as h2, type IncomingHttpHeaders, type IncomingHttpStatusHeader } from 'node:http2'
+import { durationToMs } from '@stargate/shared/clock'
 import { Code, StargateError } from '@stargate/shared/errors'
 import type { StreamOpen } from '@stargate/shared/gen/envelope'
 import { decodeGrpcMessage, formatGrpcTimeout } from '@stargate/shared/grpc/wire'
@@ -7,7 +8,6 @@ import { GATEWAY_DEFAULTS } from '../defaults.ts'
 import type { BackendPool } from './backends.ts'
 import type { TunnelStatus } from './endpoint.ts'
 import { type BackendTarget, EVERY_SERVICE, type ExposeTable } from './expose.ts'
-import { msOfDuration } from './frames.ts'
 import { REFLECTION_SERVICES, ReflectionFanOut } from './reflection.ts'
 import type { ServerStreamEvents, TunnelHandler, TunnelServerStream } from './server.ts'
 import { appendRawHeaders, grpcCodeOfHttpStatus, grpcCodeOfRstCode, metadataFromRawHeaders, parseGrpcStatus } from './wire.ts'
@@ -95,7 +95,7 @@ export class TunnelEgress {
       sink.close(status.code, status.message, [])
       return ANSWERED
     }
-    if (open.timeout != null && msOfDuration(open.timeout) <= 0) {
+    if (open.timeout != null && durationToMs(open.timeout) <= 0) {
       sink.close(Code.DeadlineExceeded, 'deadline exceeded before the call reached the backend', [])
       return ANSWERED
     }
@@ -140,7 +140,7 @@ function requestHeaders(target: BackendTarget, open: StreamOpen, trace: Record<s
   const replaceTrace = trace.traceparent != null
   appendRawHeaders(raw, open.metadata, replaceTrace ? TRACE_HEADERS : undefined)
   if (!open.metadata.some((m) => m.key === 'content-type')) raw.push('content-type', 'application/grpc')
-  if (open.timeout != null) raw.push('grpc-timeout', formatGrpcTimeout(msOfDuration(open.timeout)))
+  if (open.timeout != null) raw.push('grpc-timeout', formatGrpcTimeout(durationToMs(open.timeout)))
   if (replaceTrace) {
     raw.push('traceparent', trace.traceparent!)
     if (trace.tracestate != null && trace.tracestate !== '') raw.push('tracestate', trace.tracestate)

@@ -1,4 +1,3 @@
-import type { Duration } from '@bufbuild/protobuf/wkt'
 import type {
   MetadataEntry,
   PeerFrame,
@@ -57,21 +56,6 @@ export function closeFrame(exchangeId: bigint, code: number, message: string, tr
 
 export function openFrame(open: StreamOpen): PeerFrame {
   return { $typeName: 'stargate.v1.PeerFrame', kind: { case: 'streamOpen', value: open }, sequence: 0n }
-}
-
-/** A Duration of ms milliseconds (not negative). */
-export function durationOfMs(ms: number): Duration {
-  const whole = Math.max(0, Math.floor(ms))
-  return {
-    $typeName: 'google.protobuf.Duration',
-    seconds: BigInt(Math.floor(whole / 1000)),
-    nanos: (whole % 1000) * 1_000_000,
-  }
-}
-
-/** Milliseconds of a Duration. */
-export function msOfDuration(d: Duration): number {
-  return Number(d.seconds) * 1000 + d.nanos / 1_000_000
 }
 
 /** Bytes of a protobuf varint. */

@@ -1,3 +1,4 @@
+import { durationToMs } from '@stargate/shared/clock'
 import { Code, StargateError } from '@stargate/shared/errors'
 import type { MetadataEntry, PeerFrame, StreamOpen } from '@stargate/shared/gen/envelope'
 import type { Logger } from '@stargate/shared/log'
@@ -10,7 +11,7 @@ import {
   type TunnelOptions,
   TunnelStream,
 } from './endpoint.ts'
-import { closeFrame, headersFrame, msOfDuration, OPEN_CREDIT_BYTES, resetFrame } from './frames.ts'
+import { closeFrame, headersFrame, OPEN_CREDIT_BYTES, resetFrame } from './frames.ts'
 
 /** The callee's consumer of one stream: the request side of a tunnelled call. */
 export interface ServerStreamEvents extends StreamEvents {
@@ -114,7 +115,7 @@ export class TunnelServerStream extends TunnelStream {
     const topUp = this.core.options.windowBytes - OPEN_CREDIT_BYTES
     if (topUp > 0) this.grant(topUp)
     if (open.timeout != null) {
-      this.timeoutMs = msOfDuration(open.timeout)
+      this.timeoutMs = durationToMs(open.timeout)
       this.armDeadline(this.timeoutMs)
     }
     if (open.data.byteLength > 0 || open.endOfStream) this.receiveData(open.data, open.endOfStream)

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { FakeClock } from '@stargate/shared/clock'
+import { durationToMs, FakeClock } from '@stargate/shared/clock'
 import { Code, StargateError } from '@stargate/shared/errors'
 import type { MetadataEntry, PeerFrame, StreamOpen } from '@stargate/shared/gen/envelope'
 import { Tier } from '@stargate/shared/gen/gateway'
@@ -341,6 +341,15 @@ describe('tunnel', () => {
     const st = await a.events.closed()
     assert.equal(st.code, Code.DeadlineExceeded)
     assert.equal(client.stats.streams, 0)
+  })
+
+  it('tunnel - less than 1 ms left goes as 1 ms, not as a deadline already passed', async () => {
+    const { clock, nextAccepted, open } = pair()
+    const s = open(new Recorder(), { deadlineAtMs: clock.nowMs() + 0.9 })
+    s.write(message(1))
+    const a = await nextAccepted()
+    assert.ok(a.open.timeout != null)
+    assert.equal(durationToMs(a.open.timeout), 1)
   })
 
   it('tunnel - the callee enforces the time left too', async () => {
