@@ -205,7 +205,11 @@ export class RelayManager implements RelaySelector {
         this.learn(s, conn.remotePeer.toString())
       }
       const peer = parsePeerId(s.peerId)
-      const rtt = await this.node.services.ping.ping(peer, { signal: AbortSignal.timeout(this.o.healthTimeoutMs) })
+      // libp2p's ping measures with Date.now() (whole ms, 0 on a fast link); the RTT we report and sort by is
+      // timed here with sub-millisecond resolution.
+      const pingStartedAt = performance.now()
+      await this.node.services.ping.ping(peer, { signal: AbortSignal.timeout(this.o.healthTimeoutMs) })
+      const rtt = performance.now() - pingStartedAt
       const wasHealthy = s.healthy && !s.suspect
       s.rttMs = rtt
       s.consecutiveFailures = 0

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { create } from '@bufbuild/protobuf'
+import { create, toBinary } from '@bufbuild/protobuf'
 import { durationFromMs } from '@bufbuild/protobuf/wkt'
 import { FakeClock } from '@stargate/shared/clock'
 import { Code, StargateError } from '@stargate/shared/errors'
-import { type PeerResponse, PeerResponseSchema } from '@stargate/shared/gen/envelope'
+import { PeerRequestSchema, type PeerResponse, PeerResponseSchema } from '@stargate/shared/gen/envelope'
 import { AttemptOutcome, CallRequestSchema, Tier } from '@stargate/shared/gen/gateway'
 import { createLogger } from '@stargate/shared/log'
 import { type AttemptInit, final, Router, type RouterOptions } from './router.ts'
@@ -350,6 +350,19 @@ describe('router', () => {
     assert.equal(loopback.sends.length, 1)
     const timeout = loopback.sends[0]?.timeout
     assert.equal(Number(timeout?.seconds), 7, 'the request carries the time left')
+  })
+
+  it('router - a fractional time left (grpc-timeout in u or n) goes out as whole ms, rounded up, and encodes', async () => {
+    const { clock, direct, call } = setup()
+    const res = await drive(clock, call(PEER, 1_500.0004))
+    assert.equal(res.tier, Tier.DIRECT)
+    const sent = direct.sends[0]
+    assert.ok(sent != null)
+    assert.deepEqual([Number(sent.timeout?.seconds), sent.timeout?.nanos], [1, 501_000_000])
+    assert.doesNotThrow(
+      () => toBinary(PeerRequestSchema, create(PeerRequestSchema, sent)),
+      'a Duration with fractional nanos cannot be encoded',
+    )
   })
 
   it('router - allowed_tiers restricts the tiers tried', async () => {

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import type { MessageInitShape } from '@bufbuild/protobuf'
-import { durationFromMs } from '@bufbuild/protobuf/wkt'
-import { type Clock, durationToMs, systemClock, type Timer } from '@stargate/shared/clock'
+import type { Duration } from '@bufbuild/protobuf/wkt'
+import { type Clock, durationOfMs, durationToMs, systemClock, type Timer } from '@stargate/shared/clock'
 import { Code, isTransportFailure, StargateError } from '@stargate/shared/errors'
 import type { PeerResponse } from '@stargate/shared/gen/envelope'
 import { AttemptOutcome, type AttemptSchema, type CallRequest, type CallResponseSchema, Tier } from '@stargate/shared/gen/gateway'
@@ -211,7 +211,7 @@ export class Router {
               requestId: plan.requestId,
               method: plan.method,
               payload: plan.payload,
-              timeout: durationFromMs(Math.max(1, ctx.deadlineAtMs - this.clock.nowMs())),
+              timeout: durationOfMs(Math.max(1, ctx.deadlineAtMs - this.clock.nowMs())),
               traceContext,
               callerPeerId: this.o.selfPeerId,
               tier: ctx.tier,
@@ -294,7 +294,7 @@ export class Router {
     for (const t of this.tiersFor(plan)) {
       const reason = await t.unavailableReason(plan.peerId, plan.purpose)
       if (reason != null) {
-        record({ tier: t.tier, round, outcome: AttemptOutcome.SKIPPED, reason, duration: durationFromMs(0) })
+        record({ tier: t.tier, round, outcome: AttemptOutcome.SKIPPED, reason, duration: durationOfMs(0) })
         continue
       }
       if (round === 0 && this.coolingDown(plan.peerId, t.tier)) cooled.push(t)
@@ -310,7 +310,7 @@ export class Router {
           round,
           outcome: AttemptOutcome.SKIPPED,
           reason: `${tierName(t.tier)} failed toward this peer ${Math.round(sinceMs / 1000)} s ago; cooling down (probing in the background)`,
-          duration: durationFromMs(0),
+          duration: durationOfMs(0),
         })
         this.probe(plan, t)
       }
@@ -323,7 +323,7 @@ export class Router {
       if (won == null) return undefined
       remaining = remaining.filter((t) => t !== won.transport && !won.failed.includes(t))
       const tier = won.transport.tier
-      const duration = (): ReturnType<typeof durationFromMs> => durationFromMs(this.clock.nowMs() - won.startedAtMs)
+      const duration = (): Duration => durationOfMs(this.clock.nowMs() - won.startedAtMs)
       try {
         const result = await exchange.run(won.link, { tier, signal, deadlineAtMs: plan.deadlineAtMs })
         const remote = exchange.remoteError?.(result)
@@ -394,7 +394,7 @@ export class Router {
             round,
             outcome: AttemptOutcome.CANCELLED,
             reason: won != null ? `cancelled: ${tierName(won.transport.tier)} connected first` : 'cancelled: call ended',
-            duration: durationFromMs(this.clock.nowMs() - startedAtMs),
+            duration: durationOfMs(this.clock.nowMs() - startedAtMs),
           })
         }
         resolve(won == null ? undefined : { ...won, failed })
@@ -430,7 +430,7 @@ export class Router {
               round,
               outcome: AttemptOutcome.FAILED,
               reason: e.rawMessage,
-              duration: durationFromMs(this.clock.nowMs() - startedAtMs),
+              duration: durationOfMs(this.clock.nowMs() - startedAtMs),
             })
             this.markFailed(plan.peerId, t.tier)
             if (failed.length === candidates.length) finish(undefined)

@@ -1,3 +1,5 @@
+import { type Duration, durationFromMs } from '@bufbuild/protobuf/wkt'
+
 /**
  * Time as the rest of the code sees it: the current instant and one-shot timers. Components that make
  * decisions on time (the router's stagger, cool-downs and backoff; deadlines) take a Clock, so their unit
@@ -96,6 +98,15 @@ export class FakeClock implements Clock {
 /** Lets pending promise continuations (and the callbacks they schedule) run. */
 async function settle(): Promise<void> {
   for (let i = 0; i < 5; i++) await new Promise<void>((resolve) => setImmediate(resolve))
+}
+
+/**
+ * A google.protobuf.Duration of ms milliseconds, rounded up to whole ms and never negative: the one way a
+ * Duration is built from a time that may be fractional (grpc-timeout in u/n units gives fractional ms, and
+ * protobuf's nanos must be an int32).
+ */
+export function durationOfMs(ms: number): Duration {
+  return durationFromMs(Math.max(0, Math.ceil(ms)))
 }
 
 /** A google.protobuf.Duration (or its init shape) in ms, rounded up: the one conversion used everywhere. */

@@ -1,4 +1,4 @@
-import { durationFromMs } from '@bufbuild/protobuf/wkt'
+import { durationOfMs } from '@stargate/shared/clock'
 import { Code, StargateError } from '@stargate/shared/errors'
 import type { MetadataEntry, PeerFrame, StreamOpen } from '@stargate/shared/gen/envelope'
 import type { Tier } from '@stargate/shared/gen/gateway'
@@ -196,8 +196,7 @@ export class TunnelClientStream extends TunnelStream {
     if (open == null || this.ended) return
     this.opening = undefined
     // Whole ms, rounded up: less than 1 ms left is not sent as a deadline already passed.
-    if (this.deadlineAtMs != null)
-      open.timeout = durationFromMs(Math.max(0, Math.ceil(this.deadlineAtMs - this.core.options.clock.nowMs())))
+    if (this.deadlineAtMs != null) open.timeout = durationOfMs(this.deadlineAtMs - this.core.options.clock.nowMs())
     this.core.send(openFrame(open))
     this.flush()
   }
