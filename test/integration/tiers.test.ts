@@ -7,6 +7,8 @@ import { AttemptOutcome, PeerSource, Tier } from '@stargate/shared/gen/gateway'
 import { eventually } from '../lib/eventually.ts'
 import { freePort, type GatewayHandle, Harness, type Proc, type RelayHandle } from '../lib/harness.ts'
 
+/** A 720-hour deadline, longer than one Node timer can wait (2^31−1 ms). */
+const LONG_DEADLINE = { 'grpc-timeout': '720H' }
 const json = (v: unknown) => ({ case: 'json' as const, value: fromJson(ValueSchema, v as never) })
 
 async function expectCode(p: Promise<unknown>, code: Code, message?: RegExp): Promise<ConnectError> {
@@ -191,6 +193,18 @@ describe('tiered core', () => {
     assert.ok(took < 3000, `answered after ${took} ms`)
   })
 
+  it('deadline - grpc-timeout 720H (beyond one Node timer, 2^31−1 ms) is not cut short, direct and through the relay', async () => {
+    // The header alone: a client-side timer of 720 hours would be clamped by Node in the test process too.
+    for (const [peer, tier] of [
+      [b, Tier.DIRECT],
+      [c, Tier.RELAY],
+    ] as const) {
+      const res = await a.client.call({ peerId: peer.peerId, method: 'slow', payload: json({ ms: 200 }) }, { headers: LONG_DEADLINE })
+      assert.equal(res.tier, tier)
+      assert.deepEqual(toJson(ValueSchema, res.payload.value as never), { ms: 200 })
+    }
+  })
+
   it('serve - several Serve streams for one method share the load; a closed stream unregisters its methods', async () => {
     const second = await h.serveClient(b.api, ['echo', 'only-second'])
     const ids: string[] = []
@@ -216,6 +230,8 @@ describe('tiered core', () => {
     const bytes = await a.client.call({ peerId: c.peerId, method: 'echo', payload: { case: 'data', value: big } })
     assert.equal(bytes.tier, Tier.NATS)
     assert.deepEqual(bytes.payload.value, big)
+    const long = await a.client.call({ peerId: c.peerId, method: 'slow', payload: json({ ms: 200 }) }, { headers: LONG_DEADLINE })
+    assert.equal(long.tier, Tier.NATS, 'a 720-hour deadline is not cut short over NATS')
     await nats.proc.stop()
     const t0 = Date.now()
     const e = await expectCode(

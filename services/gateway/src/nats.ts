@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises'
+import { systemClock, type Timer } from '@stargate/shared/clock'
 import { Code, messageOf, StargateError } from '@stargate/shared/errors'
 import { NatsState } from '@stargate/shared/gen/gateway'
 import { type Logger, RateLimitedLog } from '@stargate/shared/log'
@@ -161,7 +162,7 @@ interface Pending {
   accept: (answer: Uint8Array) => unknown
   resolve: (value: unknown) => void
   reject: (err: StargateError) => void
-  timer: NodeJS.Timeout
+  timer: Timer
   signal: AbortSignal
   onAbort: () => void
 }
@@ -454,13 +455,12 @@ export class NatsBus {
         resolve: resolve as (value: unknown) => void,
         reject,
         signal,
-        timer: setTimeout(
+        timer: systemClock.setTimeout(
           () => this.settle(token, new StargateError(Code.DeadlineExceeded, `no answer on ${subject} within ${waitMs} ms`)),
           waitMs,
         ),
         onAbort: () => this.settle(token, StargateError.from(signal.reason, Code.Canceled)),
       }
-      p.timer.unref()
       signal.addEventListener('abort', p.onAbort, { once: true })
       this.pending.set(token, p)
       this.send({
@@ -527,7 +527,7 @@ export class NatsBus {
     const p = this.pending.get(token)
     if (p == null) return
     this.pending.delete(token)
-    clearTimeout(p.timer)
+    p.timer.clear()
     p.signal.removeEventListener('abort', p.onAbort)
     if (err != null) p.reject(err)
     else p.resolve(value)

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { create } from '@bufbuild/protobuf'
 import type { ApiPrincipal } from '@stargate/shared/auth'
+import { FakeClock } from '@stargate/shared/clock'
 import { Code, StargateError } from '@stargate/shared/errors'
 import { PeerRequestSchema } from '@stargate/shared/gen/envelope'
 import { type InboundCall, ServeReplySchema, Tier } from '@stargate/shared/gen/gateway'
@@ -10,6 +11,7 @@ import { parseMethodPattern } from '@stargate/shared/method-pattern'
 import { ServeRegistry, type ServeSession } from './serve.ts'
 
 const log = createLogger('test', { level: 'silent' })
+const HOUR_MS = 3600 * 1000
 const meta = (deadlineAtMs = Date.now() + 10_000) => ({ callerPeerId: 'caller', tier: Tier.RELAY, deadlineAtMs })
 const request = (method = 'echo', requestId = 'r1') =>
   create(PeerRequestSchema, { requestId, method, payload: { case: 'data', value: new Uint8Array([1, 2, 3]) } })
@@ -95,6 +97,22 @@ describe('serve dispatch', () => {
     const cancelled = s.deliver(request('echo', 'r2'), meta(), ctl.signal)
     ctl.abort(new StargateError(Code.Canceled, 'caller cancelled the call'))
     await assert.rejects(cancelled, (e: unknown) => e instanceof StargateError && e.code === Code.Canceled)
+    assert.equal(s.inflight, 0)
+  })
+
+  it('serve - a call with a 720-hour deadline waits 720 hours on the clock, not less', async () => {
+    const clock = new FakeClock()
+    const s = serving(new ServeRegistry(log, () => {}, undefined, clock), ['echo'])
+    const outcomes: unknown[] = []
+    s.deliver(request(), meta(clock.nowMs() + 720 * HOUR_MS), new AbortController().signal).then(
+      (r) => outcomes.push(r),
+      (e: unknown) => outcomes.push(e),
+    )
+    await clock.advance(720 * HOUR_MS - 1)
+    assert.equal(outcomes.length, 0, `ended before its deadline: ${String(outcomes[0])}`)
+    assert.equal(s.inflight, 1)
+    await clock.advance(1)
+    assert.ok(outcomes[0] instanceof StargateError && outcomes[0].code === Code.DeadlineExceeded, String(outcomes[0]))
     assert.equal(s.inflight, 0)
   })
 

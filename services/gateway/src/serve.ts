@@ -3,6 +3,7 @@ import type { MessageInitShape } from '@bufbuild/protobuf'
 import { toBinary } from '@bufbuild/protobuf'
 import { timestampFromMs, ValueSchema } from '@bufbuild/protobuf/wkt'
 import { ANONYMOUS, type ApiPrincipal, scopeAllows, scopeText } from '@stargate/shared/auth'
+import { type Clock, systemClock } from '@stargate/shared/clock'
 import { Code, StargateError } from '@stargate/shared/errors'
 import type { PeerRequest } from '@stargate/shared/gen/envelope'
 import type { ServeRegistration, ServeRequest, ServeResponseSchema, Tier } from '@stargate/shared/gen/gateway'
@@ -65,6 +66,7 @@ export class ServeSession {
   readonly principal: ApiPrincipal
   private readonly limits: ServeQueueLimits
   private readonly stats?: ServeStats
+  private readonly clock: Clock
   /** In order; keyed by call id (control messages by a fresh key), so a call leaves it in O(1). */
   private readonly queue = new Map<string, Queued>()
   private queuedCallCount = 0
@@ -73,10 +75,11 @@ export class ServeSession {
   private closed = false
   private readonly pending = new Map<string, PendingCall>()
 
-  constructor(principal: ApiPrincipal = ANONYMOUS, limits: ServeQueueLimits = UNBOUNDED, stats?: ServeStats) {
+  constructor(principal: ApiPrincipal = ANONYMOUS, limits: ServeQueueLimits = UNBOUNDED, stats?: ServeStats, clock: Clock = systemClock) {
     this.principal = principal
     this.limits = limits
     this.stats = stats
+    this.clock = clock
   }
 
   /** Calls waiting for this client's answer (queued or delivered). */
@@ -138,15 +141,14 @@ export class ServeSession {
     }
     const callId = randomUUID()
     return new Promise<HandlerResult>((resolve, reject) => {
-      const timer = setTimeout(
+      const timer = this.clock.setTimeout(
         () => finish(new StargateError(Code.DeadlineExceeded, `serving client did not answer ${req.method} before the deadline`)),
-        Math.max(0, meta.deadlineAtMs - Date.now()),
+        meta.deadlineAtMs - this.clock.nowMs(),
       )
-      timer.unref()
       const onAbort = (): void => finish(StargateError.from(signal.reason, Code.Canceled))
       const finish = (err?: StargateError, result?: HandlerResult): void => {
         if (!this.pending.delete(callId)) return
-        clearTimeout(timer)
+        timer.clear()
         signal.removeEventListener('abort', onAbort)
         // Still waiting to be written: it leaves the queue now, and its payload with it.
         this.unqueue(callId)
@@ -273,16 +275,19 @@ export class ServeRegistry {
   private readonly log: Logger
   private readonly onChange: () => void
   private readonly limits: ServeQueueLimits
+  private readonly clock: Clock
 
-  constructor(log: Logger, onChange: () => void = () => {}, limits: ServeQueueLimits = UNBOUNDED) {
+  /** `clock` times the calls' deadlines while they wait for a session's answer. */
+  constructor(log: Logger, onChange: () => void = () => {}, limits: ServeQueueLimits = UNBOUNDED, clock: Clock = systemClock) {
     this.log = log
     this.onChange = onChange
     this.limits = limits
+    this.clock = clock
   }
 
   /** Opens a session for a Serve stream of the principal (queues bounded by the registry's limits). */
   open(principal: ApiPrincipal = ANONYMOUS): ServeSession {
-    const session = new ServeSession(principal, this.limits, this.stats)
+    const session = new ServeSession(principal, this.limits, this.stats, this.clock)
     this.sessions.add(session)
     return session
   }

@@ -8,7 +8,10 @@ import { type Duration, durationFromMs } from '@bufbuild/protobuf/wkt'
 export interface Clock {
   /** The current instant, ms since the Unix epoch. */
   nowMs(): number
-  /** Runs fn once after ms; the timer never keeps the process alive. */
+  /**
+   * Runs fn once after ms, however long (a 30-day deadline fires after 30 days, not at once); the timer never
+   * keeps the process alive.
+   */
   setTimeout(fn: () => void, ms: number): Timer
 }
 
@@ -18,12 +21,30 @@ export interface Timer {
   clear(): void
 }
 
-/** The real clock: Date.now() and unref'd Node timers. */
+/**
+ * The longest delay one Node timer takes (2^31−1 ms, about 24.8 days). Node runs a longer one after 1 ms
+ * (with a TimeoutOverflowWarning), so a longer delay is waited out in steps of at most this.
+ */
+export const MAX_TIMER_MS = 2 ** 31 - 1
+
+/** The real clock: Date.now() and unref'd Node timers (re-armed in steps of MAX_TIMER_MS for longer delays). */
 export const systemClock: Clock = {
   nowMs: () => Date.now(),
   setTimeout(fn, ms) {
-    const t = setTimeout(fn, Math.max(0, ms))
-    t.unref()
+    if (!(ms > MAX_TIMER_MS)) {
+      const t = setTimeout(fn, Math.max(0, ms))
+      t.unref()
+      return { clear: () => clearTimeout(t) }
+    }
+    let leftMs = ms
+    let t: NodeJS.Timeout
+    const arm = (): void => {
+      const stepMs = Math.min(leftMs, MAX_TIMER_MS)
+      leftMs -= stepMs
+      t = setTimeout(leftMs > 0 ? arm : fn, stepMs)
+      t.unref()
+    }
+    arm()
     return { clear: () => clearTimeout(t) }
   },
 }

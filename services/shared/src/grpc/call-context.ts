@@ -1,6 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http2'
 import type { DescMethod, DescService } from '@bufbuild/protobuf'
 import { Code, ConnectError, type ContextValues, createContextValues, type HandlerContext } from '@connectrpc/connect'
+import type { Clock, Timer } from '../clock.ts'
 
 /** How one call's context is made. */
 export interface CallContextInit {
@@ -15,6 +16,8 @@ export interface CallContextInit {
   shutdownSignal: AbortSignal
   /** Called once when the deadline passes or the server stops first (not when the call is ended by `end`). */
   onAbort: (reason: unknown) => void
+  /** Times the deadline (deadlines of any length: see Clock.setTimeout). */
+  clock: Clock
 }
 
 /**
@@ -38,7 +41,8 @@ export class CallContext implements HandlerContext {
   private readonly deadlineAtMs: number | undefined
   private readonly onAbort: (reason: unknown) => void
   private readonly live: Set<CallContext>
-  private timer: NodeJS.Timeout | undefined
+  private readonly clock: Clock
+  private timer: Timer | undefined
   private request?: Headers
   private response?: Headers
   private trailer?: Headers
@@ -51,6 +55,7 @@ export class CallContext implements HandlerContext {
     this.headers = init.headers
     this.signal = this.controller.signal
     this.onAbort = init.onAbort
+    this.clock = init.clock
     this.live = liveCalls(init.shutdownSignal)
     if (init.shutdownSignal.aborted) {
       this.deadlineAtMs = undefined
@@ -58,19 +63,19 @@ export class CallContext implements HandlerContext {
       return
     }
     if (init.timeoutMs !== undefined) {
-      this.deadlineAtMs = Date.now() + init.timeoutMs
+      this.deadlineAtMs = this.clock.nowMs() + init.timeoutMs
       if (init.timeoutMs <= 0) {
         this.controller.abort(deadlineExceeded())
         return
       }
-      this.timer = setTimeout(() => this.interrupt(deadlineExceeded()), init.timeoutMs)
+      this.timer = this.clock.setTimeout(() => this.interrupt(deadlineExceeded()), init.timeoutMs)
     }
     this.live.add(this)
   }
 
   /** The time left until the deadline (undefined without one), as connect's context reports it. */
   timeoutMs(): number | undefined {
-    return this.deadlineAtMs === undefined ? undefined : this.deadlineAtMs - Date.now()
+    return this.deadlineAtMs === undefined ? undefined : this.deadlineAtMs - this.clock.nowMs()
   }
 
   get requestHeader(): Headers {
@@ -118,7 +123,7 @@ export class CallContext implements HandlerContext {
   }
 
   private release(): void {
-    clearTimeout(this.timer)
+    this.timer?.clear()
     this.live.delete(this)
   }
 }

@@ -12,6 +12,7 @@ import { constants, type IncomingHttpHeaders, type OutgoingHttpHeaders, type Ser
 import { create, type DescMethod, type DescService, fromBinary, fromJsonString, toBinary, toJsonString } from '@bufbuild/protobuf'
 import { ConnectError, type HandlerContext } from '@connectrpc/connect'
 import { setTrailerStatus } from '@connectrpc/connect/protocol-grpc'
+import type { Clock } from '../clock.ts'
 import { Code, StargateError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import { CallContext } from './call-context.ts'
@@ -61,6 +62,8 @@ export interface GrpcCallOptions {
   maxSendMessageBytes: number
   /** Aborted when the server stops: handlers see their context's signal abort with its reason. */
   shutdownSignal: AbortSignal
+  /** Times the calls' deadlines. */
+  clock: Clock
   gate?: RequestGate
   log: Logger
 }
@@ -177,6 +180,7 @@ class GrpcCall {
       headers,
       timeoutMs,
       shutdownSignal: options.shutdownSignal,
+      clock: options.clock,
       // The deadline, or the server stopping: answer with that status at once, whatever the handler does.
       onAbort: (reason) => {
         if (!this.finished) this.finish(reason)

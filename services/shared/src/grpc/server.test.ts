@@ -443,6 +443,20 @@ describe('api server - gRPC over HTTP/2', { timeout: 60_000 }, () => {
     await events.next('aborted')
   })
 
+  it('deadline - grpc-timeout 720H (longer than one Node timer, 2^31−1 ms) does not end the call early', async () => {
+    const session = rawSession(addr)
+    const held = rawRequest(session, path('Unary'), { 'grpc-timeout': '720H' })
+    held.stream.end(encodeFrame(ser({ text: 'hold' })))
+    await events.next('held')
+    // Node runs a longer timer after 1 ms; timers fire in the order they fall due, so 100 ms show it.
+    await delay(100)
+    ;(holds.shift() as () => void)()
+    const r = await held.result
+    assert.equal(r.trailers?.['grpc-status'] ?? r.headers['grpc-status'], '0', `grpc-message: ${r.headers['grpc-message']}`)
+    assert.equal(de(r.data.subarray(5)).text, 'held')
+    session.close()
+  })
+
   it('cancellation - a client cancel (RST_STREAM) aborts the handler at once; so does a lost connection', async () => {
     const js = jsClient(addr)
     const call = js.makeServerStreamRequest(path('ServerStream'), ser, de, { text: 'hang' })

@@ -15,6 +15,7 @@ import { type ConnectRouter, createConnectRouter, type HandlerContext, type Serv
 import type { UniversalHandler } from '@connectrpc/connect/protocol'
 import { codeToHttpStatus } from '@connectrpc/connect/protocol-connect'
 import { compressionBrotli, compressionGzip, connectNodeAdapter } from '@connectrpc/connect-node'
+import { type Clock, systemClock } from '../clock.ts'
 import { Code, StargateError } from '../errors.ts'
 import { Health } from '../gen/grpc/health/v1/health_pb.js'
 import { ServerReflection as ReflectionV1 } from '../gen/grpc/reflection/v1/reflection_pb.js'
@@ -102,6 +103,8 @@ export interface ApiServerOptions {
    * Empty or absent: no CORS headers, preflights are not answered.
    */
   corsAllowOrigins?: readonly string[]
+  /** Times the gRPC calls' deadlines (grpc-timeout); default the system clock. */
+  clock?: Clock
 }
 
 /** TLS of the API port. */
@@ -170,6 +173,7 @@ export class ApiServer {
       maxReceiveMessageBytes: maxReceive,
       maxSendMessageBytes: maxSend,
       shutdownSignal: this.shutdown.signal,
+      clock: options.clock ?? systemClock,
       gate: this.gate,
       log: this.log,
     }
