@@ -9,6 +9,7 @@ import { ReplayGuard, type SealedCodec, sealedCodec } from '@stargate/shared/sea
 import { rpcServerSpans } from '@stargate/shared/telemetry-rpc'
 import { type GatewayApi, gatewayServiceImpl, type RelayView, type StatusView } from './api/service.ts'
 import { GATEWAY_DEFAULTS as D } from './defaults.ts'
+import { FailureHistory } from './failure-history.ts'
 import { InboundDispatcher } from './inbound.ts'
 import { InFlight } from './inflight.ts'
 import { PeerMetricsTable } from './metrics.ts'
@@ -27,7 +28,7 @@ import { RelayManager } from './relays.ts'
 import { Router } from './router.ts'
 import { ServeRegistry } from './serve.ts'
 import { GATEWAY_SCOPE, GatewayTelemetry } from './telemetry/gateway-telemetry.ts'
-import { CircuitHistory, relayOfCircuit } from './tiers/circuits.ts'
+import { relayOfCircuit } from './tiers/circuits.ts'
 import { createTiers } from './tiers/index.ts'
 import { LoopbackTier } from './tiers/loopback.ts'
 import { NatsStreams } from './tiers/nats-streams.ts'
@@ -325,7 +326,7 @@ export class Gateway {
       relay: {
         staggerMs: o.relayStaggerMs,
         probeTimeoutMs: o.attemptTimeoutMs,
-        history: new CircuitHistory({ cooldownMs: o.circuitCooldownMs, maxEntries: D.circuitHistoryMaxEntries }),
+        history: new FailureHistory({ cooldownMs: o.circuitCooldownMs, maxEntries: D.circuitHistoryMaxEntries }),
       },
       nats: {
         bus: this.nats,

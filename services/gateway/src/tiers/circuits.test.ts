@@ -2,7 +2,8 @@ import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { FakeClock } from '@stargate/shared/clock'
 import { Code, StargateError } from '@stargate/shared/errors'
-import { CircuitHistory, type CircuitKnowledge, circuitCandidates, raceStaggered } from './circuits.ts'
+import { FailureHistory } from '../failure-history.ts'
+import { type CircuitKnowledge, circuitCandidates, raceStaggered } from './circuits.ts'
 
 const R1 = '12D3KooWR1aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa'
 const R2 = '12D3KooWR2bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb'
@@ -72,7 +73,7 @@ describe('circuit candidates', () => {
 describe('circuit history', () => {
   it('cool-down - a failure through R toward X puts R last for X only, until the cool-down ends', async () => {
     const clock = new FakeClock()
-    const history = new CircuitHistory({ cooldownMs: 60_000, maxEntries: 100, clock })
+    const history = new FailureHistory({ cooldownMs: 60_000, maxEntries: 100, clock })
     history.failed(PEER, R1)
     const order = (target: string) =>
       circuitCandidates(target, knowledge({ usable: [relay(R1, 1), relay(R2, 2)], failedAtMs: (r) => history.failedAtMs(target, r) })).map(
@@ -85,27 +86,6 @@ describe('circuit history', () => {
     await clock.advance(1)
     assert.deepEqual(order(PEER), [R1, R2], 'after the cool-down R1 is back in its place')
     assert.equal(history.size, 0, 'an expired failure is forgotten')
-  })
-
-  it('cool-down - a new failure restarts it; a success ends it', async () => {
-    const clock = new FakeClock()
-    const history = new CircuitHistory({ cooldownMs: 10_000, maxEntries: 100, clock })
-    history.failed(PEER, R1)
-    await clock.advance(8_000)
-    history.failed(PEER, R1)
-    await clock.advance(8_000)
-    assert.equal(history.failedAtMs(PEER, R1), clock.nowMs() - 8_000)
-    history.succeeded(PEER, R1)
-    assert.equal(history.failedAtMs(PEER, R1), undefined)
-  })
-
-  it('cool-down - memory is bounded: past maxEntries the oldest failure is forgotten', () => {
-    const clock = new FakeClock()
-    const history = new CircuitHistory({ cooldownMs: 60_000, maxEntries: 3, clock })
-    for (const target of ['a', 'b', 'c', 'd']) history.failed(target, R1)
-    assert.equal(history.size, 3)
-    assert.equal(history.failedAtMs('a', R1), undefined)
-    assert.notEqual(history.failedAtMs('d', R1), undefined)
   })
 })
 

@@ -3,8 +3,8 @@ import { Code, StargateError } from '@stargate/shared/errors'
 
 /**
  * The relay tier's pure parts: which circuits to try toward a peer and in what order (circuitCandidates),
- * what failed toward which peer through which relay (CircuitHistory), and the staggered race that opens the
- * first circuit to answer (raceStaggered). relay.ts wires them to libp2p.
+ * and the staggered race that opens the first circuit to answer (raceStaggered). relay.ts wires them to
+ * libp2p, with a FailureHistory of what failed toward which peer through which relay.
  */
 
 const CIRCUIT = '/p2p-circuit'
@@ -79,60 +79,6 @@ export function circuitCandidates(peerId: string, k: CircuitKnowledge): CircuitC
       x.order - y.order,
   )
   return keyed.map((r) => ({ ...r.c, coolingDown: r.coolingDown }))
-}
-
-export interface CircuitHistoryOptions {
-  /** A circuit that failed toward a peer stays last for this long (unless it answers a probe). */
-  cooldownMs: number
-  /** (peer, relay) pairs remembered at most; the oldest failure is forgotten first. */
-  maxEntries: number
-  clock?: Clock
-}
-
-/**
- * What failed toward which peer through which relay: a circuit through relay R toward peer X that failed or
- * timed out is tried last for cooldownMs, without touching R's standing toward any other peer. A success
- * (or a probe that connects) forgets the failure. Bounded: at most maxEntries pairs, oldest dropped first.
- */
-export class CircuitHistory {
-  private readonly o: CircuitHistoryOptions
-  private readonly clock: Clock
-  /** `<peer> <relay>` → instant of the last failure, oldest first (re-inserted on each failure). */
-  private readonly failures = new Map<string, number>()
-
-  constructor(options: CircuitHistoryOptions) {
-    this.o = options
-    this.clock = options.clock ?? systemClock
-  }
-
-  failed(peerId: string, relayPeerId: string): void {
-    const key = `${peerId} ${relayPeerId}`
-    this.failures.delete(key)
-    this.failures.set(key, this.clock.nowMs())
-    for (const [oldest] of this.failures) {
-      if (this.failures.size <= this.o.maxEntries) break
-      this.failures.delete(oldest)
-    }
-  }
-
-  succeeded(peerId: string, relayPeerId: string): void {
-    this.failures.delete(`${peerId} ${relayPeerId}`)
-  }
-
-  /** When a circuit through the relay last failed toward the peer, while within the cool-down. */
-  failedAtMs(peerId: string, relayPeerId: string): number | undefined {
-    const key = `${peerId} ${relayPeerId}`
-    const at = this.failures.get(key)
-    if (at == null) return undefined
-    if (this.clock.nowMs() - at < this.o.cooldownMs) return at
-    this.failures.delete(key)
-    return undefined
-  }
-
-  /** Pairs remembered (for tests of the bound). */
-  get size(): number {
-    return this.failures.size
-  }
 }
 
 export interface StaggeredRace<C, T> {

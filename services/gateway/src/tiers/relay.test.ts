@@ -9,7 +9,8 @@ import { createLogger } from '@stargate/shared/log'
 import type { PeerChannel } from '../peer/channel.ts'
 import { PeerBook } from '../peers.ts'
 import { ChannelPool, type PooledChannel } from '../pool.ts'
-import { type Circuit, CircuitHistory } from './circuits.ts'
+import { FailureHistory } from '../failure-history.ts'
+import type { Circuit } from './circuits.ts'
 import { type CircuitDialer, type RelaySelector, RelayTier } from './relay.ts'
 import type { TierLink } from './tier.ts'
 
@@ -87,7 +88,7 @@ function setup() {
     },
     connectedTo: (id) => reachable.has(id),
   }
-  const history = new CircuitHistory({ cooldownMs: 60_000, maxEntries: 100, clock })
+  const history = new FailureHistory({ cooldownMs: 60_000, maxEntries: 100, clock })
   const tier = new RelayTier({ pool, peers, log, circuits }, relays, { staggerMs: 300, probeTimeoutMs: 5_000, history, clock })
   /** Connects (and sends one call) while fake time runs; resolves with the link. */
   const connect = async (peer = PEER): Promise<TierLink> => {

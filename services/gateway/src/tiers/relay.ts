@@ -7,7 +7,8 @@ import type { Logger } from '@stargate/shared/log'
 import { deadline } from '@stargate/shared/signals'
 import type { PeerBook } from '../peers.ts'
 import type { ChannelPool, PooledChannel } from '../pool.ts'
-import { type Circuit, type CircuitCandidate, type CircuitHistory, circuitCandidates, raceStaggered, relayOfCircuit } from './circuits.ts'
+import type { FailureHistory } from '../failure-history.ts'
+import { type Circuit, type CircuitCandidate, circuitCandidates, raceStaggered, relayOfCircuit } from './circuits.ts'
 import { dialTransport, type Libp2pTierComponents, linkFor, openChannel, unavailable } from './libp2p.ts'
 import { SingleFlight } from './single-flight.ts'
 import type { TierLink, TierTransport } from './tier.ts'
@@ -29,7 +30,7 @@ export interface RelayTierOptions {
   /** A background probe of a cooled-down circuit gives up after this long. */
   probeTimeoutMs: number
   /** Failures per (target, relay): a circuit that failed toward a peer is tried last. */
-  history: CircuitHistory
+  history: FailureHistory
   clock?: Clock
 }
 
