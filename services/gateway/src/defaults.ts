@@ -176,6 +176,8 @@ export const GATEWAY_DEFAULTS = {
   natsStreamProbeTimeoutMs: 5_000,
   /** Tunnelled gRPC on NATS: streams served at once for all callers (each caller also at most tunnelMaxStreamsPerLink). */
   natsMaxInboundStreams: 4_096,
+  /** Router: (peer, tier) failures remembered for the cool-down at most; the oldest is forgotten first. */
+  tierHistoryMaxEntries: 10_000,
 } as const
 
 /** Bounds of per-call options, enforced for CallOptions and for the flags alike. */

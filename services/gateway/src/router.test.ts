@@ -96,6 +96,7 @@ function setup(overrides: Partial<RouterOptions> = {}, random = () => 0) {
       backoffJitter: 0.2,
       tierStaggerMs: 250,
       tierCooldownMs: 60_000,
+      tierHistoryMaxEntries: 100,
       log,
       clock,
       random,
@@ -187,6 +188,20 @@ describe('router', () => {
     direct.behaviour = { connectMs: 1 }
     const after = await drive(clock, call())
     assert.equal(after.tier, Tier.DIRECT)
+  })
+
+  it('router - a failure toward a peer is remembered for at most tierHistoryMaxEntries (peer, tier) pairs, oldest forgotten first', async () => {
+    const { clock, router, direct, relay, call } = setup({ tierHistoryMaxEntries: 2 })
+    direct.behaviour = { connectMs: 10, connectError: 'refused' }
+    relay.behaviour = { connectMs: 10 }
+    for (const peer of ['p1', 'p2', 'p3']) await drive(clock, call(peer))
+    assert.deepEqual(
+      ['p1', 'p2', 'p3'].map((p) => router.failing(p)),
+      [false, true, true],
+    )
+    direct.behaviour = { connectMs: 10 }
+    assert.equal((await drive(clock, call('p1'))).tier, Tier.DIRECT, 'p1 was forgotten: direct is tried first')
+    assert.equal((await drive(clock, call('p3'))).tier, Tier.RELAY, 'p3 still cools down')
   })
 
   it('router - retries wait base × factor^round plus jitter within its bound', async () => {

@@ -7,7 +7,8 @@ import type { PeerResponse } from '@stargate/shared/gen/envelope'
 import { AttemptOutcome, type AttemptSchema, type CallRequest, type CallResponseSchema, Tier } from '@stargate/shared/gen/gateway'
 import type { Logger } from '@stargate/shared/log'
 import { deadline, sleep } from '@stargate/shared/signals'
-import { GATEWAY_LIMITS } from './defaults.ts'
+import { GATEWAY_DEFAULTS, GATEWAY_LIMITS } from './defaults.ts'
+import { FailureHistory } from './failure-history.ts'
 import { type Purpose, type TierLink, type TierTransport, tierName } from './tiers/tier.ts'
 
 export type AttemptInit = MessageInitShape<typeof AttemptSchema>
@@ -23,6 +24,8 @@ export interface RouterOptions {
   backoffJitter: number
   tierStaggerMs: number
   tierCooldownMs: number
+  /** (peer, tier) failures remembered for the cool-down at most; default GATEWAY_DEFAULTS.tierHistoryMaxEntries. */
+  tierHistoryMaxEntries?: number
   log: Logger
   clock?: Clock
   /** Source of jitter in [0, 1); Math.random by default. */
@@ -127,8 +130,8 @@ export class Router {
   private readonly loopback: TierTransport
   private readonly metrics: RouterMetrics
   private readonly observer: RouterObserver
-  /** peerId → tier → instant of the last transport failure. */
-  private readonly failedAt = new Map<string, Map<Tier, number>>()
+  /** When a tier last failed toward a peer, within the cool-down (bounded: any peer id a client names lands here). */
+  private readonly failures: FailureHistory
   private readonly probing = new Set<string>()
 
   constructor(
@@ -137,6 +140,11 @@ export class Router {
   ) {
     this.o = options
     this.clock = options.clock ?? systemClock
+    this.failures = new FailureHistory({
+      cooldownMs: options.tierCooldownMs,
+      maxEntries: options.tierHistoryMaxEntries ?? GATEWAY_DEFAULTS.tierHistoryMaxEntries,
+      clock: this.clock,
+    })
     this.random = options.random ?? Math.random
     this.tiers = parts.tiers
     this.loopback = parts.loopback
@@ -276,7 +284,7 @@ export class Router {
   }
 
   /** The tiers an exchange with peerId may use, in order. */
-  private tiersFor(plan: RoutePlan): TierTransport[] {
+  private tiersFor(plan: Pick<RoutePlan, 'peerId' | 'allowedTiers'>): TierTransport[] {
     if (plan.peerId === this.o.selfPeerId) return [this.loopback]
     return this.tiers.filter((t) => plan.allowedTiers.length === 0 || plan.allowedTiers.includes(t.tier))
   }
@@ -290,21 +298,22 @@ export class Router {
     signal: AbortSignal,
   ): Promise<{ result: T; tier: Tier } | undefined> {
     const candidates: TierTransport[] = []
-    const cooled: TierTransport[] = []
+    const cooled: Array<{ t: TierTransport; failedAtMs: number }> = []
     for (const t of this.tiersFor(plan)) {
       const reason = await t.unavailableReason(plan.peerId, plan.purpose)
       if (reason != null) {
         record({ tier: t.tier, round, outcome: AttemptOutcome.SKIPPED, reason, duration: durationOfMs(0) })
         continue
       }
-      if (round === 0 && this.coolingDown(plan.peerId, t.tier)) cooled.push(t)
+      const failedAtMs = round === 0 ? this.failures.failedAtMs(plan.peerId, t.tier) : undefined
+      if (failedAtMs != null) cooled.push({ t, failedAtMs })
       else candidates.push(t)
     }
     // Skip cooled-down tiers only when something else can be tried; probe them in the background.
-    if (candidates.length === 0) candidates.push(...cooled)
+    if (candidates.length === 0) candidates.push(...cooled.map((c) => c.t))
     else {
-      for (const t of cooled) {
-        const sinceMs = this.clock.nowMs() - (this.failedAt.get(plan.peerId)?.get(t.tier) ?? 0)
+      for (const { t, failedAtMs } of cooled) {
+        const sinceMs = this.clock.nowMs() - failedAtMs
         record({
           tier: t.tier,
           round,
@@ -335,7 +344,7 @@ export class Router {
           duration: duration(),
           via: won.link.via,
         })
-        this.failedAt.get(plan.peerId)?.delete(tier)
+        this.failures.succeeded(plan.peerId, tier)
         return { result, tier }
       } catch (err: unknown) {
         const e = StargateError.from(err, Code.Unavailable)
@@ -349,7 +358,7 @@ export class Router {
         })
         if (signal.aborted) return undefined
         if (!isTransportFailure(e) || isFinal(e)) throw e
-        this.markFailed(plan.peerId, tier)
+        this.failures.failed(plan.peerId, tier)
         // A pooled link that died (its far side went silent) says nothing of a fresh connection on the same
         // tier (another relay, a new dial): connect once more at once instead of waiting for the next round.
         // The request may have reached the peer; its request id makes the peer answer a resend from memory.
@@ -432,7 +441,7 @@ export class Router {
               reason: e.rawMessage,
               duration: durationOfMs(this.clock.nowMs() - startedAtMs),
             })
-            this.markFailed(plan.peerId, t.tier)
+            this.failures.failed(plan.peerId, t.tier)
             if (failed.length === candidates.length) finish(undefined)
             else if (launched.size === failed.length) launch()
           },
@@ -444,23 +453,7 @@ export class Router {
 
   /** True when some tier failed toward the peer within the cool-down (it is being probed). */
   failing(peerId: string): boolean {
-    const now = this.clock.nowMs()
-    for (const at of this.failedAt.get(peerId)?.values() ?? []) if (now - at < this.o.tierCooldownMs) return true
-    return false
-  }
-
-  private coolingDown(peerId: string, tier: Tier): boolean {
-    const at = this.failedAt.get(peerId)?.get(tier)
-    return at != null && this.clock.nowMs() - at < this.o.tierCooldownMs
-  }
-
-  private markFailed(peerId: string, tier: Tier): void {
-    let m = this.failedAt.get(peerId)
-    if (m == null) {
-      m = new Map()
-      this.failedAt.set(peerId, m)
-    }
-    m.set(tier, this.clock.nowMs())
+    return this.tiersFor({ peerId, allowedTiers: [] }).some((t) => this.failures.failedAtMs(peerId, t.tier) != null)
   }
 
   /** Connects on a cooled-down tier in the background; success ends the cool-down. */
@@ -472,7 +465,7 @@ export class Router {
     t.connect(plan.peerId, attempt.signal)
       .then(
         () => {
-          this.failedAt.get(plan.peerId)?.delete(t.tier)
+          this.failures.succeeded(plan.peerId, t.tier)
           this.o.log.info('tier recovered toward peer', { peerId: plan.peerId, tier: tierName(t.tier) })
         },
         () => {},
