@@ -190,6 +190,40 @@ describe('router', () => {
     assert.equal(after.tier, Tier.DIRECT)
   })
 
+  it('router - a success on a cooled-down tier ends its cool-down', async () => {
+    const { clock, direct, relay, call } = setup()
+    direct.behaviour = { connectMs: 10, connectError: 'refused' }
+    relay.behaviour = { connectMs: 10 }
+    await drive(clock, call())
+    // Direct is cooling down; allowed alone it is still tried (nothing else can be), and it works now.
+    direct.behaviour = { connectMs: 10 }
+    const alone = await drive(clock, call(PEER, 30_000, { allowedTiers: [Tier.DIRECT] }))
+    assert.equal(alone.tier, Tier.DIRECT)
+    assert.equal(direct.connectsAtMs.length, 2, 'no background probe: the success itself ended the cool-down')
+    const next = await drive(clock, call())
+    assert.deepEqual(summary(next.attempts ?? []), ['0:direct:SUCCESS'])
+  })
+
+  it('router - cooled-down tiers are skipped in the first round only: a retry round tries them first again', async () => {
+    const { clock, direct, relay, nats, call } = setup()
+    direct.behaviour = { connectMs: 10, connectError: 'refused' }
+    relay.behaviour = { connectMs: 10, connectError: 'no reservation' }
+    nats.behaviour = { unavailable: 'NATS is not connected' }
+    const routed = call()
+    // Round 0 fails on both libp2p tiers (both now cool down); the router sleeps its 2 s backoff.
+    await clock.advance(100)
+    assert.equal(direct.connectsAtMs.length, 1)
+    direct.behaviour = { connectMs: 10 }
+    nats.behaviour = { connectMs: 1_000 }
+    const res = await drive(clock, routed)
+    assert.equal(res.tier, Tier.DIRECT)
+    assert.deepEqual(
+      summary(res.attempts ?? []).filter((a) => a.startsWith('1:')),
+      ['1:direct:SUCCESS'],
+      'round 1 skipped nothing',
+    )
+  })
+
   it('router - a failure toward a peer is remembered for at most tierHistoryMaxEntries (peer, tier) pairs, oldest forgotten first', async () => {
     const { clock, router, direct, relay, call } = setup({ tierHistoryMaxEntries: 2 })
     direct.behaviour = { connectMs: 10, connectError: 'refused' }
@@ -334,6 +368,20 @@ describe('router', () => {
     await assert.rejects(drive(clock, routed), (err: unknown) => err instanceof StargateError && err.code === Code.Unavailable)
     assert.equal(direct.connectsAtMs.length, 1)
     assert.equal(relay.connectsAtMs.length, 0)
+  })
+
+  it('router - an exchange error that is not a transport failure ends the exchange as is: no other tier, no retry', async () => {
+    const { clock, router, direct, relay } = setup()
+    const plan = router.defaultPlan(PEER, 'stream', '/pkg.Svc/Stream', 'r1', 10_000)
+    const routed = router.run(
+      plan,
+      { run: () => Promise.reject(new StargateError(Code.PermissionDenied, 'caller not allowed')) },
+      new AbortController().signal,
+    )
+    await assert.rejects(drive(clock, routed), (err: unknown) => err instanceof StargateError && err.code === Code.PermissionDenied)
+    assert.equal(direct.connectsAtMs.length, 1)
+    assert.equal(relay.connectsAtMs.length, 0)
+    assert.equal(router.failing(PEER), false, 'the tier is not cooled down for it')
   })
 
   it('router - a stream skips a tier that carries no streams, with its reason, and runs without a deadline', async () => {
