@@ -55,6 +55,7 @@ describe('README', () => {
       `issued more than ${D.presenceTtlMs / 1000} s ago`,
       `from connections ${D.connectionPeerTtlMs / 60_000} min after`,
       `at most ${D.maxLearnedPeers.toLocaleString('en-US').replace(',', ' ')} are kept`,
+      `counts (for the ${D.peerMetricsMaxEntries.toLocaleString('en-US').replace(',', ' ')} peers called most recently)`,
       `\`--relay-stagger-ms\` (${D.relayStaggerMs} ms)`,
       `\`--circuit-cooldown-ms\` (${D.circuitCooldownMs / 1000} s)`,
       `\`--liveness-probe-ms\` (${D.livenessProbeMs} ms)`,

@@ -178,6 +178,8 @@ export const GATEWAY_DEFAULTS = {
   natsMaxInboundStreams: 4_096,
   /** Router: (peer, tier) failures remembered for the cool-down at most; the oldest is forgotten first. */
   tierHistoryMaxEntries: 10_000,
+  /** Per-peer call metrics (GetPeerMetrics) kept at most; the peer called least recently is forgotten first. */
+  peerMetricsMaxEntries: 10_000,
 } as const
 
 /** Bounds of per-call options, enforced for CallOptions and for the flags alike. */

@@ -160,7 +160,7 @@ export class Gateway {
       maxBufferedBytes: o.maxInboundBufferedBytesPerConnection,
     })
 
-    this.metrics = new PeerMetricsTable(o.latencyEwmaAlpha)
+    this.metrics = new PeerMetricsTable({ ewmaAlpha: o.latencyEwmaAlpha, maxPeers: D.peerMetricsMaxEntries })
     this.pool = new ChannelPool({
       maxPeers: o.poolMaxPeers,
       ttlMs: o.poolTtlMs,

@@ -10,13 +10,26 @@ export interface PeerMetricsRecord {
   lastCallAtMs: number
 }
 
-/** Per-peer call metrics: last tier used, EWMA latency, success rate, counts. */
+export interface PeerMetricsOptions {
+  /** EWMA smoothing of per-peer latency. */
+  ewmaAlpha: number
+  /** Peers kept at most; the one called least recently is forgotten first (GATEWAY_DEFAULTS.peerMetricsMaxEntries). */
+  maxPeers: number
+}
+
+/**
+ * Per-peer call metrics: last tier used, EWMA latency, success rate, counts. Bounded whatever peer ids
+ * clients call: at most maxPeers, the peer called least recently forgotten first.
+ */
 export class PeerMetricsTable {
+  /** Least recently called first (a call moves its peer to the end). */
   private readonly peers = new Map<string, PeerMetricsRecord>()
   private readonly alpha: number
+  private readonly maxPeers: number
 
-  constructor(ewmaAlpha: number) {
-    this.alpha = ewmaAlpha
+  constructor(options: PeerMetricsOptions) {
+    this.alpha = options.ewmaAlpha
+    this.maxPeers = options.maxPeers
   }
 
   record(peerId: string, outcome: { ok: boolean; tier: Tier; latencyMs: number }, nowMs = Date.now()): void {
@@ -37,7 +50,12 @@ export class PeerMetricsTable {
       m.latencyMs =
         m.totalRequests - m.failedRequests === 1 ? outcome.latencyMs : m.latencyMs + this.alpha * (outcome.latencyMs - m.latencyMs)
     }
+    this.peers.delete(peerId)
     this.peers.set(peerId, m)
+    for (const [oldest] of this.peers) {
+      if (this.peers.size <= this.maxPeers) break
+      this.peers.delete(oldest)
+    }
   }
 
   get(peerId: string): PeerMetricsRecord | undefined {
