@@ -13,7 +13,7 @@ describe('PeerBook', () => {
   it('peers - a presence-learned peer expires presenceTtlMs after its record was issued; a static one never', () => {
     const { peers, clock } = book()
     peers.upsert('static', { source: PeerSource.STATIC, directAddrs: ['/ip4/1.2.3.4/tcp/1'] })
-    peers.upsert('p', { source: PeerSource.PRESENCE, lastSeenMs: clock.nowMs })
+    peers.upsert('p', { source: PeerSource.PRESENCE, lastSeenAtMs: clock.nowMs })
     clock.nowMs += 120_000
     assert.ok(peers.get('p') != null)
     clock.nowMs += 1
@@ -40,7 +40,7 @@ describe('PeerBook', () => {
 
   it('peers - a connection does not prolong a presence-learned peer past its records', () => {
     const { peers, clock } = book()
-    peers.upsert('p', { source: PeerSource.PRESENCE, lastSeenMs: clock.nowMs, capabilities: ['x'] })
+    peers.upsert('p', { source: PeerSource.PRESENCE, lastSeenAtMs: clock.nowMs, capabilities: ['x'] })
     peers.connected('p')
     assert.equal(peers.get('p')?.source, PeerSource.PRESENCE)
     assert.deepEqual(peers.get('p')?.capabilities, ['x'])
@@ -54,15 +54,15 @@ describe('PeerBook', () => {
     peers.connected('conn')
     for (const id of ['p1', 'p2', 'p3', 'p4']) {
       clock.nowMs += 1
-      peers.upsert(id, { source: PeerSource.PRESENCE, lastSeenMs: clock.nowMs })
+      peers.upsert(id, { source: PeerSource.PRESENCE, lastSeenAtMs: clock.nowMs })
     }
     assert.deepEqual(
       peers.all().map((p) => p.peerId),
       ['conn', 'p3', 'p4', 'static'],
     )
     // Heard of again, p3 becomes the most recent: p4 is dropped for p5.
-    peers.upsert('p3', { source: PeerSource.PRESENCE, lastSeenMs: clock.nowMs })
-    peers.upsert('p5', { source: PeerSource.PRESENCE, lastSeenMs: clock.nowMs })
+    peers.upsert('p3', { source: PeerSource.PRESENCE, lastSeenAtMs: clock.nowMs })
+    peers.upsert('p5', { source: PeerSource.PRESENCE, lastSeenAtMs: clock.nowMs })
     assert.deepEqual(
       peers.all().map((p) => p.peerId),
       ['conn', 'p3', 'p5', 'static'],

@@ -8,7 +8,7 @@ export interface KnownPeer {
   capabilities: string[]
   natType: NatType
   source: PeerSource
-  lastSeenMs: number
+  lastSeenAtMs: number
   /** Sequence of the newest presence record accepted from the peer (an older one never replaces it). */
   presenceSequence?: bigint
   /** A libp2p connection to the peer is open (a peer learned from a connection does not expire meanwhile). */
@@ -52,7 +52,7 @@ export class PeerBook {
       natType: update.natType ?? prev?.natType ?? NatType.UNSPECIFIED,
       // A static peer stays static; otherwise the latest source wins.
       source: prev?.source === PeerSource.STATIC ? PeerSource.STATIC : update.source,
-      lastSeenMs: update.lastSeenMs ?? this.now(),
+      lastSeenAtMs: update.lastSeenAtMs ?? this.now(),
     }
     const presenceSequence = update.presenceSequence ?? prev?.presenceSequence
     if (presenceSequence != null) next.presenceSequence = presenceSequence
@@ -74,7 +74,7 @@ export class PeerBook {
   /** A connection to a peer speaking the Stargate protocol: learned if unknown, kept while connected. */
   connected(peerId: string): void {
     const prev = this.get(peerId)
-    this.upsert(peerId, { source: prev?.source ?? PeerSource.CONNECTION, connected: true, lastSeenMs: prev?.lastSeenMs })
+    this.upsert(peerId, { source: prev?.source ?? PeerSource.CONNECTION, connected: true, lastSeenAtMs: prev?.lastSeenAtMs })
   }
 
   /** The last connection to a peer closed: a peer learned from connections expires connectionTtlMs later. */
@@ -82,7 +82,7 @@ export class PeerBook {
     const prev = this.peers.get(peerId)
     if (prev?.connected !== true) return
     prev.connected = false
-    if (prev.source === PeerSource.CONNECTION) prev.lastSeenMs = this.now()
+    if (prev.source === PeerSource.CONNECTION) prev.lastSeenAtMs = this.now()
   }
 
   get(peerId: string): KnownPeer | undefined {
@@ -112,9 +112,9 @@ export class PeerBook {
       case PeerSource.STATIC:
         return false
       case PeerSource.CONNECTION:
-        return p.connected !== true && nowMs - p.lastSeenMs > this.o.connectionTtlMs
+        return p.connected !== true && nowMs - p.lastSeenAtMs > this.o.connectionTtlMs
       default:
-        return nowMs - p.lastSeenMs > this.o.presenceTtlMs
+        return nowMs - p.lastSeenAtMs > this.o.presenceTtlMs
     }
   }
 

@@ -26,7 +26,7 @@ export interface PooledChannel<C extends PoolableChannel = PeerChannel> {
 
 interface Entry<C extends PoolableChannel> {
   channels: Map<Tier, PooledChannel<C>>
-  lastUsedMs: number
+  lastUsedAtMs: number
 }
 
 export interface PoolOptions {
@@ -120,7 +120,7 @@ export class ChannelPool<C extends PoolableChannel = PeerChannel> {
     this.counters.misses++
     let e = this.entries.get(peerId)
     if (e == null) {
-      e = { channels: new Map(), lastUsedMs: this.clock.nowMs() }
+      e = { channels: new Map(), lastUsedAtMs: this.clock.nowMs() }
       this.entries.set(peerId, e)
     }
     const prev = e.channels.get(tier)
@@ -158,7 +158,7 @@ export class ChannelPool<C extends PoolableChannel = PeerChannel> {
   }
 
   private touch(peerId: string, e: Entry<C>): void {
-    e.lastUsedMs = this.clock.nowMs()
+    e.lastUsedAtMs = this.clock.nowMs()
     // Map iteration order is insertion order: re-inserting keeps the LRU peer first.
     this.entries.delete(peerId)
     this.entries.set(peerId, e)
@@ -167,7 +167,7 @@ export class ChannelPool<C extends PoolableChannel = PeerChannel> {
   private expire(nowMs = this.clock.nowMs()): void {
     for (const [peerId, e] of this.entries) {
       for (const [tier, p] of e.channels) {
-        const idleFor = nowMs - Math.max(e.lastUsedMs, p.channel.lastUsedAtMs)
+        const idleFor = nowMs - Math.max(e.lastUsedAtMs, p.channel.lastUsedAtMs)
         if (!p.channel.open || (idleFor >= this.o.ttlMs && p.channel.inflight === 0)) {
           e.channels.delete(tier)
           if (p.channel.open) {

@@ -140,7 +140,7 @@ export class Presence {
       circuitAddrs: record.circuitAddrs,
       capabilities: record.capabilities,
       natType: record.natType,
-      lastSeenMs: Math.min(nowMs, issuedAtMs),
+      lastSeenAtMs: Math.min(nowMs, issuedAtMs),
     })
   }
 }

@@ -35,12 +35,12 @@ export interface RelayState {
   /** A relayed call failed through it; excluded until the next check succeeds. */
   suspect: boolean
   consecutiveFailures: number
-  lastSuccessMs?: number
-  lastCheckMs?: number
+  lastSuccessAtMs?: number
+  lastCheckAtMs?: number
   rttMs: number
   lastError: string
   reconnectAttempts: number
-  nextReconnectMs: number
+  nextReconnectAtMs: number
 }
 
 /** Observes health checks (telemetry hooks in here). */
@@ -90,7 +90,7 @@ export class RelayManager implements RelaySelector {
         rttMs: 0,
         lastError: '',
         reconnectAttempts: 0,
-        nextReconnectMs: 0,
+        nextReconnectAtMs: 0,
       }
     })
   }
@@ -194,12 +194,12 @@ export class RelayManager implements RelaySelector {
 
   private async runCheck(s: RelayState): Promise<void> {
     const now = Date.now()
-    s.lastCheckMs = now
+    s.lastCheckAtMs = now
     try {
       if (!this.connected(s.peerId)) {
-        if (now < s.nextReconnectMs) throw new Error(s.lastError || 'not connected; waiting to reconnect')
+        if (now < s.nextReconnectAtMs) throw new Error(s.lastError || 'not connected; waiting to reconnect')
         s.reconnectAttempts++
-        s.nextReconnectMs = now + Math.min(this.o.reconnectMaxMs, this.o.reconnectBaseMs * 2 ** (s.reconnectAttempts - 1))
+        s.nextReconnectAtMs = now + Math.min(this.o.reconnectMaxMs, this.o.reconnectBaseMs * 2 ** (s.reconnectAttempts - 1))
         // Dialled by the configured address: without /p2p/ the handshake tells who answers.
         const conn = await this.node.dial(multiaddr(s.addr), { signal: AbortSignal.timeout(this.o.healthTimeoutMs) })
         this.learn(s, conn.remotePeer.toString())
@@ -213,12 +213,12 @@ export class RelayManager implements RelaySelector {
       const wasHealthy = s.healthy && !s.suspect
       s.rttMs = rtt
       s.consecutiveFailures = 0
-      s.lastSuccessMs = Date.now()
+      s.lastSuccessAtMs = Date.now()
       s.healthy = true
       s.suspect = false
       s.lastError = ''
       s.reconnectAttempts = 0
-      s.nextReconnectMs = 0
+      s.nextReconnectAtMs = 0
       this.observer.check?.(s, true, rtt, undefined)
       if (!wasHealthy) {
         this.o.log.info('relay healthy', { relay: s.addr, rttMs: rtt })

@@ -84,7 +84,7 @@ export class RateLimitedLog {
   private readonly intervalMs: number
   private readonly burst: number
   private readonly now: () => number
-  private readonly kinds = new Map<string, { windowStartMs: number; written: number; suppressed: number }>()
+  private readonly kinds = new Map<string, { windowStartAtMs: number; written: number; suppressed: number }>()
   private suppressedTotal = 0
 
   constructor(log: Logger, options: { intervalMs?: number; burst?: number; now?: () => number } = {}) {
@@ -104,10 +104,10 @@ export class RateLimitedLog {
     const nowMs = this.now()
     let k = this.kinds.get(msg)
     if (k == null) {
-      k = { windowStartMs: nowMs, written: 0, suppressed: 0 }
+      k = { windowStartAtMs: nowMs, written: 0, suppressed: 0 }
       this.kinds.set(msg, k)
-    } else if (nowMs - k.windowStartMs >= this.intervalMs) {
-      k.windowStartMs = nowMs
+    } else if (nowMs - k.windowStartAtMs >= this.intervalMs) {
+      k.windowStartAtMs = nowMs
       k.written = 0
     }
     if (k.written >= this.burst) {

@@ -94,7 +94,7 @@ function peerInfo(p: KnownPeer): MessageInitShape<typeof PeerInfoSchema> {
     capabilities: p.capabilities,
     natType: p.natType,
     source: p.source,
-    lastSeen: timestampFromMs(p.lastSeenMs),
+    lastSeen: timestampFromMs(p.lastSeenAtMs),
   }
 }
 
@@ -232,8 +232,8 @@ export function gatewayServiceImpl(gw: GatewayApi): ServiceImpl<typeof GatewaySe
           relayPeerId: r.peerId,
           isHealthy: r.healthy && !r.suspect,
           consecutiveFailures: r.consecutiveFailures,
-          lastSuccess: r.lastSuccessMs != null ? timestampFromMs(r.lastSuccessMs) : undefined,
-          lastCheck: r.lastCheckMs != null ? timestampFromMs(r.lastCheckMs) : undefined,
+          lastSuccess: r.lastSuccessAtMs != null ? timestampFromMs(r.lastSuccessAtMs) : undefined,
+          lastCheck: r.lastCheckAtMs != null ? timestampFromMs(r.lastCheckAtMs) : undefined,
           rttMs: r.rttMs,
           reserved: r.reserved,
           lastError: r.lastError,

@@ -398,7 +398,7 @@ export class GatewayTelemetry implements RouterObserver, RelayHealthObserver, In
     else attrs[ATTR.errorType] = 'health_check_failed'
     const span = this.tracer.startSpan(
       'stargate.relay.health_check',
-      { kind: SpanKind.CLIENT, startTime: relay.lastCheckMs ?? endMs, attributes: attrs },
+      { kind: SpanKind.CLIENT, startTime: relay.lastCheckAtMs ?? endMs, attributes: attrs },
       ROOT_CONTEXT,
     )
     if (!ok) span.setStatus({ code: SpanStatusCode.ERROR, message: error ?? 'failed' })
