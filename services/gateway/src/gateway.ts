@@ -392,12 +392,15 @@ export class Gateway {
   /**
    * Starts every part in order: libp2p, the tiers' inbound sides, the pool, NATS and the relays (neither being
    * down stops the gateway), presence, the API listener, NAT detection. If a part fails to start, the parts
-   * already started are stopped again, most recent first, and the error is rethrown.
+   * already started (and the one that failed, which may have started half-way) are stopped again, most recent
+   * first, and the error is rethrown.
    */
   async start(): Promise<GatewayAddresses> {
+    // A part's stop is owned before its start runs: a start that fails half-way (NATS connected but the
+    // relays' first check threw, presence's timer set but its first announce failed) is stopped too.
     const step = async (start: () => Promise<void> | void, stop: () => Promise<void> | void): Promise<void> => {
-      await start()
       this.started.push(async () => stop())
+      await start()
     }
     try {
       await step(
