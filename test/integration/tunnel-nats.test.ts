@@ -14,6 +14,7 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import { decodePeerFrame } from '@stargate/shared/envelope'
 import { type PeerFrame, PeerFrameSchema } from '@stargate/shared/gen/envelope'
 import { Tier } from '@stargate/shared/gen/gateway'
+import { encodeFrame } from '@stargate/shared/grpc/wire'
 import { Sealer } from '@stargate/shared/seal'
 import { connect, type Msg, type NatsConnection } from 'nats'
 import {
@@ -118,14 +119,6 @@ async function natsSubscriptions(monitor: string, peerId: string): Promise<numbe
   const conn = body.connections.find((c) => c.name === `stargate-gateway-${peerId}`)
   if (conn == null) throw new Error(`gateway ${peerId} has no connection to the nats-server`)
   return conn.subscriptions
-}
-
-/** A gRPC length-prefixed message. */
-function grpcMessage(payload: Uint8Array): Uint8Array {
-  const out = Buffer.alloc(5 + payload.byteLength)
-  out.writeUInt32BE(payload.byteLength, 1)
-  out.set(payload, 5)
-  return out
 }
 
 /** A PeerFrame of one stream kind. */
@@ -517,7 +510,7 @@ describe('tunnel over NATS (real nats-server, gateways and EchoService backend)'
     }
 
     function response(index: number): Uint8Array {
-      return grpcMessage(
+      return encodeFrame(
         toBinary(ServerStreamResponseSchema, create(ServerStreamResponseSchema, { index, payload: Buffer.from(`m${index}`) })),
       )
     }
@@ -582,7 +575,7 @@ describe('tunnel over NATS (real nats-server, gateways and EchoService backend)'
             callerPeerId: bad.peerId,
             tier: Tier.NATS,
             initialWindowBytes: 65_536,
-            data: grpcMessage(
+            data: encodeFrame(
               toBinary(
                 ServerStreamRequestSchema,
                 create(ServerStreamRequestSchema, { responseCount: 1, behavior: { delay: { seconds: 30n, nanos: 0 } } }),

@@ -28,6 +28,7 @@ import { create } from '@bufbuild/protobuf'
 import * as grpc from '@grpc/grpc-js'
 import { GATEWAY_DEFAULTS } from '@stargate/gateway/defaults'
 import { Code, StargateError } from '@stargate/shared/errors'
+import { encodeFrame } from '@stargate/shared/grpc/wire'
 import {
   type BidiResponse,
   ClientStreamRequestSchema,
@@ -44,15 +45,6 @@ const WINDOW = GATEWAY_DEFAULTS.tunnelWindowBytes
 const MAX_CHUNK = 16 * 1024
 
 type Client = grpc.Client & Record<string, (...args: unknown[]) => grpc.ClientUnaryCall & grpc.ClientDuplexStream<unknown, unknown>>
-
-/** A gRPC message: flag byte, 4-byte length, payload. */
-function grpcMessage(payload: Uint8Array, compressed = false): Buffer {
-  const out = Buffer.alloc(5 + payload.byteLength)
-  out[0] = compressed ? 1 : 0
-  out.writeUInt32BE(payload.byteLength, 1)
-  out.set(payload, 5)
-  return out
-}
 
 interface RawCall {
   path: string
@@ -101,7 +93,7 @@ class RawBackend {
       const pump = (): void => {
         this.blocked = false
         while (this.written < total) {
-          const m = grpcMessage(bytesOf(Math.min(64 * 1024, total - this.written) - 5, this.written))
+          const m = encodeFrame(bytesOf(Math.min(64 * 1024, total - this.written) - 5, this.written))
           this.written += m.byteLength
           this.writtenHash.update(m)
           if (!stream.write(m)) {
@@ -292,7 +284,7 @@ describe('tunnel (in-process, real HTTP/2 both ends)', () => {
     )
     const cert = await readFile(join(pki, 'cert.pem'))
     tlsRaw = new RawBackend({ cert, key: await readFile(join(pki, 'key.pem')) })
-    tlsRaw.echoResponse = grpcMessage(Buffer.from('over TLS'))
+    tlsRaw.echoResponse = encodeFrame(Buffer.from('over TLS'))
     const tlsPort = await tlsRaw.start()
     stack = await new TunnelStack({
       expose: [
@@ -322,14 +314,14 @@ describe('tunnel (in-process, real HTTP/2 both ends)', () => {
   })
 
   it('tunnel - a TLS backend is reached with the configured CA, and refused without it', async () => {
-    const r = await rawCall(session, '/tls.v1.Service/Echo', {}, [grpcMessage(Buffer.from('hello'))])
+    const r = await rawCall(session, '/tls.v1.Service/Echo', {}, [encodeFrame(Buffer.from('hello'))])
     assert.equal(r.trailers['grpc-status'], '0')
-    assert.ok(r.body.equals(grpcMessage(Buffer.from('over TLS'))))
-    assert.ok(tlsRaw.calls.at(-1)!.body.equals(grpcMessage(Buffer.from('hello'))))
+    assert.ok(r.body.equals(encodeFrame(Buffer.from('over TLS'))))
+    assert.ok(tlsRaw.calls.at(-1)!.body.equals(encodeFrame(Buffer.from('hello'))))
     const untrusting = await new TunnelStack({ expose: [`tls.v1.Service=https://127.0.0.1:${tlsRaw.port}`] }).start()
     const s = connect(`http://${untrusting.address}`)
     try {
-      const refused = await rawCall(s, '/tls.v1.Service/Echo', {}, [grpcMessage(Buffer.from('hello'))])
+      const refused = await rawCall(s, '/tls.v1.Service/Echo', {}, [encodeFrame(Buffer.from('hello'))])
       assert.equal(refused.headers['grpc-status'], String(grpc.status.UNAVAILABLE))
       assert.match(
         decodeURIComponent(String(refused.headers['grpc-message'])),
@@ -482,8 +474,8 @@ describe('tunnel (in-process, real HTTP/2 both ends)', () => {
   })
 
   it('tunnel - gzip-compressed messages pass untouched both ways (byte-compared); time left and trace context reach the backend', async () => {
-    const requestMessage = grpcMessage(gzipSync(bytesOf(20_000, 7)), true)
-    raw.echoResponse = grpcMessage(gzipSync(bytesOf(30_000, 8)), true)
+    const requestMessage = encodeFrame(gzipSync(bytesOf(20_000, 7)), 1)
+    raw.echoResponse = encodeFrame(gzipSync(bytesOf(30_000, 8)), 1)
     raw.echoHeaders = { 'grpc-encoding': 'gzip' }
     const traceparent = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01'
     stack.traceContext = { traceparent, tracestate: 'sg=1' }
@@ -523,16 +515,16 @@ describe('tunnel (in-process, real HTTP/2 both ends)', () => {
   })
 
   it('tunnel - unexposed service UNIMPLEMENTED naming --expose, malformed grpc-timeout INVALID_ARGUMENT, unreachable backend UNAVAILABLE naming it', async () => {
-    const a = await rawCall(session, '/nobody.v1.Service/Method', {}, [grpcMessage(Buffer.alloc(1))])
+    const a = await rawCall(session, '/nobody.v1.Service/Method', {}, [encodeFrame(Buffer.alloc(1))])
     assert.equal(a.headers['grpc-status'], String(grpc.status.UNIMPLEMENTED))
     assert.match(
       decodeURIComponent(String(a.headers['grpc-message'])),
       /service nobody\.v1\.Service is not exposed .*--expose nobody\.v1\.Service=HOST:PORT/,
     )
-    const t = await rawCall(session, `/${RAW_SERVICE}/Echo`, { 'grpc-timeout': 'soon' }, [grpcMessage(Buffer.alloc(1))])
+    const t = await rawCall(session, `/${RAW_SERVICE}/Echo`, { 'grpc-timeout': 'soon' }, [encodeFrame(Buffer.alloc(1))])
     assert.equal(t.headers['grpc-status'], String(grpc.status.INVALID_ARGUMENT))
     assert.match(decodeURIComponent(String(t.headers['grpc-message'])), /malformed grpc-timeout header "soon"/)
-    const b = await rawCall(session, '/dead.v1.Service/Method', {}, [grpcMessage(Buffer.alloc(1))])
+    const b = await rawCall(session, '/dead.v1.Service/Method', {}, [encodeFrame(Buffer.alloc(1))])
     assert.equal(b.headers['grpc-status'], String(grpc.status.UNAVAILABLE))
     assert.match(
       decodeURIComponent(String(b.headers['grpc-message'])),
@@ -559,7 +551,7 @@ describe('tunnel (in-process, real HTTP/2 both ends)', () => {
       // A raw client, which enforces no deadline itself: the gateway answers, and aborts the connect.
       const t0 = Date.now()
       const late = await within(
-        rawCall(session, '/stargate.test.v1.EchoService/Unary', { 'grpc-timeout': '300m' }, [grpcMessage(Buffer.alloc(0))]),
+        rawCall(session, '/stargate.test.v1.EchoService/Unary', { 'grpc-timeout': '300m' }, [encodeFrame(Buffer.alloc(0))]),
         5_000,
         'an answer at the deadline',
       )
@@ -640,7 +632,7 @@ describe('tunnel (in-process, real HTTP/2 both ends)', () => {
     up.resume()
     const upHash = createHash('sha256')
     for (let sent = 0; sent < total; ) {
-      const m = grpcMessage(bytesOf(Math.min(64 * 1024, total - sent) - 5, sent))
+      const m = encodeFrame(bytesOf(Math.min(64 * 1024, total - sent) - 5, sent))
       sent += m.byteLength
       upHash.update(m)
       if (!up.write(m)) await once(up, 'drain')

@@ -10,18 +10,12 @@
 import { connect } from 'node:http2'
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf'
 import { ServeRequestSchema, ServeResponseSchema } from '@stargate/shared/gen/gateway'
+import { encodeFrame, FrameParser } from '@stargate/shared/grpc/wire'
 
 const [target, method] = process.argv.slice(2)
 if (target == null || method == null) {
   process.stderr.write('usage: stalled-serve-client.ts HOST:PORT METHOD\n')
   process.exit(2)
-}
-
-function grpcMessage(bytes: Uint8Array): Buffer {
-  const out = Buffer.alloc(5 + bytes.byteLength)
-  out.writeUInt32BE(bytes.byteLength, 1)
-  out.set(bytes, 5)
-  return out
 }
 
 const session = connect(`http://${target}`)
@@ -36,15 +30,13 @@ const stream = session.request({
   te: 'trailers',
 })
 stream.write(
-  grpcMessage(toBinary(ServeRequestSchema, create(ServeRequestSchema, { kind: { case: 'register', value: { methods: [method] } } }))),
+  encodeFrame(toBinary(ServeRequestSchema, create(ServeRequestSchema, { kind: { case: 'register', value: { methods: [method] } } }))),
 )
-let received = Buffer.alloc(0)
+const parser = new FrameParser(Number.MAX_SAFE_INTEGER)
 stream.on('data', (chunk: Buffer) => {
-  received = Buffer.concat([received, chunk])
-  if (received.byteLength < 5) return
-  const length = received.readUInt32BE(1)
-  if (received.byteLength < 5 + length) return
-  const first = fromBinary(ServeResponseSchema, received.subarray(5, 5 + length))
+  const [frame] = parser.push(chunk)
+  if (frame == null) return
+  const first = fromBinary(ServeResponseSchema, frame.data)
   if (first.kind.case !== 'registered') {
     process.stderr.write(`expected a registration, got ${first.kind.case}\n`)
     process.exit(1)

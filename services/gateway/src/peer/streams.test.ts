@@ -10,6 +10,7 @@ import { type StreamPairOptions, streamPair } from '@libp2p/utils'
 import { Code } from '@stargate/shared/errors'
 import type { MetadataEntry, StreamOpen } from '@stargate/shared/gen/envelope'
 import { Tier } from '@stargate/shared/gen/gateway'
+import { encodeFrame } from '@stargate/shared/grpc/wire'
 import { createLogger } from '@stargate/shared/log'
 import type { InboundMeta, PeerResponseInit } from '../inbound.ts'
 import type { ClientStreamEvents } from '../tunnel/client.ts'
@@ -28,10 +29,7 @@ function connectionOf(peer: string, addr: string): Connection {
 
 /** A gRPC message: flag byte, 4-byte length, payload of a pattern. */
 function message(length: number, seed: number): Uint8Array {
-  const out = new Uint8Array(5 + length)
-  new DataView(out.buffer).setUint32(1, length)
-  for (let i = 0; i < length; i++) out[5 + i] = (seed + i * 7) & 0xff
-  return out
+  return new Uint8Array(encodeFrame(Uint8Array.from({ length }, (_, i) => (seed + i * 7) & 0xff)))
 }
 
 /** Collects one side's events. */

@@ -11,6 +11,7 @@ import { FakeClock } from '@stargate/shared/clock'
 import { decodePeerFrame } from '@stargate/shared/envelope'
 import { Code, StargateError } from '@stargate/shared/errors'
 import type { MetadataEntry, PeerFrame } from '@stargate/shared/gen/envelope'
+import { encodeFrame } from '@stargate/shared/grpc/wire'
 import { createLogger } from '@stargate/shared/log'
 import { Sealer } from '@stargate/shared/seal'
 import type { BusHandler, BusSubscription } from '../nats.ts'
@@ -259,10 +260,7 @@ async function until(cond: () => boolean, what: string, ms = 10_000): Promise<vo
 
 /** A gRPC length-prefixed message of n bytes. */
 function message(n: number, seed = 0): Uint8Array {
-  const out = new Uint8Array(5 + n)
-  new DataView(out.buffer).setUint32(1, n)
-  for (let i = 0; i < n; i++) out[5 + i] = (seed + i * 7) & 0xff
-  return out
+  return new Uint8Array(encodeFrame(Uint8Array.from({ length: n }, (_, i) => (seed + i * 7) & 0xff)))
 }
 
 const PROBE_MS = 1_000

@@ -8,7 +8,7 @@ import {
   type ServerReflectionResponse,
   ServerReflectionResponseSchema,
 } from '@stargate/shared/gen/reflection'
-import { decodeGrpcMessage, formatGrpcTimeout } from '@stargate/shared/grpc/wire'
+import { decodeGrpcMessage, encodeFrame, FrameParser, formatGrpcTimeout, type GrpcFrame } from '@stargate/shared/grpc/wire'
 import type { Logger } from '@stargate/shared/log'
 import type { BackendPool } from './backends.ts'
 import type { TunnelStatus } from './endpoint.ts'
@@ -57,7 +57,7 @@ export class ReflectionFanOut implements ServerStreamEvents {
   private readonly o: ReflectionFanOutOptions
   private readonly path: string
   private readonly targets: BackendTarget[]
-  private readonly reader: MessageReader
+  private readonly reader: FrameParser
   private readonly queue: ServerReflectionRequest[] = []
   private readonly inflight = new Set<ClientHttp2Stream>()
   private resumeRequests?: () => void
@@ -72,7 +72,7 @@ export class ReflectionFanOut implements ServerStreamEvents {
     this.o = options
     this.path = open.method
     this.targets = options.expose.targets
-    this.reader = new MessageReader(options.maxMessageBytes)
+    this.reader = new FrameParser(options.maxMessageBytes)
     this.resumeRequests = resume
   }
 
@@ -80,7 +80,7 @@ export class ReflectionFanOut implements ServerStreamEvents {
     if (this.done) return true
     let messages: Uint8Array[]
     try {
-      messages = this.reader.push(data)
+      messages = messagesOf(this.reader.push(data))
     } catch (err: unknown) {
       const e = StargateError.from(err, Code.InvalidArgument)
       this.finish(e.code, e.rawMessage)
@@ -134,7 +134,7 @@ export class ReflectionFanOut implements ServerStreamEvents {
       if (this.done) return
       if (!this.writable) await new Promise<void>((resolve) => (this.wakeWritable = resolve))
       const bytes = toBinary(ServerReflectionResponseSchema, res)
-      this.writable = this.sink.write(framed(bytes))
+      this.writable = this.sink.write(encodeFrame(bytes))
     }
     if (this.requestEnded && this.queue.length === 0) this.finish(0, '')
   }
@@ -226,7 +226,7 @@ export class ReflectionFanOut implements ServerStreamEvents {
         this.inflight.delete(stream)
         if (!stream.closed) stream.close()
       }
-      const reader = new MessageReader(this.o.maxMessageBytes)
+      const reader = new FrameParser(this.o.maxMessageBytes)
       let answer: Uint8Array | undefined
       let status: { code: Code; message: string } | undefined
       const statusOf = (headers: Record<string, string | string[] | undefined>): void => {
@@ -238,9 +238,10 @@ export class ReflectionFanOut implements ServerStreamEvents {
       stream.on('trailers', statusOf)
       stream.on('data', (chunk: Buffer) => {
         try {
-          answer ??= reader.push(chunk)[0]
+          answer ??= messagesOf(reader.push(chunk))[0]
         } catch (err: unknown) {
-          fail(Code.ResourceExhausted, StargateError.from(err).rawMessage)
+          const e = StargateError.from(err)
+          fail(e.code, e.rawMessage)
         }
       })
       stream.on('error', (err: unknown) => fail(Code.Unavailable, StargateError.from(err, Code.Unavailable).rawMessage))
@@ -258,7 +259,7 @@ export class ReflectionFanOut implements ServerStreamEvents {
         }
         fail(status?.code ?? Code.Unavailable, status?.message || 'closed the stream without an answer')
       })
-      stream.end(framed(toBinary(ServerReflectionRequestSchema, req)))
+      stream.end(encodeFrame(toBinary(ServerReflectionRequestSchema, req)))
     })
   }
 }
@@ -269,45 +270,10 @@ function errorResponse(code: Code, message: string): ServerReflectionResponse {
   })
 }
 
-/** A gRPC message: flag 0, 4-byte length, the bytes. */
-function framed(bytes: Uint8Array): Uint8Array {
-  const out = new Uint8Array(5 + bytes.byteLength)
-  new DataView(out.buffer).setUint32(1, bytes.byteLength)
-  out.set(bytes, 5)
-  return out
-}
-
-/** Whole gRPC messages from a byte stream (uncompressed only), each at most maxMessageBytes. */
-class MessageReader {
-  private readonly maxMessageBytes: number
-  private buffered: Uint8Array[] = []
-  private bytes = 0
-
-  constructor(maxMessageBytes: number) {
-    this.maxMessageBytes = maxMessageBytes
+/** The messages of parsed frames; a compressed one is refused (no grpc-encoding is negotiated here). */
+function messagesOf(frames: GrpcFrame[]): Uint8Array[] {
+  if (frames.some((f) => f.compressed)) {
+    throw new StargateError(Code.Unimplemented, 'compressed server reflection messages are not supported')
   }
-
-  push(chunk: Uint8Array): Uint8Array[] {
-    this.buffered.push(chunk)
-    this.bytes += chunk.byteLength
-    const out: Uint8Array[] = []
-    for (;;) {
-      if (this.bytes < 5) return out
-      const all = this.buffered.length === 1 ? this.buffered[0]! : Buffer.concat(this.buffered)
-      this.buffered = [all]
-      if (all[0] !== 0) throw new StargateError(Code.Unimplemented, 'compressed server reflection messages are not supported')
-      const length = new DataView(all.buffer, all.byteOffset, all.byteLength).getUint32(1)
-      if (length > this.maxMessageBytes) {
-        throw new StargateError(
-          Code.ResourceExhausted,
-          `reflection message of ${length} bytes exceeds the max message size of ${this.maxMessageBytes} bytes`,
-        )
-      }
-      if (this.bytes < 5 + length) return out
-      out.push(all.subarray(5, 5 + length))
-      const rest = all.subarray(5 + length)
-      this.buffered = rest.byteLength > 0 ? [rest] : []
-      this.bytes = rest.byteLength
-    }
-  }
+  return frames.map((f) => f.data)
 }

@@ -9,6 +9,7 @@ import { describe, it } from 'node:test'
 import { Code, StargateError } from '@stargate/shared/errors'
 import type { MetadataEntry, StreamOpen } from '@stargate/shared/gen/envelope'
 import { Tier } from '@stargate/shared/gen/gateway'
+import { encodeFrame } from '@stargate/shared/grpc/wire'
 import { createLogger } from '@stargate/shared/log'
 import { GATEWAY_DEFAULTS as D } from '../defaults.ts'
 import { InboundDispatcher } from '../inbound.ts'
@@ -30,10 +31,7 @@ const log = createLogger('test', { level: 'silent' })
 const SELF = 'caller-gateway'
 
 function message(length: number, seed = 0): Uint8Array {
-  const out = new Uint8Array(5 + length)
-  new DataView(out.buffer).setUint32(1, length)
-  for (let i = 0; i < length; i++) out[5 + i] = (seed + i) & 0xff
-  return out
+  return new Uint8Array(encodeFrame(Uint8Array.from({ length }, (_, i) => (seed + i) & 0xff)))
 }
 
 /** Waits for a condition that an event will make true (polls each event-loop turn). */

@@ -4,6 +4,7 @@ import { durationToMs, FakeClock } from '@stargate/shared/clock'
 import { Code, StargateError } from '@stargate/shared/errors'
 import type { MetadataEntry, PeerFrame, StreamOpen } from '@stargate/shared/gen/envelope'
 import { Tier } from '@stargate/shared/gen/gateway'
+import { encodeFrame } from '@stargate/shared/grpc/wire'
 import { createLogger } from '@stargate/shared/log'
 import { GATEWAY_DEFAULTS } from '../defaults.ts'
 import { type ClientStreamEvents, TunnelClient, type TunnelClientStream } from './client.ts'
@@ -18,10 +19,7 @@ const CALLEE = '12D3KooWCallee'
 
 /** Message bytes: a gRPC length prefix and `length` bytes of a pattern. */
 function message(length: number, seed = 0): Uint8Array {
-  const out = new Uint8Array(5 + length)
-  new DataView(out.buffer).setUint32(1, length)
-  for (let i = 0; i < length; i++) out[5 + i] = (seed + i) & 0xff
-  return out
+  return new Uint8Array(encodeFrame(Uint8Array.from({ length }, (_, i) => (seed + i) & 0xff)))
 }
 
 function concat(chunks: readonly Uint8Array[]): Uint8Array {

@@ -4,6 +4,7 @@ import type { IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2'
 import { Code, StargateError } from '@stargate/shared/errors'
 import type { UnknownWebHandler } from '@stargate/shared/grpc/server'
 import { webErrorResponse } from '@stargate/shared/grpc/web-error'
+import { encodeFrame } from '@stargate/shared/grpc/wire'
 import type { IngressStream, TunnelIngress } from './ingress.ts'
 
 /**
@@ -47,18 +48,16 @@ function mapContentType(raw: readonly string[], map: (v: string) => string): str
   return out
 }
 
+/** The flag of gRPC-Web's trailers block. */
+const TRAILERS_FLAG = 0x80
+
 /** The gRPC-Web trailers block: flag 0x80, length, then "key: value\r\n" lines. */
-export function trailersFrame(trailers: Record<string, string | string[]>): Uint8Array {
+function trailersFrame(trailers: Record<string, string | string[]>): Uint8Array {
   let text = ''
   for (const [key, value] of Object.entries(trailers)) {
     for (const v of Array.isArray(value) ? value : [value]) text += `${key.toLowerCase()}: ${v}\r\n`
   }
-  const body = Buffer.from(text, 'latin1')
-  const out = Buffer.alloc(5 + body.byteLength)
-  out[0] = 0x80
-  out.writeUInt32BE(body.byteLength, 1)
-  body.copy(out, 5)
-  return out
+  return encodeFrame(Buffer.from(text, 'latin1'), TRAILERS_FLAG)
 }
 
 /** What a gRPC-Web adapter writes to: an HTTP/2 stream or an HTTP/1.1 response. */

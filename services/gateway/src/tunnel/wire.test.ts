@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
+import { encodeFrame } from '@stargate/shared/grpc/wire'
 import fc from 'fast-check'
 import { metadataEntry } from './frames.ts'
 import { appendRawHeaders, headersObject, MessageScanner, metadataFromRawHeaders } from './wire.ts'
@@ -15,14 +16,7 @@ describe('tunnel wire', () => {
         fc.array(fc.integer({ min: 1, max: 50 }), { minLength: 1, maxLength: 20 }),
         fc.integer({ min: 0, max: 300 }),
         (sizes, cuts, max) => {
-          const stream = Buffer.concat(
-            sizes.map((n) => {
-              const m = Buffer.alloc(5 + n, 0xee)
-              m[0] = n % 2
-              m.writeUInt32BE(n, 1)
-              return m
-            }),
-          )
+          const stream = Buffer.concat(sizes.map((n) => encodeFrame(Buffer.alloc(n, 0xee), n % 2)))
           const scanner = new MessageScanner(max)
           let found = -1
           let at = 0
@@ -37,6 +31,16 @@ describe('tunnel wire', () => {
         },
       ),
       FC,
+    )
+  })
+
+  it('wire - a declared length of 2^31 or more is read unsigned, whether its prefix comes whole or byte by byte', () => {
+    const prefix = Buffer.from([0, 0x80, 0, 0, 1])
+    assert.equal(new MessageScanner(1 << 20).push(prefix), 2 ** 31 + 1)
+    const split = new MessageScanner(1 << 20)
+    assert.deepEqual(
+      [...prefix].map((b) => split.push(Buffer.from([b]))),
+      [-1, -1, -1, -1, 2 ** 31 + 1],
     )
   })
 

@@ -1,6 +1,7 @@
 import { constants as h2 } from 'node:http2'
 import { Code } from '@stargate/shared/errors'
 import type { MetadataEntry } from '@stargate/shared/gen/envelope'
+import { FRAME_PREFIX_BYTES, frameLength } from '@stargate/shared/grpc/wire'
 import { metadataEntry } from './frames.ts'
 
 /**
@@ -156,9 +157,9 @@ export class MessageScanner {
   private readonly maxMessageBytes: number
   /** Bytes of the current message still to come. */
   private remaining = 0
-  /** Prefix bytes of the next message seen so far (0 to 4), and its length so far. */
+  /** The prefix of the next message when it is split across chunks, and how many of its bytes came (0 to 4). */
+  private readonly prefix = new Uint8Array(FRAME_PREFIX_BYTES)
   private prefixBytes = 0
-  private length = 0
 
   constructor(maxMessageBytes: number) {
     this.maxMessageBytes = maxMessageBytes
@@ -180,19 +181,21 @@ export class MessageScanner {
         at += skip
         continue
       }
-      // Prefix: a flag byte (ignored) then 4 length bytes.
-      if (this.prefixBytes === 0 && n - at >= 5) {
-        this.length = ((chunk[at + 1]! << 24) >>> 0) + (chunk[at + 2]! << 16) + (chunk[at + 3]! << 8) + chunk[at + 4]!
-        at += 5
+      let length: number
+      if (this.prefixBytes === 0 && n - at >= FRAME_PREFIX_BYTES) {
+        length = frameLength(chunk, at)
+        at += FRAME_PREFIX_BYTES
       } else {
-        if (this.prefixBytes > 0) this.length = this.length * 256 + chunk[at]!
-        at++
-        if (++this.prefixBytes < 5) continue
+        const take = Math.min(FRAME_PREFIX_BYTES - this.prefixBytes, n - at)
+        this.prefix.set(chunk.subarray(at, at + take), this.prefixBytes)
+        at += take
+        this.prefixBytes += take
+        if (this.prefixBytes < FRAME_PREFIX_BYTES) continue
         this.prefixBytes = 0
+        length = frameLength(this.prefix)
       }
-      if (this.length > this.maxMessageBytes) return this.length
-      this.remaining = this.length
-      this.length = 0
+      if (length > this.maxMessageBytes) return length
+      this.remaining = length
     }
     return -1
   }

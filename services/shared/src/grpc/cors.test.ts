@@ -12,6 +12,7 @@ import { stargateDescriptorSets } from '../descriptors.ts'
 import { createLogger, type LogLevel } from '../log.ts'
 import { CORS_ALLOWED_HEADERS, CORS_EXPOSED_HEADERS, CorsPolicy, corsOriginProblem } from './cors.ts'
 import { API_SERVER_DEFAULTS, ApiServer, type ApiServerOptions } from './server.ts'
+import { FRAME_PREFIX_BYTES, frameLength } from './wire.ts'
 
 const PAGE = 'http://127.0.0.1:8080'
 const OTHER = 'http://127.0.0.2:8080'
@@ -167,10 +168,11 @@ const grpcWebCall = (origin: string, token?: string): Req => ({
 function grpcWebStatus(a: Answer): string | undefined {
   if (a.headers['grpc-status'] != null) return a.headers['grpc-status']
   let at = 0
-  while (at + 5 <= a.body.length) {
-    const len = a.body.readUInt32BE(at + 1)
-    if ((a.body[at] as number) & 0x80) return /grpc-status:\s*(\d+)/i.exec(a.body.subarray(at + 5, at + 5 + len).toString())?.[1]
-    at += 5 + len
+  while (at + FRAME_PREFIX_BYTES <= a.body.length) {
+    const len = frameLength(a.body, at)
+    const end = at + FRAME_PREFIX_BYTES + len
+    if ((a.body[at] as number) & 0x80) return /grpc-status:\s*(\d+)/i.exec(a.body.subarray(at + FRAME_PREFIX_BYTES, end).toString())?.[1]
+    at = end
   }
   return undefined
 }

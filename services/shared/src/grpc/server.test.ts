@@ -570,8 +570,7 @@ describe('api server - gRPC over HTTP/2', { timeout: 60_000 }, () => {
       ['deflate', deflateSync],
     ] as const) {
       const body = zip(ser({ text: encoding }))
-      const frame = Buffer.concat([Buffer.from([1, 0, 0, 0, 0]), body])
-      frame.writeUInt32BE(body.length, 1)
+      const frame = encodeFrame(body, 1)
       const { stream, result } = rawRequest(session, path('Unary'), { 'grpc-encoding': encoding })
       stream.end(frame)
       const out = await result

@@ -1,6 +1,7 @@
 import type { ConnectError } from '@connectrpc/connect'
 import { codeToHttpStatus, endStreamFlag, endStreamToJson, errorToJsonBytes } from '@connectrpc/connect/protocol-connect'
 import { setTrailerStatus } from '@connectrpc/connect/protocol-grpc'
+import { encodeFrame } from './wire.ts'
 
 /**
  * An error answered in the protocol of a Connect or gRPC-Web request, for requests that connect-es does not
@@ -35,11 +36,7 @@ export function webErrorResponse(contentType: string, err: ConnectError): WebErr
   }
   if (CONNECT_STREAM.test(contentType)) {
     const json = new TextEncoder().encode(JSON.stringify(endStreamToJson(new Headers(), err, undefined)))
-    const body = new Uint8Array(5 + json.byteLength)
-    body[0] = endStreamFlag
-    new DataView(body.buffer).setUint32(1, json.byteLength)
-    body.set(json, 5)
-    return { status: 200, headers: { 'content-type': contentType }, body }
+    return { status: 200, headers: { 'content-type': contentType }, body: encodeFrame(json, endStreamFlag) }
   }
   if (CONNECT_UNARY.test(contentType)) {
     return { status: codeToHttpStatus(err.code), headers: { 'content-type': 'application/json' }, body: errorToJsonBytes(err, undefined) }

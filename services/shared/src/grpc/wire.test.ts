@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { deflateSync, gzipSync } from 'node:zlib'
+import { encodeEnvelope } from '@connectrpc/connect/protocol'
 import fc from 'fast-check'
 import { Code, StargateError } from '../errors.ts'
 import {
@@ -10,6 +11,7 @@ import {
   encodeGrpcMessage,
   FrameParser,
   formatGrpcTimeout,
+  frameLength,
   grpcSubtype,
   parseGrpcTimeout,
 } from './wire.ts'
@@ -90,14 +92,27 @@ describe('grpc wire', () => {
     )
   })
 
-  it('frames - split across chunks in any way, several in one chunk, empty messages', () => {
+  it('frames - a prefix is the flag byte and the 4-byte big-endian length', () => {
+    assert.deepEqual([...encodeFrame(new Uint8Array([7, 8]))], [0, 0, 0, 0, 2, 7, 8])
+    assert.deepEqual([...encodeFrame(new Uint8Array(300), 0x80).subarray(0, 5)], [0x80, 0, 0, 1, 44])
+    assert.equal(frameLength(encodeFrame(new Uint8Array(300), 0x80)), 300)
+    for (const flag of [0, 1, 2, 0x80]) {
+      const message = Uint8Array.from({ length: 70_000 }, (_, i) => i % 251)
+      assert.deepEqual(new Uint8Array(encodeFrame(message, flag)), encodeEnvelope(flag, message), `as connect-es frames flag ${flag}`)
+    }
+    assert.equal(frameLength(Buffer.from([9, 9, 1, 2, 3, 4]), 1), 0x01020304)
+    assert.equal(frameLength(new Uint8Array([0, 0xff, 0xff, 0xff, 0xfe])), 2 ** 32 - 2)
+  })
+
+  it('frames - split across chunks in any way, several in one chunk, empty messages; Buffers or plain Uint8Arrays', () => {
     const messages = [Buffer.from('hello'), Buffer.alloc(0), Buffer.alloc(70_000, 7), Buffer.from('x')]
     const wire = Buffer.concat(messages.map((m) => encodeFrame(m)))
-    for (const size of [1, 3, 5, 6, 4096, wire.length]) {
+    for (const [size, plain] of [1, 3, 5, 6, 4096, wire.length].flatMap((n) => [[n, false] as const, [n, true] as const])) {
       const parser = new FrameParser(1 << 20)
       const got: Uint8Array[] = []
       for (let at = 0; at < wire.length; at += size) {
-        for (const f of parser.push(wire.subarray(at, at + size))) {
+        const chunk = wire.subarray(at, at + size)
+        for (const f of parser.push(plain ? new Uint8Array(chunk) : chunk)) {
           assert.equal(f.compressed, false)
           got.push(f.data)
         }
@@ -116,6 +131,10 @@ describe('grpc wire', () => {
     assert.throws(
       () => parser.push(prefix),
       rejectsWith(Code.ResourceExhausted, /message of 1025 bytes, more than the maximum of 1024 bytes/),
+    )
+    assert.throws(
+      () => new FrameParser(1024).push(Buffer.from([0, 0x80, 0, 0, 0])),
+      rejectsWith(Code.ResourceExhausted, /message of 2147483648 bytes/),
     )
     const exact = new FrameParser(1024)
     assert.equal(exact.push(encodeFrame(Buffer.alloc(1024))).length, 1)

@@ -91,13 +91,28 @@ export interface GrpcFrame {
   data: Uint8Array
 }
 
-/** Prefixes a message with its compressed flag (0) and 4-byte big-endian length. */
-export function encodeFrame(message: Uint8Array): Buffer {
-  const out = Buffer.allocUnsafe(5 + message.byteLength)
-  out[0] = 0
+/** Bytes of a message prefix: the flag byte, then the message length as 4 bytes big-endian. */
+export const FRAME_PREFIX_BYTES = 5
+
+/**
+ * Prefixes a message with its flag byte and 4-byte big-endian length: the one place the prefix is built.
+ * The flag is 0 for a message, 1 when compressed; gRPC-Web trailers use 0x80 and Connect's end-stream
+ * message 0x02 in the same framing.
+ */
+export function encodeFrame(message: Uint8Array, flag = 0): Buffer {
+  const out = Buffer.allocUnsafe(FRAME_PREFIX_BYTES + message.byteLength)
+  out[0] = flag
   out.writeUInt32BE(message.byteLength, 1)
-  out.set(message, 5)
+  out.set(message, FRAME_PREFIX_BYTES)
   return out
+}
+
+/**
+ * The message length a prefix declares (unsigned, up to 2^32 − 1), the prefix starting at bytes[at]:
+ * the one place a prefix's length is read.
+ */
+export function frameLength(bytes: Uint8Array, at = 0): number {
+  return bytes[at + 1]! * 0x1000000 + (bytes[at + 2]! << 16) + (bytes[at + 3]! << 8) + bytes[at + 4]!
 }
 
 /**
@@ -121,20 +136,20 @@ export class FrameParser {
     return this.buffered > 0 || this.length >= 0
   }
 
-  /** Adds bytes; returns the messages they complete. */
-  push(chunk: Buffer): GrpcFrame[] {
-    if (chunk.length > 0) {
-      this.chunks.push(chunk)
-      this.buffered += chunk.length
+  /** Adds bytes; returns the messages they complete (views of the chunks where a message lies in one). */
+  push(chunk: Uint8Array): GrpcFrame[] {
+    if (chunk.byteLength > 0) {
+      this.chunks.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength))
+      this.buffered += chunk.byteLength
     }
     const out: GrpcFrame[] = []
     for (;;) {
       if (this.length < 0) {
-        if (this.buffered < 5) break
-        const prefix = this.take(5)
+        if (this.buffered < FRAME_PREFIX_BYTES) break
+        const prefix = this.take(FRAME_PREFIX_BYTES)
         const flag = prefix[0] as number
         if (flag > 1) throw new StargateError(Code.Internal, `invalid gRPC message prefix: flags 0x${flag.toString(16)}`)
-        const length = prefix.readUInt32BE(1)
+        const length = frameLength(prefix)
         if (length > this.maxBytes) {
           throw new StargateError(
             Code.ResourceExhausted,
