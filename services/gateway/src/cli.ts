@@ -463,8 +463,8 @@ export function gatewayConfigFromFlags(flags: ParsedFlags): {
       expose: checked(parsedList(flags, 'expose', parseExposeFlag), (e) => new ExposeTable(e)),
       exposeCaFile: str(flags, 'expose-ca'),
       routes: checked(parsedList(flags, 'route', parseRouteFlag), (r) => new RouteTable(r)),
-      tunnelWindowBytes: int(flags, 'tunnel-window-bytes', 65_536, 2 ** 31 - 1),
-      tunnelMaxMessageBytes: int(flags, 'tunnel-max-message-bytes', 1, 2 ** 32 - 1),
+      tunnelWindowBytes: int(flags, 'tunnel-window-bytes', L.tunnelWindowBytes.min, L.tunnelWindowBytes.max),
+      tunnelMaxMessageBytes: int(flags, 'tunnel-max-message-bytes', L.tunnelMaxMessageBytes.min, L.tunnelMaxMessageBytes.max),
       corsAllowOrigins: list(flags, 'cors-allow-origin').map((v) => {
         const problem = corsOriginProblem(v)
         if (problem != null) throw new UsageError(`--cors-allow-origin "${v}" ${problem}`)

@@ -1,4 +1,5 @@
 import { SEAL_DEFAULTS } from '@stargate/shared/seal'
+import { OPEN_CREDIT_BYTES } from './tunnel/frames.ts'
 
 /**
  * Every default of the gateway, in one place. The README's flag tables are generated from the CLI flags,
@@ -145,6 +146,8 @@ export const GATEWAY_DEFAULTS = {
   tunnelMaxStreamsPerLink: 256,
   /** Tunnelled gRPC: largest gRPC message (its length prefix) in either direction. */
   tunnelMaxMessageBytes: 4 * 1024 * 1024,
+  /** Loopback tier (a gateway calling itself): frame bytes queued in one direction before the link reports congestion. */
+  loopbackHighWaterMarkBytes: 1024 * 1024,
   /** --expose backends: a connection not established within this long fails its calls with UNAVAILABLE. */
   exposeConnectTimeoutMs: 5_000,
   /** --expose backends: an HTTP/2 session idle this long is closed (reopened on the next call). */
@@ -182,8 +185,13 @@ export const GATEWAY_DEFAULTS = {
   peerMetricsMaxEntries: 10_000,
 } as const
 
-/** Bounds of per-call options, enforced for CallOptions and for the flags alike. */
+/** Bounds of options, enforced for CallOptions, GatewayOptions, tunnel endpoints and the flags alike. */
 export const GATEWAY_LIMITS = {
   maxRetries: { min: 0, max: 100 },
   backoffFactor: { min: 1, max: 100 },
+  /** At least the protocol's opening credit; at most HTTP/2's largest flow-control window. */
+  tunnelWindowBytes: { min: OPEN_CREDIT_BYTES, max: 2 ** 31 - 1 },
+  tunnelMaxStreamsPerLink: { min: 1, max: 2 ** 31 - 1 },
+  /** At most the largest length a gRPC message prefix can declare (4 bytes). */
+  tunnelMaxMessageBytes: { min: 1, max: 2 ** 32 - 1 },
 } as const

@@ -3,7 +3,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { corsOriginProblem } from '@stargate/shared/grpc/cors'
 import type { Logger } from '@stargate/shared/log'
-import { GATEWAY_DEFAULTS } from './defaults.ts'
+import { GATEWAY_DEFAULTS, GATEWAY_LIMITS } from './defaults.ts'
 import { parseObserver } from './nat/detector.ts'
 import type { ExposeEntry } from './tunnel/expose.ts'
 import type { RouteEntry } from './tunnel/routes.ts'
@@ -237,11 +237,11 @@ export function resolveGatewayOptions(init: GatewayInit): GatewayOptions {
   for (const k of positive) {
     if (!((o[k] as number) > 0)) throw new RangeError(`${k} must be positive, got ${String(o[k])}`)
   }
-  if (!(Number.isSafeInteger(o.tunnelWindowBytes) && o.tunnelWindowBytes >= 65_536 && o.tunnelWindowBytes <= 2 ** 31 - 1)) {
-    throw new RangeError(`tunnelWindowBytes must be an integer from 65536 to ${2 ** 31 - 1}, got ${o.tunnelWindowBytes}`)
-  }
-  if (!(Number.isSafeInteger(o.tunnelMaxMessageBytes) && o.tunnelMaxMessageBytes >= 1 && o.tunnelMaxMessageBytes <= 2 ** 32 - 1)) {
-    throw new RangeError(`tunnelMaxMessageBytes must be an integer from 1 to ${2 ** 32 - 1}, got ${o.tunnelMaxMessageBytes}`)
+  for (const k of ['tunnelWindowBytes', 'tunnelMaxMessageBytes'] as const) {
+    const { min, max } = GATEWAY_LIMITS[k]
+    if (!(Number.isSafeInteger(o[k]) && o[k] >= min && o[k] <= max)) {
+      throw new RangeError(`${k} must be an integer from ${min} to ${max}, got ${o[k]}`)
+    }
   }
   const maxFrameBytes = o.maxPayloadBytes + GATEWAY_DEFAULTS.frameOverheadBytes
   if (o.maxInboundBufferedBytesPerConnection < maxFrameBytes) {

@@ -2,8 +2,8 @@ import { type Clock, systemClock, type Timer } from '@stargate/shared/clock'
 import { Code, StargateError } from '@stargate/shared/errors'
 import type { MetadataEntry, PeerFrame } from '@stargate/shared/gen/envelope'
 import type { Logger } from '@stargate/shared/log'
-import { GATEWAY_DEFAULTS } from '../defaults.ts'
-import { dataFrame, OPEN_CREDIT_BYTES, resetFrame, windowFrame } from './frames.ts'
+import { GATEWAY_DEFAULTS, GATEWAY_LIMITS } from '../defaults.ts'
+import { dataFrame, resetFrame, windowFrame } from './frames.ts'
 import { MessageScanner } from './wire.ts'
 
 /**
@@ -102,14 +102,14 @@ export function resolveTunnelOptions(options: Partial<TunnelOptions> & { log: Lo
     clock: options.clock ?? systemClock,
     log: options.log,
   }
-  const check = (name: string, value: number, min: number, max: number): void => {
+  const check = (name: string, value: number, { min, max }: { min: number; max: number }): void => {
     if (!Number.isSafeInteger(value) || value < min || value > max) {
       throw new StargateError(Code.InvalidArgument, `tunnel option ${name} must be an integer from ${min} to ${max}, got ${value}`)
     }
   }
-  check('windowBytes', resolved.windowBytes, OPEN_CREDIT_BYTES, 2 ** 31 - 1)
-  check('maxStreams', resolved.maxStreams, 1, 2 ** 31 - 1)
-  check('maxMessageBytes', resolved.maxMessageBytes, 1, 2 ** 32 - 1)
+  check('windowBytes', resolved.windowBytes, GATEWAY_LIMITS.tunnelWindowBytes)
+  check('maxStreams', resolved.maxStreams, GATEWAY_LIMITS.tunnelMaxStreamsPerLink)
+  check('maxMessageBytes', resolved.maxMessageBytes, GATEWAY_LIMITS.tunnelMaxMessageBytes)
   return resolved
 }
 

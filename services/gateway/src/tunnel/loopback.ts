@@ -2,6 +2,7 @@ import { decodePeerFrame, encodePeerFrame } from '@stargate/shared/envelope'
 import type { StargateError } from '@stargate/shared/errors'
 import { encodeFrame, FrameDecoder } from '@stargate/shared/framing'
 import type { PeerFrame } from '@stargate/shared/gen/envelope'
+import { GATEWAY_DEFAULTS } from '../defaults.ts'
 import type { TunnelEndpoint, TunnelLink } from './endpoint.ts'
 import { encodeDataFrameChunks } from './frames.ts'
 
@@ -12,7 +13,7 @@ export interface LoopbackOptions {
    * are handed over as objects (a gateway calling itself).
    */
   encode?: boolean
-  /** Bytes queued in one direction past which send() reports congestion. */
+  /** Bytes queued in one direction past which send() reports congestion; default GATEWAY_DEFAULTS.loopbackHighWaterMarkBytes. */
   highWaterMarkBytes?: number
 }
 
@@ -108,7 +109,7 @@ export class Loopback {
   private readonly toCaller: Pipe
 
   constructor(options: LoopbackOptions = {}) {
-    const hwm = options.highWaterMarkBytes ?? 1024 * 1024
+    const hwm = options.highWaterMarkBytes ?? GATEWAY_DEFAULTS.loopbackHighWaterMarkBytes
     this.toCallee = new Pipe(options.encode === true, hwm)
     this.toCaller = new Pipe(options.encode === true, hwm)
   }

@@ -93,7 +93,7 @@ interface PairOptions {
 /** A caller and a callee endpoint over an encoding loopback; the callee records what it accepts. */
 function pair(options: PairOptions = {}) {
   const clock = new FakeClock()
-  const loop = new Loopback({ encode: true, highWaterMarkBytes: options.highWaterMarkBytes ?? 1024 * 1024 })
+  const loop = new Loopback({ encode: true, highWaterMarkBytes: options.highWaterMarkBytes })
   const accepted: Accepted[] = []
   const acceptWaiters: Array<(a: Accepted) => void> = []
   const common = {
