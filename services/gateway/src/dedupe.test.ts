@@ -4,6 +4,7 @@ import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 import fc from 'fast-check'
 import { type Admission, type DedupeLimits, DuplicateMemory, type Ticket } from './dedupe.ts'
+import { GATEWAY_DEFAULTS } from './defaults.ts'
 
 setFlagsFromString('--expose-gc')
 /** A full garbage collection (what --expose-gc gives a fresh context). */
@@ -43,6 +44,25 @@ function fullMessage(a: Admission<string>): string {
 }
 
 describe('duplicate-request memory', () => {
+  it('dedupe - its queues compact past GATEWAY_DEFAULTS.dedupeCompactMinDeadEntries dead slots losing no live entry', async () => {
+    const dead = GATEWAY_DEFAULTS.dedupeCompactMinDeadEntries * 2 + 1
+    const live = GATEWAY_DEFAULTS.dedupeCompactMinDeadEntries * 2
+    const c = clock()
+    const limits = { ...LIMITS, windowMs: 1_000, maxEntries: 10_000, maxEntriesPerCaller: 10_000 }
+    const m = new DuplicateMemory<string>(limits, c.now)
+    for (let i = 0; i < dead; i++) m.settle(ticket(m.begin('alice', `old-${i}`)), 'x', 1, true)
+    c.advance(600)
+    for (let i = 0; i < live; i++) m.settle(ticket(m.begin('alice', `new-${i}`)), `v${i}`, 2, true)
+    c.advance(500) // the old ones expire: more than half of each queue is dead slots, so it compacts
+    m.settle(ticket(m.begin('bob', 'probe-1')), 'x', 1, true)
+    assert.equal(m.entries, live + 1)
+    for (const i of [0, 1, live - 1]) assert.deepEqual(await recalled(m.begin('alice', `new-${i}`)), { kind: 'response', value: `v${i}` })
+    c.advance(1_000) // every entry left expires: each must still be in its queue, in order
+    m.settle(ticket(m.begin('bob', 'probe-2')), 'x', 1, true)
+    assert.equal(m.entries, 1)
+    assert.equal(m.bytes, 'probe-2'.length + 1, "only the last probe's id and response")
+  })
+
   it('dedupe - a duplicate joins the running original, then is answered from memory', async () => {
     const m = new DuplicateMemory<string>(LIMITS, clock().now)
     const t = ticket(m.begin('alice', 'r1'))

@@ -13,6 +13,8 @@
  * request already ran (never run again). Only when ids alone fill a limit are new requests refused.
  */
 
+import { GATEWAY_DEFAULTS } from './defaults.ts'
+
 /** Limits of the memory (GATEWAY_DEFAULTS has the defaults; each names its flag in refusals). */
 export interface DedupeLimits {
   /** How long an entry is kept after its request arrived (--dedupe-window-ms). */
@@ -74,13 +76,7 @@ interface CallerMemory<T> {
   bytes: number
 }
 
-/**
- * Slots a Fifo leaves dead at its front before compacting (a design constant, not a limit: it only saves
- * copying small arrays; compaction copies at most as many live items as it frees, so shift stays O(1) amortised).
- */
-const FIFO_COMPACT_MIN_HEAD = 1024
-
-/** A FIFO queue of objects with O(1) amortised push / shift and lazy compaction. */
+/** A FIFO queue of objects with O(1) amortised push / shift, compacted past GATEWAY_DEFAULTS.dedupeCompactMinDeadEntries dead slots. */
 class Fifo<E> {
   private items: E[] = []
   private head = 0
@@ -97,7 +93,7 @@ class Fifo<E> {
     if (this.head >= this.items.length) return undefined
     const e = this.items[this.head]
     this.items[this.head++] = undefined as E
-    if (this.head > FIFO_COMPACT_MIN_HEAD && this.head * 2 > this.items.length) {
+    if (this.head > GATEWAY_DEFAULTS.dedupeCompactMinDeadEntries && this.head * 2 > this.items.length) {
       this.items = this.items.slice(this.head)
       this.head = 0
     }

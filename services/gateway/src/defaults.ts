@@ -47,6 +47,12 @@ export const GATEWAY_DEFAULTS = {
   dedupeMaxBytes: 64 * 1024 * 1024,
   /** The same, for one caller. */
   dedupeMaxBytesPerCaller: 32 * 1024 * 1024,
+  /**
+   * Duplicate memory: dead slots one of its queues leaves at its front before compacting (a design constant,
+   * not a limit: it only saves copying small arrays; compaction copies at most as many live entries as it
+   * frees, so a shift stays O(1) amortised).
+   */
+  dedupeCompactMinDeadEntries: 1_024,
   /** Longest request id (idempotency key) accepted from a peer. */
   maxRequestIdBytes: 128,
   /** Longest method name accepted from a peer. */
@@ -148,6 +154,11 @@ export const GATEWAY_DEFAULTS = {
   tunnelMaxMessageBytes: 4 * 1024 * 1024,
   /** Loopback tier (a gateway calling itself): frame bytes queued in one direction before the link reports congestion. */
   loopbackHighWaterMarkBytes: 1024 * 1024,
+  /**
+   * Loopback link with the wire encoding on (tests of the protocol): largest frame its decoder takes. Both ends
+   * are this process and the endpoints bound what they send, so it is no bound (the largest int32).
+   */
+  loopbackMaxFrameBytes: 2 ** 31 - 1,
   /** --expose backends: a connection not established within this long fails its calls with UNAVAILABLE. */
   exposeConnectTimeoutMs: 5_000,
   /** --expose backends: an HTTP/2 session idle this long is closed (reopened on the next call). */

@@ -39,7 +39,7 @@ class Pipe implements TunnelLink {
   constructor(encode: boolean, highWaterMarkBytes: number) {
     this.encode = encode
     this.highWaterMarkBytes = highWaterMarkBytes
-    this.decoder = new FrameDecoder({ maxFrameBytes: 2 ** 31 - 1 })
+    this.decoder = new FrameDecoder({ maxFrameBytes: GATEWAY_DEFAULTS.loopbackMaxFrameBytes })
   }
 
   send(frame: PeerFrame): boolean {
