@@ -81,15 +81,13 @@ describe('relay failover (network namespaces)', { skip: netnsUnsupported() ?? fa
         }
         return health.relays[0]?.isHealthy === false
       },
-      30_000,
-      100,
+      { timeoutMs: 30_000, intervalMs: 100 },
     )
     const t0 = Date.now()
     await eventually(
       `P stops knowing A through ${relay.host.name}`,
       async () => !(await circuitsKnown()).some((c) => relayOf(c) === relay.peerId),
-      5_000,
-      100,
+      { timeoutMs: 5_000, intervalMs: 100 },
     )
     return Date.now() - t0
   }
@@ -104,8 +102,7 @@ describe('relay failover (network namespaces)', { skip: netnsUnsupported() ?? fa
         }
         return health.relays.length === 2 && health.relays.every((r) => r.reserved && r.isHealthy)
       },
-      60_000,
-      250,
+      { timeoutMs: 60_000, intervalMs: 250 },
     )
     await eventually(
       "P knows A's circuits through both relays",
@@ -113,8 +110,7 @@ describe('relay failover (network namespaces)', { skip: netnsUnsupported() ?? fa
         const circuits = await circuitsKnown(by)
         return relays.every((r) => circuits.some((c) => relayOf(c) === r.peerId))
       },
-      60_000,
-      250,
+      { timeoutMs: 60_000, intervalMs: 250 },
     )
   }
 

@@ -134,7 +134,8 @@ describe('NATS sealing under attack', () => {
   }
 
   /** Waits until B's /metrics (the refusal counters have no other outlet) satisfy cond. */
-  const untilMetrics = (cond: () => Promise<boolean>, what: string): Promise<boolean> => eventually(what, cond, 60_000, 200)
+  const untilMetrics = (cond: () => Promise<boolean>, what: string): Promise<boolean> =>
+    eventually(what, cond, { timeoutMs: 60_000, intervalMs: 200 })
 
   it('sealed - 200 000 messages from fresh identities and a full replay guard: a captured request replayed is not run again', async () => {
     const key = `captured-${Date.now()}`

@@ -13,7 +13,7 @@ const json = (v: unknown) => ({ case: 'json' as const, value: fromJson(ValueSche
 /** Polls until pred holds (no event announces it: another process's state); resolves to the elapsed ms. */
 async function until(pred: () => Promise<boolean>, timeoutMs: number, what: string): Promise<number> {
   const t0 = Date.now()
-  await eventually(what, pred, timeoutMs, 100)
+  await eventually(what, pred, { timeoutMs, intervalMs: 100 })
   return Date.now() - t0
 }
 

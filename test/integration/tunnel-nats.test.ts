@@ -679,8 +679,7 @@ describe('tunnel over NATS (real nats-server, gateways and EchoService backend)'
         const now = { a: await natsSubscriptions(monitor, a.peerId), b: await natsSubscriptions(monitor, b.peerId) }
         return now.a === baseline.a && now.b === baseline.b ? now : undefined
       },
-      30_000,
-      100,
+      { timeoutMs: 30_000, intervalMs: 100 },
     )
     console.log(
       `# subscriptions: A ${baseline.a} → peak ${peakA} → ${settled.a}, B ${baseline.b} → peak ${peakB} → ${settled.b} (per-stream subscriptions came and went)`,

@@ -21,7 +21,7 @@ export class Proc {
   readonly stdout: string[] = []
   readonly stderr: string[] = []
   readonly exited: Promise<number | null>
-  private readonly waiters: Array<{ re: RegExp; resolve: (m: RegExpMatchArray) => void }> = []
+  private readonly waiters: Array<{ re: RegExp; count: number; matches: RegExpMatchArray[]; resolve: (m: RegExpMatchArray[]) => void }> = []
 
   readonly name: string
   readonly child: ChildProcess
@@ -43,29 +43,40 @@ export class Proc {
   private check(line: string): void {
     for (const w of [...this.waiters]) {
       const m = line.match(w.re)
-      if (m != null) {
-        this.waiters.splice(this.waiters.indexOf(w), 1)
-        w.resolve(m)
-      }
+      if (m == null) continue
+      w.matches.push(m)
+      if (w.matches.length < w.count) continue
+      this.waiters.splice(this.waiters.indexOf(w), 1)
+      w.resolve(w.matches)
     }
   }
 
   /** Resolves with the first output line (past or future) matching re; rejects if the process exits first. */
-  waitFor(re: RegExp, timeoutMs = 60_000): Promise<RegExpMatchArray> {
+  async waitFor(re: RegExp, timeoutMs = 60_000): Promise<RegExpMatchArray> {
+    const [m] = await this.waitForLines(re, 1, timeoutMs)
+    return m!
+  }
+
+  /** Resolves with the first `count` output lines (past or future) matching re; rejects if the process exits first. */
+  waitForLines(re: RegExp, count: number, timeoutMs = 60_000): Promise<RegExpMatchArray[]> {
+    const matches: RegExpMatchArray[] = []
     for (const line of [...this.stdout, ...this.stderr]) {
       const m = line.match(re)
-      if (m != null) return Promise.resolve(m)
+      if (m != null) matches.push(m)
+      if (matches.length === count) return Promise.resolve(matches)
     }
     return new Promise((resolve, reject) => {
       const timer = setTimeout(
-        () => reject(new Error(`${this.name}: no line matching ${re} within ${timeoutMs} ms\n${this.dump()}`)),
+        () => reject(new Error(`${this.name}: ${matches.length} of ${count} lines matching ${re} within ${timeoutMs} ms\n${this.dump()}`)),
         timeoutMs,
       )
       const w = {
         re,
-        resolve: (m: RegExpMatchArray) => {
+        count,
+        matches,
+        resolve: (all: RegExpMatchArray[]) => {
           clearTimeout(timer)
-          resolve(m)
+          resolve(all)
         },
       }
       this.waiters.push(w)
@@ -73,7 +84,7 @@ export class Proc {
         .then((code) => {
           if (this.waiters.includes(w)) {
             clearTimeout(timer)
-            reject(new Error(`${this.name} exited with ${code} before printing ${re}\n${this.dump()}`))
+            reject(new Error(`${this.name} exited with ${code} before printing ${count} lines matching ${re}\n${this.dump()}`))
           }
         })
         .catch(reject)
@@ -245,8 +256,7 @@ export class Harness {
           await eventually(
             `cluster member ${i + 1} is reachable from every member`,
             () => from.request(`cluster.check.${i}`, new Uint8Array(), { timeout: 500 }).then(() => true),
-            30_000,
-            100,
+            { timeoutMs: 30_000, intervalMs: 100 },
           )
         }
       }

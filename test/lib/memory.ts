@@ -21,7 +21,10 @@ export async function liveHeapMB(pid: number, dir: string, answered: () => Promi
   const snapshots = (): string[] => readdirSync(dir).filter((f) => f.endsWith('.heapsnapshot'))
   const before = new Set(snapshots())
   process.kill(pid, 'SIGUSR2')
-  const file = await eventually('the process wrote a heap snapshot', () => snapshots().find((f) => !before.has(f)), 60_000, 100)
+  const file = await eventually('the process wrote a heap snapshot', () => snapshots().find((f) => !before.has(f)), {
+    timeoutMs: 60_000,
+    intervalMs: 100,
+  })
   await answered()
   const path = join(dir, file)
   const snap = JSON.parse(readFileSync(path, 'utf8')) as { snapshot: { meta: { node_fields: string[] } }; nodes: number[] }

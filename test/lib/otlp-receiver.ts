@@ -3,6 +3,7 @@ import { createServer, type IncomingMessage, type Server } from 'node:http'
 import { gunzipSync } from 'node:zlib'
 import { fromBinary } from '@bufbuild/protobuf'
 import * as grpc from '@grpc/grpc-js'
+import { eventually } from './eventually.ts'
 import { ExportMetricsServiceRequestSchema } from './otlp/gen/opentelemetry/proto/collector/metrics/v1/metrics_service_pb.js'
 import { ExportTraceServiceRequestSchema } from './otlp/gen/opentelemetry/proto/collector/trace/v1/trace_service_pb.js'
 import type { AnyValue, KeyValue } from './otlp/gen/opentelemetry/proto/common/v1/common_pb.js'
@@ -214,15 +215,19 @@ export class OtlpReceiver {
     }
   }
 
-  /** Polls until `find` returns a non-empty value (bounded); rejects with `what` on timeout. */
-  async waitFor<T>(what: string, find: () => T | undefined | Promise<T | undefined>, timeoutMs = 15_000): Promise<T> {
-    const until = Date.now() + timeoutMs
-    for (;;) {
-      const v = await find()
-      if (v != null && (!Array.isArray(v) || v.length > 0)) return v
-      if (Date.now() > until) throw new Error(`OTLP receiver: timed out waiting for ${what}`)
-      await new Promise((r) => setTimeout(r, 100))
-    }
+  /**
+   * Polls until `find` returns a non-empty value (bounded); rejects with `what` on timeout. The exporters send on
+   * their own schedule and nothing announces an export, hence polling.
+   */
+  waitFor<T>(what: string, find: () => T | undefined | Promise<T | undefined>, timeoutMs = 15_000): Promise<T> {
+    return eventually(
+      `the OTLP receiver got ${what}`,
+      async () => {
+        const v = await find()
+        return v != null && (!Array.isArray(v) || v.length > 0) ? v : undefined
+      },
+      { timeoutMs, intervalMs: 100 },
+    )
   }
 
   /** The latest data point of a metric matching the attributes (and resource attributes), if any. */
