@@ -8,8 +8,8 @@ import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
 import { assertEchoed, ECHO_METADATA } from '../interop/echo-checks.ts'
 import { ECHO_KINDS, ECHO_SERVICE, type EchoServer, prepareEchoPrograms, runEchoClient, startEchoServer } from '../interop/echo-programs.ts'
-import { waitFor } from '../interop/stack.ts'
 import { exposeFlag } from '../interop/tunnel-stack.ts'
+import { eventually } from '../lib/eventually.ts'
 import { type GatewayHandle, Harness } from '../lib/harness.ts'
 
 describe('tunnel discovery failover (two gateways expose the service, one dies)', { timeout: 600_000 }, () => {
@@ -27,10 +27,10 @@ describe('tunnel discovery failover (two gateways expose the service, one dies)'
     }
     a = await h.gateway(['--p2p-listen', '/ip4/127.0.0.1/tcp/0', ...common], { name: 'gateway-a' })
     // A knows both exposers from their presence records (Discover lists the peers it learned on NATS).
-    await waitFor(async () => {
+    await eventually(`gateway A discovers both gateways exposing ${ECHO_SERVICE}`, async () => {
       const { peers } = await a.client.discover({ capability: `grpc:${ECHO_SERVICE}` })
       return exposers.every((e) => peers.some((p) => p.peerId === e.gateway.peerId))
-    }, `gateway A discovers both gateways exposing ${ECHO_SERVICE}`)
+    })
   })
   after(async () => {
     await h.close()

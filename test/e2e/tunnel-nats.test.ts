@@ -11,7 +11,6 @@ import { after, before, describe, it } from 'node:test'
 import { Tier } from '@stargate/shared/gen/gateway'
 import { assertEchoed, assertMetadataIncludes, echoMetadataFor, metadataJson } from '../interop/echo-checks.ts'
 import { ECHO_KINDS, ECHO_LANGS, type EchoServer, prepareEchoPrograms, runEchoClient, startEchoServer } from '../interop/echo-programs.ts'
-import { waitFor } from '../interop/stack.ts'
 import { exposeFlag, lastTier } from '../interop/tunnel-stack.ts'
 import { type GatewayHandle, Harness } from '../lib/harness.ts'
 
@@ -32,12 +31,11 @@ describe('tunnel over NATS, relay down (real gateways, nats-server, Go/Python se
       b[lang] = await h.gateway([...common, ...exposeFlag(servers[lang])], { name: `gateway-b-${lang}` })
     }
     a = await h.gateway(common, { name: 'gateway-a' })
-    for (const g of Object.values(b)) {
-      await waitFor(async () => (await g.client.getStatus({})).relays.some((r) => r.reserved), `${g.proc.name} holds a relay reservation`)
-    }
+    for (const g of Object.values(b)) await g.proc.waitFor(/"msg":"reserved on relay"/)
+    await a.proc.waitFor(/"msg":"relay healthy"/)
     // The relay goes down: the callees have no other way in but NATS.
     await relay.proc.stop('SIGKILL')
-    await waitFor(async () => (await a.client.getRelayHealth({})).relays.every((r) => !r.isHealthy), 'gateway A sees the relay down')
+    await a.proc.waitFor(/"msg":"relay unhealthy"/)
   })
   after(async () => {
     await h.close()

@@ -12,7 +12,6 @@ import { after, before, describe, it } from 'node:test'
 import { promisify } from 'node:util'
 import { DEV_ECHO_SERVICE, DEV_PORTS } from '../../services/cli/src/dev-stack.ts'
 import { type EchoResult, parseRun, prepareEchoPrograms, startEchoServer } from '../interop/echo-programs.ts'
-import { waitFor } from '../interop/stack.ts'
 import { freePort, type GatewayHandle, Harness, Proc, type RelayHandle } from '../lib/harness.ts'
 import { tool } from '../lib/tools.ts'
 
@@ -54,7 +53,7 @@ describe('README "Use your existing gRPC services"', { timeout: 600_000 }, () =>
     a = await h.gateway(['--p2p-listen', '/ip4/127.0.0.1/tcp/0', ...viaRelay, '--route', `${DEV_ECHO_SERVICE}=${b.peerId}`], {
       name: 'gateway-a',
     })
-    await waitFor(async () => (await b.client.getStatus({})).relays.some((x) => x.reserved), 'gateway B holds a relay reservation')
+    await b.proc.waitFor(/"msg":"reserved on relay"/)
     ports.terminalServer = await freePort()
     ports.terminalGateway = await freePort()
     const relayTcp = relay.multiaddr.replace(/\/p2p\/.*$/, '')
@@ -162,10 +161,7 @@ describe('README "Use your existing gRPC services"', { timeout: 600_000 }, () =>
     }
     const c = h.procs.find((p) => p.name === 'readme-gateway')!
     const [, cPeer] = await c.waitFor(/^Gateway started: (\S+)/)
-    await waitFor(async () => {
-      const out = await sh([`grpcurl -plaintext 127.0.0.1:50062 stargate.v1.GatewayService/GetStatus`])
-      return /"reserved": true/.test(out)
-    }, 'gateway C holds a relay reservation')
+    await c.waitFor(/"msg":"reserved on relay"/)
     const rs = results(await sh(rest))
     assert.deepEqual(
       rs.map((r) => [r.kind, r.code]),

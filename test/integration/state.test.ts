@@ -57,16 +57,6 @@ async function exitCode(proc: Proc, timeoutMs = 60_000): Promise<number | null> 
   }
 }
 
-async function until<T>(what: string, fn: () => T | undefined, timeoutMs = 30_000): Promise<T> {
-  const end = Date.now() + timeoutMs
-  for (;;) {
-    const v = fn()
-    if (v !== undefined) return v
-    if (Date.now() > end) assert.fail(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 50))
-  }
-}
-
 describe('state: never twice under attack, bounded journal, process faults', () => {
   const h = new Harness()
   const mounts = new Mounts()
@@ -330,9 +320,8 @@ describe('state: never twice under attack, bounded journal, process faults', () 
     const arrayBuffers = async (): Promise<number> => {
       const n = ++probes
       process.kill(g.proc.child.pid!, 'SIGUSR2')
-      await until(`probe ${n}`, () => (g.proc.stderr.filter((l) => l.startsWith('PROBE ')).length >= n ? true : undefined))
-      const line = g.proc.stderr.filter((l) => l.startsWith('PROBE '))[n - 1]!
-      return Number(/arrayBuffers=(\d+)/.exec(line)![1])
+      const lines = await g.proc.waitForLines(/^PROBE .*arrayBuffers=(\d+)/, n)
+      return Number(lines[n - 1]![1])
     }
     const peer = await rawPeer()
     const addr = loopback(g)

@@ -1,4 +1,3 @@
-import { eventually } from '../lib/eventually.ts'
 import type { GatewayHandle, Harness, RelayHandle } from '../lib/harness.ts'
 
 export interface Stack {
@@ -15,12 +14,7 @@ export async function startStack(h: Harness): Promise<Stack> {
   const common = ['--relay', relay.multiaddr, '--relay-health-interval-ms', '500']
   const b = await h.gateway(common, { name: 'gateway-b' })
   const a = await h.gateway(['--p2p-listen', '/ip4/127.0.0.1/tcp/0', ...common], { name: 'gateway-a' })
-  await waitFor(async () => (await b.client.getStatus({})).relays.some((r) => r.reserved), 'gateway B holds a relay reservation')
-  await waitFor(async () => (await a.client.getRelayHealth({})).relays.some((r) => r.isHealthy), 'gateway A sees the relay healthy')
+  await b.proc.waitFor(/"msg":"reserved on relay"/)
+  await a.proc.waitFor(/"msg":"relay healthy"/)
   return { relay, a, b }
-}
-
-/** Polls a state that has no event to wait on (status of another process), up to 20 s. */
-export async function waitFor(check: () => Promise<boolean>, what: string): Promise<void> {
-  await eventually(what, check)
 }

@@ -13,7 +13,6 @@
 import type { Tier } from '@stargate/shared/gen/gateway'
 import type { GatewayHandle, Harness, RelayHandle } from '../lib/harness.ts'
 import { ECHO_SERVICE, type EchoServer, type EchoServerLang, prepareEchoPrograms, startEchoServer } from './echo-programs.ts'
-import { waitFor } from './stack.ts'
 
 export interface TunnelStack {
   relay: RelayHandle
@@ -58,9 +57,9 @@ export async function startTunnelStack(h: Harness): Promise<TunnelStack> {
     name: 'gateway-a-direct',
   })
   for (const g of [b.go, b.python]) {
-    await waitFor(async () => (await g.client.getStatus({})).relays.some((r) => r.reserved), `${g.proc.name} holds a relay reservation`)
+    await g.proc.waitFor(/"msg":"reserved on relay"/)
   }
-  await waitFor(async () => (await a.client.getRelayHealth({})).relays.some((r) => r.isHealthy), 'gateway A sees the relay healthy')
+  await a.proc.waitFor(/"msg":"relay healthy"/)
   return { relay, servers, b, a, aDirect }
 }
 
