@@ -10,16 +10,19 @@ import { tool } from '../lib/tools.ts'
 const run = promisify(execFile)
 
 describe('npm start dev stack', () => {
-  it('dev - starts NATS, a relay, two gateways and an exposed gRPC service, prints commands that work as printed, and stops on Ctrl-C', async () => {
+  it('dev - starts NATS, a relay, two gateways and an exposed gRPC service on free ports, prints commands that work as printed, and stops on Ctrl-C', async () => {
     const h = new Harness()
     try {
       const dir = `${await h.tmp()}/dev`
-      const dev = await h.spawnCli('dev', ['dev', '--dir', dir])
+      // --ports 0: beside a dev stack someone is running, and with every address taken from what it printed.
+      const dev = await h.spawnCli('dev', ['dev', '--dir', dir, '--ports', '0'])
       await dev.waitFor(/Stargate dev stack is up/, 120_000)
       await dev.waitFor(/Ctrl-C stops everything/)
       const exportLine = dev.stdout.find((l) => l.trim().startsWith('export B='))!.trim()
       const callLines = dev.stdout.filter((l) => l.trim().startsWith('grpcurl ')).map((l) => l.trim())
       assert.equal(callLines.length, 8)
+      const [, apiA] = await dev.waitFor(/^\s*gateway A .* API (\S+)/)
+      assert.doesNotMatch(apiA!, /:50051$/, 'gateway A is not on its fixed port')
       const env = { ...process.env, PATH: `${dirname(tool('grpcurl'))}:${process.env.PATH}` }
       const echo = await run('bash', ['-c', `${exportLine}; ${callLines[0]}`], { env, timeout: 30_000 })
       assert.match(echo.stdout, /"hello": "world"/)
@@ -57,8 +60,8 @@ describe('npm start dev stack', () => {
         )
       }
       assert.equal(await dev.stop('SIGINT', 15_000), 0)
-      // every port is free again
-      await assert.rejects(run(tool('grpcurl'), ['-plaintext', '-max-time', '2', '127.0.0.1:50051', 'list']))
+      // gateway A's port is free again
+      await assert.rejects(run(tool('grpcurl'), ['-plaintext', '-max-time', '2', apiA!, 'list']))
     } finally {
       await h.close()
     }

@@ -3,10 +3,13 @@ import { mkdir, writeFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { createInterface } from 'node:readline'
 import { promisify } from 'node:util'
+import { RELAY_DEFAULTS } from '@stargate/relay/defaults'
 
 export interface DevStackOptions {
   dir: string
   nats: boolean
+  /** 'fixed': DEV_PORTS; 'free': every listener on a port the system chooses (tests, next to a running stack). */
+  ports: 'fixed' | 'free'
 }
 
 /** Fixed local ports of the dev stack (the README's grpcurl examples use them). */
@@ -14,12 +17,26 @@ export const DEV_PORTS = {
   nats: 4222,
   relay: 4001,
   relayAdmin: 4002,
+  /** The relay's STUN responder (UDP), at the relay's default. */
+  stun: RELAY_DEFAULTS.stunPort,
   gatewayA: 50051,
   gatewayB: 50052,
   gatewayAp2p: 4011,
   /** The example gRPC service (EchoService) that gateway B exposes. */
   echoService: 50061,
 } as const
+
+/** DEV_PORTS with every port 0: each process listens on a port the system chooses and prints it. */
+const FREE_PORTS: Record<keyof typeof DEV_PORTS, number> = {
+  nats: 0,
+  relay: 0,
+  relayAdmin: 0,
+  stun: 0,
+  gatewayA: 0,
+  gatewayB: 0,
+  gatewayAp2p: 0,
+  echoService: 0,
+}
 
 /** The example service gateway B exposes (test/proto/stargate/test/v1/echo.proto). */
 export const DEV_ECHO_SERVICE = 'stargate.test.v1.EchoService'
@@ -33,6 +50,15 @@ interface Running {
   name: string
   child: ChildProcess
   lines: string[]
+}
+
+/** The first capture of the first line of a started process matching re (its printed address). */
+function printed(r: Running, re: RegExp): string {
+  for (const line of r.lines) {
+    const m = re.exec(line)
+    if (m?.[1] != null) return m[1]
+  }
+  throw new Error(`${r.name} did not print a line matching ${re}`)
 }
 
 function start(name: string, cmd: string, args: string[], ready: RegExp, logFile: string): Promise<Running> {
@@ -84,6 +110,7 @@ async function natsServer(): Promise<{ path?: string; why?: string }> {
  * through the relay), with an echo handler registered on B through Serve. Ctrl-C stops everything.
  */
 export async function startDevStack(o: DevStackOptions): Promise<void> {
+  const ports = o.ports === 'fixed' ? DEV_PORTS : FREE_PORTS
   const dir = resolve(o.dir)
   await mkdir(dir, { recursive: true })
   const running: Running[] = []
@@ -111,9 +138,11 @@ export async function startDevStack(o: DevStackOptions): Promise<void> {
       const found = await natsServer()
       if (found.path != null) {
         const conf = join(dir, 'nats.conf')
-        await writeFile(conf, `listen: 127.0.0.1:${DEV_PORTS.nats}\nmax_payload: 8388608\n`)
-        running.push(await start('nats', found.path, ['-c', conf], /Server is ready/, join(dir, 'nats.log')))
-        natsUrl = `nats://127.0.0.1:${DEV_PORTS.nats}`
+        // nats-server takes -1 for a port of the system's choosing.
+        await writeFile(conf, `listen: 127.0.0.1:${ports.nats || -1}\nmax_payload: 8388608\n`)
+        const nats = await start('nats', found.path, ['-c', conf], /Server is ready/, join(dir, 'nats.log'))
+        running.push(nats)
+        natsUrl = `nats://${printed(nats, /Listening for client connections on (\S+)/)}`
       } else {
         process.stdout.write(`NATS tier is OFF: ${found.why}\n`)
       }
@@ -128,22 +157,32 @@ export async function startDevStack(o: DevStackOptions): Promise<void> {
         '--host',
         '127.0.0.1',
         '--port',
-        String(DEV_PORTS.relay),
+        String(ports.relay),
         '--admin-listen',
-        `127.0.0.1:${DEV_PORTS.relayAdmin}`,
+        `127.0.0.1:${ports.relayAdmin}`,
+        '--stun-port',
+        String(ports.stun),
         '--identity',
         join(dir, 'relay.key'),
       ],
-      /^Admin API:/,
+      /^STUN: /,
       join(dir, 'relay.log'),
     )
     running.push(relay)
-    const relayPeer = relay.lines.find((l) => l.startsWith('Relay node started: '))!.split(': ')[1]!
-    const relayAddr = `/ip4/127.0.0.1/tcp/${DEV_PORTS.relay}/p2p/${relayPeer}`
+    const relayAddr = printed(relay, /^Multiaddrs: .*"(\/ip4\/127\.0\.0\.1\/tcp\/\d+\/p2p\/[^"]+)"/)
+    const relayAdmin = printed(relay, /^Admin API: (\S+)/)
+    const stun = printed(relay, /^STUN: (\S+)/)
     const natsFlags = natsUrl != null ? ['--nats', natsUrl] : []
     // An existing gRPC service that knows nothing about Stargate, exposed by gateway B.
-    const echoAddr = `127.0.0.1:${DEV_PORTS.echoService}`
-    running.push(await start('echo-service', node, [ECHO_SERVER, '--listen', echoAddr], /^LISTENING /, join(dir, 'echo-service.log')))
+    const echoService = await start(
+      'echo-service',
+      node,
+      [ECHO_SERVER, '--listen', `127.0.0.1:${ports.echoService}`],
+      /^LISTENING /,
+      join(dir, 'echo-service.log'),
+    )
+    running.push(echoService)
+    const echoAddr = printed(echoService, /^LISTENING (\S+)/)
     const b = await start(
       'gateway-b',
       node,
@@ -151,7 +190,7 @@ export async function startDevStack(o: DevStackOptions): Promise<void> {
         BIN,
         'gateway',
         '--listen',
-        `127.0.0.1:${DEV_PORTS.gatewayB}`,
+        `127.0.0.1:${ports.gatewayB}`,
         '--relay',
         relayAddr,
         ...natsFlags,
@@ -173,9 +212,9 @@ export async function startDevStack(o: DevStackOptions): Promise<void> {
         BIN,
         'gateway',
         '--listen',
-        `127.0.0.1:${DEV_PORTS.gatewayA}`,
+        `127.0.0.1:${ports.gatewayA}`,
         '--p2p-listen',
-        `/ip4/127.0.0.1/tcp/${DEV_PORTS.gatewayAp2p}`,
+        `/ip4/127.0.0.1/tcp/${ports.gatewayAp2p}`,
         '--relay',
         relayAddr,
         ...natsFlags,
@@ -189,24 +228,26 @@ export async function startDevStack(o: DevStackOptions): Promise<void> {
       join(dir, 'gateway-a.log'),
     )
     running.push(a)
-    const echo = await start('echo', node, [ECHO_CLIENT, `127.0.0.1:${DEV_PORTS.gatewayB}`, 'echo'], /^REGISTERED /, join(dir, 'echo.log'))
+    const apiA = printed(a, /^API: (\S+)/)
+    const apiB = printed(b, /^API: (\S+)/)
+    const p2pA = printed(a, /^Multiaddrs: .*"(\/ip4\/127\.0\.0\.1\/tcp\/\d+)\/p2p\//)
+    const echo = await start('echo', node, [ECHO_CLIENT, apiB, 'echo'], /^REGISTERED /, join(dir, 'echo.log'))
     running.push(echo)
     const A = peerOf(a)
-    const apiA = `127.0.0.1:${DEV_PORTS.gatewayA}`
     process.stdout.write(`
 Stargate dev stack is up (logs in ${dir}):
-  relay      ${relayAddr}   admin API 127.0.0.1:${DEV_PORTS.relayAdmin}
-  gateway A  ${A}   API 127.0.0.1:${DEV_PORTS.gatewayA}   (direct + relay${natsUrl != null ? ' + NATS' : ''})
-  gateway B  ${B}   API 127.0.0.1:${DEV_PORTS.gatewayB}   (reachable only through the relay; echo handler registered)
+  relay      ${relayAddr}   admin API ${relayAdmin}   STUN udp ${stun}
+  gateway A  ${A}   API ${apiA}   libp2p ${p2pA}   (direct + relay${natsUrl != null ? ' + NATS' : ''})
+  gateway B  ${B}   API ${apiB}   (reachable only through the relay; echo handler registered)
   NATS       ${natsUrl ?? 'off'}
   EchoService ${echoAddr}   (an ordinary gRPC server, exposed by B: --expose ${DEV_ECHO_SERVICE}=${echoAddr})
 
 Try (grpcurl: https://github.com/fullstorydev/grpcurl, or ~/.cache/stargate/bin/grpcurl after npm test):
   export B=${B}
-  grpcurl -plaintext -d "{\\"peer_id\\":\\"$B\\",\\"method\\":\\"echo\\",\\"json\\":{\\"hello\\":\\"world\\"}}" 127.0.0.1:${DEV_PORTS.gatewayA} stargate.v1.GatewayService/Call
-  grpcurl -plaintext -d "{\\"peer_id\\":\\"$B\\",\\"method\\":\\"ping\\"}" 127.0.0.1:${DEV_PORTS.gatewayA} stargate.v1.GatewayService/Call
-  grpcurl -plaintext 127.0.0.1:${DEV_PORTS.gatewayA} stargate.v1.GatewayService/GetStatus
-  grpcurl -plaintext 127.0.0.1:${DEV_PORTS.relayAdmin} stargate.v1.RelayService/GetRelayStats
+  grpcurl -plaintext -d "{\\"peer_id\\":\\"$B\\",\\"method\\":\\"echo\\",\\"json\\":{\\"hello\\":\\"world\\"}}" ${apiA} stargate.v1.GatewayService/Call
+  grpcurl -plaintext -d "{\\"peer_id\\":\\"$B\\",\\"method\\":\\"ping\\"}" ${apiA} stargate.v1.GatewayService/Call
+  grpcurl -plaintext ${apiA} stargate.v1.GatewayService/GetStatus
+  grpcurl -plaintext ${relayAdmin} stargate.v1.RelayService/GetRelayStats
 The "tier" field of each answer shows which tier served it.
 
 Your existing gRPC services, tunnelled: call B's ${DEV_ECHO_SERVICE} through A as if it were local
