@@ -20,6 +20,7 @@ import { Code, ConnectError } from '@connectrpc/connect'
 import * as grpc from '@grpc/grpc-js'
 import { parse } from 'yaml'
 import { EchoBackend, EchoClient } from '../lib/echo.ts'
+import { eventually } from '../lib/eventually.ts'
 import { freePort, type GatewayHandle, Harness, Proc } from '../lib/harness.ts'
 import { tool } from '../lib/tools.ts'
 
@@ -93,16 +94,8 @@ describe('observability pack against real metrics', () => {
   const instant = async (query: string): Promise<Series[]> =>
     (await api<{ result: { metric: Series }[] }>('query', { query })).result.map((r) => r.metric)
 
-  /** Polls until check returns a value (Prometheus scrapes and evaluates on its own clock); fails after the deadline. */
-  async function eventually<T>(what: string, check: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
-    const deadline = Date.now() + timeoutMs
-    for (;;) {
-      const v = await check()
-      if (v !== undefined) return v
-      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}\n${h.dump()}`)
-      await new Promise((r) => setTimeout(r, 500))
-    }
-  }
+  /** How to poll Prometheus: it scrapes and evaluates on its own clock and announces neither. */
+  const PROMETHEUS_POLL = { timeoutMs: 60_000, intervalMs: 500, context: () => h.dump() }
 
   /** The vector selectors of a query and the labels each aggregation groups by, from Prometheus' own parser. */
   async function analyse(query: string): Promise<{ selectors: string[]; groupings: { labels: string[]; selectors: string[] }[] }> {
@@ -203,10 +196,8 @@ describe('observability pack against real metrics', () => {
     )
     const proc = new Proc('prometheus', child)
     h.procs.push(proc)
-    await eventually('Prometheus to answer', async () =>
-      (await fetch(`http://${prom}/-/ready`).catch(() => undefined))?.ok ? true : undefined,
-    )
-    await eventually('three targets up', async () => ((await instant('up == 1')).length === 3 ? true : undefined))
+    await eventually('Prometheus answers', async () => (await fetch(`http://${prom}/-/ready`)).ok, PROMETHEUS_POLL)
+    await eventually('three targets are up', async () => (await instant('up == 1')).length === 3, PROMETHEUS_POLL)
     await h.serveClient(b.api, ['echo'])
     // Calls that succeed (relay), fail in the handler's gateway (UNIMPLEMENTED) and find no tier (UNAVAILABLE), in two
     // rounds with a scrape between them: rate() only sees a counter that moves inside its window.
@@ -237,8 +228,10 @@ describe('observability pack against real metrics', () => {
       }
     }
     await round()
-    await eventually('the first round in the scrapes', async () =>
-      (await instant('stargate_call_duration_count{error_type="UNAVAILABLE"}')).length > 0 ? true : undefined,
+    await eventually(
+      'the first round is in the scrapes',
+      async () => (await instant('stargate_call_duration_count{error_type="UNAVAILABLE"}')).length > 0,
+      PROMETHEUS_POLL,
     )
     await round()
     // Calls to B's Serve handler until its journal refuses one: the journal is then near its bound.
@@ -257,11 +250,12 @@ describe('observability pack against real metrics', () => {
     // scraped, so A's mix of calls (StargateCallsUnavailable) stays as it is.
     const many = fromJson(ValueSchema, { items: Array.from({ length: 5000 }, (_, i) => ({ i, s: 'x'.repeat(20) })) })
     for (let i = 0; i < 20; i++) await c.client.call({ peerId: b.peerId, method: 'ping', payload: { case: 'json', value: many } })
-    await eventually('the second round and a GC pause of B in the scrapes', async () =>
-      (await instant('increase(stargate_call_duration_count{error_type="UNAVAILABLE"}[1m]) > 0')).length > 0 &&
-      (await instant(`v8js_gc_duration_count{instance="127.0.0.1:${bMetrics}"}`)).length > 0
-        ? true
-        : undefined,
+    await eventually(
+      'the second round and a GC pause of B are in the scrapes',
+      async () =>
+        (await instant('increase(stargate_call_duration_count{error_type="UNAVAILABLE"}[1m]) > 0')).length > 0 &&
+        (await instant(`v8js_gc_duration_count{instance="127.0.0.1:${bMetrics}"}`)).length > 0,
+      PROMETHEUS_POLL,
     )
   })
 
@@ -303,17 +297,15 @@ describe('observability pack against real metrics', () => {
     // NATS goes away: both gateways report it (StargateNatsDisconnected).
     await natsProc?.stop('SIGKILL')
     let active: { labels: Series; state: string }[] = []
+    const missing = (): string[] => rules.filter((r) => !active.some((x) => x.labels.alertname === r.alert)).map((r) => r.alert)
     const alerts = await eventually(
-      'every alert pending',
+      'every alert is pending',
       async () => {
         active = (await api<{ alerts: { labels: Series; state: string }[] }>('alerts')).alerts
-        return rules.every((r) => active.some((x) => x.labels.alertname === r.alert)) ? active : undefined
+        return missing().length === 0 && active
       },
-      90_000,
-    ).catch((err: unknown) => {
-      const missing = rules.filter((r) => !active.some((x) => x.labels.alertname === r.alert)).map((r) => r.alert)
-      throw new Error(`alerts never pending: ${missing.join(', ')}\n${err instanceof Error ? err.message : String(err)}`)
-    })
+      { ...PROMETHEUS_POLL, timeoutMs: 90_000, context: () => `not pending: ${missing().join(', ')}\n${h.dump()}` },
+    )
     const loaded = await api<{ groups: { rules: { name: string; health: string; lastError?: string }[] }[] }>('rules')
     const states = loaded.groups.flatMap((g) => g.rules)
     assert.deepEqual(states.map((r) => r.name).sort(), rules.map((r) => r.alert).sort(), 'Prometheus loaded every rule')

@@ -17,6 +17,7 @@ import type { IConfigMap, IContainer, IPod, IPodSpec, IVolume } from 'kubernetes
 import { parse, parseAllDocuments } from 'yaml'
 import { interpolate } from '../lib/compose.ts'
 import { Container, type ContainerSpec, type Image, type Mount, readImage, userOf, volume } from '../lib/container.ts'
+import { eventually } from '../lib/eventually.ts'
 import type { Proc } from '../lib/harness.ts'
 import { cannotRun } from '../lib/mounts.ts'
 import { tool } from '../lib/tools.ts'
@@ -34,15 +35,23 @@ async function healthy(
   check: () => Promise<{ code: number | null; stdout: string; stderr: string }>,
   procs: Proc[],
 ): Promise<void> {
-  const deadline = Date.now() + 90_000
-  for (;;) {
-    const r = await check()
-    if (r.code === 0) return
-    if (Date.now() > deadline || procs.some((p) => !p.running)) {
-      throw new Error(`${what} never became healthy: ${r.stdout}${r.stderr}\n${procs.map((p) => p.dump()).join('\n')}`)
-    }
-    await new Promise((res) => setTimeout(res, 1_000))
-  }
+  await eventually(
+    `${what} is healthy`,
+    async () => {
+      const r = await check()
+      if (r.code !== 0) throw new Error(`health check exited with ${r.code}: ${r.stdout}${r.stderr}`)
+      return true
+    },
+    {
+      timeoutMs: 90_000,
+      intervalMs: 1_000,
+      giveUp: () => {
+        const gone = procs.find((p) => !p.running)
+        return gone != null ? `${gone.name} exited` : undefined
+      },
+      context: () => procs.map((p) => p.dump()).join('\n'),
+    },
+  )
 }
 
 /** $(VAR) expansion as Kubernetes does it in env values, command and args. */
