@@ -14,6 +14,7 @@ import type { MetadataEntry, PeerFrame } from '@stargate/shared/gen/envelope'
 import { encodeFrame } from '@stargate/shared/grpc/wire'
 import { createLogger } from '@stargate/shared/log'
 import { Sealer } from '@stargate/shared/seal'
+import { eventually } from '../../../../test/lib/eventually.ts'
 import type { BusHandler, BusSubscription } from '../nats.ts'
 import type { StreamSink } from '../peer/server.ts'
 import type { ClientStreamEvents } from '../tunnel/client.ts'
@@ -250,12 +251,9 @@ class Consumer implements ClientStreamEvents {
   }
 }
 
-async function until(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setImmediate(resolve))
-  }
+/** Waits for a condition that an event will make true (polled every timer turn). */
+async function until(cond: () => boolean, what: string): Promise<void> {
+  await eventually(what, cond, { intervalMs: 0 })
 }
 
 /** A gRPC length-prefixed message of n bytes. */

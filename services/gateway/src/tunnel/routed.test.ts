@@ -11,6 +11,7 @@ import type { MetadataEntry, StreamOpen } from '@stargate/shared/gen/envelope'
 import { Tier } from '@stargate/shared/gen/gateway'
 import { encodeFrame } from '@stargate/shared/grpc/wire'
 import { createLogger } from '@stargate/shared/log'
+import { eventually } from '../../../../test/lib/eventually.ts'
 import { GATEWAY_DEFAULTS as D } from '../defaults.ts'
 import { InboundDispatcher } from '../inbound.ts'
 import { InFlight } from '../inflight.ts'
@@ -34,13 +35,9 @@ function message(length: number, seed = 0): Uint8Array {
   return new Uint8Array(encodeFrame(Uint8Array.from({ length }, (_, i) => (seed + i) & 0xff)))
 }
 
-/** Waits for a condition that an event will make true (polls each event-loop turn). */
-async function until(cond: () => boolean, what: string, ms = 10_000): Promise<void> {
-  const end = Date.now() + ms
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((resolve) => setImmediate(resolve))
-  }
+/** Waits for a condition that an event will make true (polled every timer turn). */
+async function until(cond: () => boolean, what: string): Promise<void> {
+  await eventually(what, cond, { intervalMs: 0 })
 }
 
 /**
