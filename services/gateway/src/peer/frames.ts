@@ -3,11 +3,11 @@ import type { Connection, Stream } from '@libp2p/interface'
 import { decodePeerFrame } from '@stargate/shared/envelope'
 import { Code, StargateError } from '@stargate/shared/errors'
 import { encodeFrame, FrameDecoder } from '@stargate/shared/framing'
-import { type PeerFrame, PeerFrameSchema } from '@stargate/shared/gen/envelope'
+import { type PeerFrame, PeerFrameSchema, PeerRequestSchema, PeerResponseSchema } from '@stargate/shared/gen/envelope'
 import { Uint8ArrayList } from 'uint8arraylist'
 import { GATEWAY_DEFAULTS } from '../defaults.ts'
 import type { TunnelEndpoint, TunnelLink } from '../tunnel/endpoint.ts'
-import { encodeDataFrameChunks } from '../tunnel/frames.ts'
+import { encodeDataFrameChunks, varintLength, writeVarint } from '../tunnel/frames.ts'
 
 /**
  * Frame I/O of /stargate/call/1.0.0 streams, used by both ends: the caller's channel (channel.ts) and the
@@ -64,8 +64,8 @@ function sendBatch(stream: Stream, batch: Batch): void {
   }
 }
 
-/** Adds a small frame to the stream's batch for this event-loop turn (starting one when there is none). */
-function enqueue(stream: Stream, bytes: Uint8Array): Batch {
+/** Adds a small frame (in one or more parts) to the stream's batch for this event-loop turn (starting one when there is none). */
+function enqueue(stream: Stream, ...parts: Uint8Array[]): Batch {
   let batch = batches.get(stream)
   if (batch == null) {
     let settle: Batch['settle'] = () => {}
@@ -79,8 +79,10 @@ function enqueue(stream: Stream, bytes: Uint8Array): Batch {
     batches.set(stream, created)
     setImmediate(() => sendBatch(stream, created))
   }
-  batch.chunks.push(bytes)
-  batch.bytes += bytes.byteLength
+  for (const part of parts) {
+    batch.chunks.push(part)
+    batch.bytes += part.byteLength
+  }
   return batch
 }
 
@@ -103,19 +105,54 @@ export async function writeFrame(stream: Stream, frame: PeerFrameInit, signal?: 
   await writeEncodedFrame(stream, encodePeerFrame(frame), signal)
 }
 
-/** A frame as it goes on the stream: length prefix and encoded PeerFrame. */
-export function encodePeerFrame(frame: PeerFrameInit): Uint8Array {
-  return encodeFrame(toBinary(PeerFrameSchema, create(PeerFrameSchema, frame)))
+/** A frame as it goes on the stream (length prefix and encoded PeerFrame): one buffer, or header + payload. */
+export type EncodedFrame = Uint8Array | Uint8ArrayList
+
+/**
+ * A frame as it goes on the stream: length prefix and encoded PeerFrame. A request or response whose `data`
+ * payload is larger than a batched frame comes back as two chunks, everything but the payload and the payload
+ * itself, uncopied (it is appended as the message's last field; protobuf decoders accept any field order).
+ * Encoding it whole would copy a large payload four times: into protobuf-es's growing buffer (and at each
+ * doubling), out of it, and behind the length prefix.
+ */
+export function encodePeerFrame(frame: PeerFrameInit): EncodedFrame {
+  const msg = create(PeerFrameSchema, frame)
+  const kind = msg.kind
+  let inner: Uint8Array | undefined
+  let data: Uint8Array | undefined
+  if (kind.case === 'request' && kind.value.payload.case === 'data' && kind.value.payload.value.byteLength > SPLIT_PAYLOAD_BYTES) {
+    data = kind.value.payload.value
+    inner = toBinary(PeerRequestSchema, { ...kind.value, payload: { case: undefined } })
+  } else if (kind.case === 'response' && kind.value.result.case === 'data' && kind.value.result.value.byteLength > SPLIT_PAYLOAD_BYTES) {
+    data = kind.value.result.value
+    inner = toBinary(PeerResponseSchema, { ...kind.value, result: { case: undefined } })
+  }
+  if (inner == null || data == null) return encodeFrame(toBinary(PeerFrameSchema, msg))
+  // PeerFrame { request = 1 | response = 2 (length-delimited) { ...inner, data = 3 (length-delimited) } }
+  const innerBytes = inner.byteLength + 1 + varintLength(data.byteLength) + data.byteLength
+  const frameBytes = 1 + varintLength(innerBytes) + innerBytes
+  const header = new Uint8Array(varintLength(frameBytes) + frameBytes - data.byteLength)
+  let at = writeVarint(header, 0, frameBytes)
+  header[at++] = kind.case === 'request' ? 0x0a : 0x12
+  at = writeVarint(header, at, innerBytes)
+  header.set(inner, at)
+  at += inner.byteLength
+  header[at++] = 0x1a
+  writeVarint(header, at, data.byteLength)
+  return new Uint8ArrayList(header, data)
 }
 
+/** Payloads larger than this (a frame that is never batched) are sent after the frame's header, uncopied. */
+const SPLIT_PAYLOAD_BYTES = GATEWAY_DEFAULTS.batchFrameMaxBytes
+
 /** writeFrame() of a frame encodePeerFrame() made (when its size must be known before it is written). */
-export async function writeEncodedFrame(stream: Stream, bytes: Uint8Array, signal?: AbortSignal): Promise<void> {
+export async function writeEncodedFrame(stream: Stream, bytes: EncodedFrame, signal?: AbortSignal): Promise<void> {
   let room: boolean
   if (bytes.byteLength > GATEWAY_DEFAULTS.batchFrameMaxBytes) {
     flushBatch(stream)
     room = stream.send(bytes)
   } else {
-    room = await enqueue(stream, bytes).sent
+    room = await enqueue(stream, bytes instanceof Uint8Array ? bytes : bytes.subarray()).sent
   }
   if (!room) await stream.onDrain({ signal })
 }
@@ -140,10 +177,7 @@ export function streamLink(stream: Stream, endpoint: () => TunnelEndpoint | unde
             flushBatch(stream)
             return stream.send(new Uint8ArrayList(header, data))
           }
-          const bytes = new Uint8Array(size)
-          bytes.set(header)
-          bytes.set(data, header.byteLength)
-          enqueue(stream, bytes)
+          enqueue(stream, header, data)
         } else {
           const bytes = encodeFrame(toBinary(PeerFrameSchema, frame))
           if (bytes.byteLength > GATEWAY_DEFAULTS.batchFrameMaxBytes) {

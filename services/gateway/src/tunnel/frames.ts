@@ -59,7 +59,7 @@ export function openFrame(open: StreamOpen): PeerFrame {
 }
 
 /** Bytes of a protobuf varint. */
-function varintLength(n: number | bigint): number {
+export function varintLength(n: number | bigint): number {
   let len = 1
   let v = BigInt(n)
   while (v >= 0x80n) {
@@ -69,7 +69,8 @@ function varintLength(n: number | bigint): number {
   return len
 }
 
-function writeVarint(out: Uint8Array, at: number, n: number | bigint): number {
+/** Writes a protobuf varint at `at`; returns the position after it. */
+export function writeVarint(out: Uint8Array, at: number, n: number | bigint): number {
   let v = BigInt(n)
   while (v >= 0x80n) {
     out[at++] = Number(v & 0x7fn) | 0x80
