@@ -579,6 +579,7 @@ export class Gateway {
       log: this.log.child('ingress'),
       consumedHeaders: authOn ? ['authorization'] : [],
       maxIdempotencyKeyBytes: o.maxRequestIdBytes,
+      maxHeldMessageBytes: o.tunnelWindowBytes,
     })
   }
 

@@ -1,4 +1,10 @@
-import { type ClientHttp2Stream, constants as h2, type IncomingHttpHeaders, type IncomingHttpStatusHeader } from 'node:http2'
+import {
+  type ClientHttp2Stream,
+  type Http2Session,
+  constants as h2,
+  type IncomingHttpHeaders,
+  type IncomingHttpStatusHeader,
+} from 'node:http2'
 import { durationToMs } from '@stargate/shared/clock'
 import { Code, StargateError } from '@stargate/shared/errors'
 import type { StreamOpen } from '@stargate/shared/gen/envelope'
@@ -154,20 +160,31 @@ function unreachable(target: BackendTarget, service: string, err: unknown): stri
   return `backend ${target.address} (exposing ${service}) is unreachable: ${StargateError.from(cause, Code.Unavailable).rawMessage}`
 }
 
+function lostConnection(target: BackendTarget, service: string, err: unknown): string {
+  const why = err == null ? '' : `: ${StargateError.from(err, Code.Unavailable).rawMessage}`
+  return `backend ${target.address} (exposing ${service}) closed its connection during the call${why}`
+}
+
 /** One call to a backend (the consumer of its tunnel stream). */
 class EgressCall implements ServerStreamEvents {
   private readonly stream: EgressSink
   private readonly request: ClientHttp2Stream
+  /** The backend connection the call runs on (a closed stream forgets its session). */
+  private readonly session?: Http2Session
   private readonly target: BackendTarget
   private readonly service: string
   private readonly log: Logger
   private trailers?: readonly string[]
   private failure?: unknown
+  private endedWithoutStatus = false
+  /** The backend's response headers arrived: a connection failure from now on is not "unreachable". */
+  private answered = false
   private done = false
 
   constructor(stream: EgressSink, request: ClientHttp2Stream, target: BackendTarget, service: string, log: Logger) {
     this.stream = stream
     this.request = request
+    this.session = request.session
     this.target = target
     this.service = service
     this.log = log
@@ -211,6 +228,7 @@ class EgressCall implements ServerStreamEvents {
 
   private readonly onResponse = (headers: IncomingHttpHeaders & IncomingHttpStatusHeader, _flags: number, raw: string[]): void => {
     if (this.done) return
+    this.answered = true
     const status = headers[':status'] ?? 0
     if (status !== 200) {
       this.fail(grpcCodeOfHttpStatus(status), `backend ${this.target.address} answered HTTP status ${status}, not a gRPC response`)
@@ -239,7 +257,8 @@ class EgressCall implements ServerStreamEvents {
     if (this.done) return
     const raw = this.trailers
     if (raw == null) {
-      this.fail(Code.Internal, `backend ${this.target.address} ended its response without a grpc-status`)
+      // Told apart when the stream closes: a response that ended without trailers, or a lost connection.
+      this.endedWithoutStatus = true
       return
     }
     let code = Code.Unknown as number
@@ -259,8 +278,22 @@ class EgressCall implements ServerStreamEvents {
 
   private readonly onRequestClose = (): void => {
     if (this.done) return
-    if (this.failure != null) {
-      this.fail(Code.Unavailable, unreachable(this.target, this.service, this.failure))
+    // node:http2 reports the backend's RST_STREAM as an ERR_HTTP2_STREAM_ERROR too: that is an answer (its
+    // code maps to a status), not an unreachable backend.
+    const failure = (this.failure as { code?: unknown } | undefined)?.code === 'ERR_HTTP2_STREAM_ERROR' ? undefined : this.failure
+    if (failure != null && !this.answered) {
+      this.fail(Code.Unavailable, unreachable(this.target, this.service, failure))
+      return
+    }
+    if (failure != null || this.session?.destroyed === true) {
+      // The backend's connection went away during the call (its process died, a proxy dropped it): with a FIN,
+      // node:http2 ends the response and closes the stream as if cancelled, with a TCP reset it reports the
+      // socket error; the call may be worth trying again, as with an unreachable backend.
+      this.fail(Code.Unavailable, lostConnection(this.target, this.service, failure))
+      return
+    }
+    if (this.endedWithoutStatus) {
+      this.fail(Code.Internal, `backend ${this.target.address} ended its response without a grpc-status`)
       return
     }
     const rst = this.request.rstCode ?? h2.NGHTTP2_NO_ERROR

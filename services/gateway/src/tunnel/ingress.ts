@@ -8,8 +8,16 @@ import { encodeGrpcMessage, parseGrpcTimeout } from '@stargate/shared/grpc/wire'
 import type { Logger } from '@stargate/shared/log'
 import { GATEWAY_DEFAULTS } from '../defaults.ts'
 import type { ClientStreamEvents, OpenInit, TunnelClientStream, TunnelVia } from './client.ts'
-import type { TunnelStatus } from './endpoint.ts'
-import { appendRawHeaders, headersObject, IDEMPOTENCY_KEY_HEADER, metadataFromRawHeaders, PEER_HEADER, TIER_HEADER } from './wire.ts'
+import { STATUS_OK, type TunnelStatus } from './endpoint.ts'
+import {
+  appendRawHeaders,
+  headersObject,
+  IDEMPOTENCY_KEY_HEADER,
+  MessageAligner,
+  metadataFromRawHeaders,
+  PEER_HEADER,
+  TIER_HEADER,
+} from './wire.ts'
 
 /**
  * The caller gateway's HTTP/2 side of a tunnelled call: an ordinary gRPC request on the API port, for a
@@ -21,6 +29,11 @@ import { appendRawHeaders, headersObject, IDEMPOTENCY_KEY_HEADER, metadataFromRa
  * The response headers also name the peer and tier the call went to (stargate-peer, stargate-tier).
  * grpc-timeout is enforced here and forwarded as the time left; a client RST_STREAM resets the tunnel
  * stream at once. Messages are never decoded: compressed ones pass as they are.
+ *
+ * Every call ends with grpc-status and grpc-message, after a response that ends at a message boundary: the
+ * bytes of a response message still arriving are held back (MessageAligner, up to `maxHeldMessageBytes`), so
+ * a call that fails mid-message (link failure, backend reset) ends with its whole messages and its status,
+ * not with a cut message that clients report as INTERNAL whatever status follows.
  */
 
 /**
@@ -83,6 +96,11 @@ export interface TunnelIngressOptions {
   consumedHeaders?: readonly string[]
   /** Longest idempotency key accepted (stargate-idempotency-key); default GATEWAY_DEFAULTS.maxRequestIdBytes. */
   maxIdempotencyKeyBytes?: number
+  /**
+   * Largest response message held back until whole (larger ones pass as they arrive); default
+   * GATEWAY_DEFAULTS.tunnelWindowBytes, the most the tunnel's flow control lets a call buffer anyway.
+   */
+  maxHeldMessageBytes?: number
 }
 
 /** Per-call values from the gateway (telemetry, idempotency). */
@@ -102,6 +120,7 @@ export class TunnelIngress {
   /** @internal */ readonly clock: Clock
   /** @internal */ readonly consumed: ReadonlySet<string>
   /** @internal */ readonly maxKeyBytes: number
+  /** @internal */ readonly maxHeldBytes: number
 
   constructor(options: TunnelIngressOptions) {
     this.connect = options.connect
@@ -109,6 +128,7 @@ export class TunnelIngress {
     this.clock = options.clock ?? systemClock
     this.consumed = new Set((options.consumedHeaders ?? []).map((h) => h.toLowerCase()))
     this.maxKeyBytes = options.maxIdempotencyKeyBytes ?? GATEWAY_DEFAULTS.maxRequestIdBytes
+    this.maxHeldBytes = options.maxHeldMessageBytes ?? GATEWAY_DEFAULTS.tunnelWindowBytes
   }
 
   /**
@@ -147,6 +167,8 @@ class IngressCall implements ClientStreamEvents {
   private responded = false
   private done = false
   private trailers?: Record<string, string | string[]>
+  /** The response, passed to the client in whole messages. */
+  private readonly response: MessageAligner
   private resolve: (status: TunnelStatus) => void = () => {}
 
   constructor(
@@ -161,6 +183,7 @@ class IngressCall implements ClientStreamEvents {
     this.headers = headers
     this.rawHeaders = rawHeaders
     this.call = call
+    this.response = new MessageAligner(ingress.maxHeldBytes)
   }
 
   start(): Promise<TunnelStatus> {
@@ -280,7 +303,10 @@ class IngressCall implements ClientStreamEvents {
   onData(data: Uint8Array): boolean {
     if (this.done || this.stream.destroyed) return true
     if (!this.responded) this.onHeaders([])
-    return this.stream.write(data)
+    // Held bytes count as taken: at most one message of maxHeldBytes, within what flow control allows anyway.
+    let room = true
+    for (const whole of this.response.push(data)) room = this.stream.write(whole) && room
+    return room
   }
 
   private readonly onDrain = (): void => {
@@ -329,6 +355,17 @@ class IngressCall implements ClientStreamEvents {
     const message = status.message === '' ? [] : ['grpc-message', encodeGrpcMessage(status.message)]
     try {
       if (this.responded) {
+        // The start of a message that will not be completed never reaches the client; a stream ending OK
+        // passes on whatever it held, as it came.
+        const held = this.response.release()
+        if (status.code === STATUS_OK) for (const bytes of held) stream.write(bytes)
+        else if (held.length > 0 || this.response.cut) {
+          this.ingress.log.debug('tunnelled call failed inside a response message', {
+            heldBytes: held.reduce((n, b) => n + b.byteLength, 0),
+            cut: this.response.cut,
+            code: status.code,
+          })
+        }
         this.trailers = {
           ...headersObject(status.trailers, TRAILER_SKIP),
           'grpc-status': String(status.code),

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
-import { encodeFrame } from '@stargate/shared/grpc/wire'
+import { encodeFrame, FRAME_PREFIX_BYTES } from '@stargate/shared/grpc/wire'
 import fc from 'fast-check'
 import { metadataEntry } from './frames.ts'
-import { appendRawHeaders, headersObject, MessageScanner, metadataFromRawHeaders } from './wire.ts'
+import { appendRawHeaders, headersObject, MessageAligner, MessageScanner, metadataFromRawHeaders } from './wire.ts'
 
 const FC = { seed: 20261201, numRuns: 300 }
 
@@ -41,6 +41,48 @@ describe('tunnel wire', () => {
     assert.deepEqual(
       [...prefix].map((b) => split.push(Buffer.from([b]))),
       [-1, -1, -1, -1, 2 ** 31 + 1],
+    )
+  })
+
+  it('wire - property: the aligner passes on whole messages only, wherever the stream is cut, holding at most one message', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.integer({ min: 0, max: 300 }), { minLength: 1, maxLength: 8 }),
+        fc.array(fc.integer({ min: 1, max: 50 }), { minLength: 1, maxLength: 20 }),
+        fc.integer({ min: 5, max: 400 }),
+        fc.nat(),
+        (sizes, cuts, maxHeld, cutAt) => {
+          const messages = sizes.map((n, i) => encodeFrame(Buffer.alloc(n, i + 1), n % 2))
+          const stream = Buffer.concat(messages)
+          // The stream as far as it got before it was cut.
+          const got = stream.subarray(0, cutAt % (stream.length + 1))
+          const aligner = new MessageAligner(maxHeld)
+          const out: Uint8Array[] = []
+          for (let at = 0, i = 0; at < got.length; i++) {
+            const next = Math.min(got.length, at + cuts[i % cuts.length]!)
+            out.push(...aligner.push(got.subarray(at, next)))
+            at = next
+            assert.ok(aligner.heldBytes <= Math.max(FRAME_PREFIX_BYTES - 1, maxHeld), `held ${aligner.heldBytes}`)
+          }
+          const passed = Buffer.concat(out)
+          // Whole messages reached before the cut, and of the message cut, what a message too large to hold passed.
+          let boundary = 0
+          let cutLarge = false
+          for (const m of messages) {
+            if (boundary + m.length > got.length) {
+              cutLarge = got.length - boundary >= FRAME_PREFIX_BYTES && m.length > maxHeld
+              break
+            }
+            boundary += m.length
+          }
+          const expected = cutLarge ? got : got.subarray(0, boundary)
+          assert.deepEqual(passed, expected)
+          assert.equal(aligner.cut, cutLarge)
+          assert.deepEqual(Buffer.concat([passed, ...aligner.release()]), got, 'nothing lost: the held bytes are the rest')
+          assert.equal(aligner.heldBytes, 0)
+        },
+      ),
+      FC,
     )
   })
 

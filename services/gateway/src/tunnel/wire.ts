@@ -150,16 +150,55 @@ export function parseGrpcStatus(value: string | undefined): Code {
 }
 
 /**
- * Follows the message boundaries of one direction of a gRPC stream (1 flag byte, 4 bytes big-endian length,
- * the message) across arbitrary chunks, reading only the 5-byte prefixes, to enforce a max message size.
+ * Where one direction of a gRPC stream is (1 flag byte, 4 bytes big-endian length, the message), across
+ * arbitrary chunks, reading only the 5-byte prefixes.
  */
-export class MessageScanner {
-  private readonly maxMessageBytes: number
-  /** Bytes of the current message still to come. */
-  private remaining = 0
+class MessageBoundaries {
+  /** Bytes of the current message's payload still to come (0 between messages or inside a prefix). */
+  remaining = 0
   /** The prefix of the next message when it is split across chunks, and how many of its bytes came (0 to 4). */
   private readonly prefix = new Uint8Array(FRAME_PREFIX_BYTES)
   private prefixBytes = 0
+
+  /** True when the stream so far ends inside a message or its prefix. */
+  get midMessage(): boolean {
+    return this.remaining > 0 || this.prefixBytes > 0
+  }
+
+  /**
+   * Reads from `at` to the end of the current payload, or else through the next prefix (or as much of it as
+   * the chunk holds). Returns the position reached and, when a prefix was completed, the length it declares
+   * (else -1).
+   */
+  step(chunk: Uint8Array, at: number): [number, number] {
+    const n = chunk.byteLength
+    if (this.remaining > 0) {
+      const take = Math.min(this.remaining, n - at)
+      this.remaining -= take
+      return [at + take, -1]
+    }
+    let length: number
+    if (this.prefixBytes === 0 && n - at >= FRAME_PREFIX_BYTES) {
+      length = frameLength(chunk, at)
+      at += FRAME_PREFIX_BYTES
+    } else {
+      const take = Math.min(FRAME_PREFIX_BYTES - this.prefixBytes, n - at)
+      this.prefix.set(chunk.subarray(at, at + take), this.prefixBytes)
+      at += take
+      this.prefixBytes += take
+      if (this.prefixBytes < FRAME_PREFIX_BYTES) return [at, -1]
+      this.prefixBytes = 0
+      length = frameLength(this.prefix)
+    }
+    this.remaining = length
+    return [at, length]
+  }
+}
+
+/** Follows the message boundaries of one direction of a gRPC stream to enforce a max message size. */
+export class MessageScanner {
+  private readonly maxMessageBytes: number
+  private readonly boundaries = new MessageBoundaries()
 
   constructor(maxMessageBytes: number) {
     this.maxMessageBytes = maxMessageBytes
@@ -167,36 +206,89 @@ export class MessageScanner {
 
   /** True when the stream so far ends inside a message or its prefix. */
   get midMessage(): boolean {
-    return this.remaining > 0 || this.prefixBytes > 0
+    return this.boundaries.midMessage
   }
 
   /** Scans a chunk; returns the declared length of the first message over the limit, or -1. */
   push(chunk: Uint8Array): number {
     let at = 0
-    const n = chunk.byteLength
-    while (at < n) {
-      if (this.remaining > 0) {
-        const skip = Math.min(this.remaining, n - at)
-        this.remaining -= skip
-        at += skip
-        continue
-      }
-      let length: number
-      if (this.prefixBytes === 0 && n - at >= FRAME_PREFIX_BYTES) {
-        length = frameLength(chunk, at)
-        at += FRAME_PREFIX_BYTES
-      } else {
-        const take = Math.min(FRAME_PREFIX_BYTES - this.prefixBytes, n - at)
-        this.prefix.set(chunk.subarray(at, at + take), this.prefixBytes)
-        at += take
-        this.prefixBytes += take
-        if (this.prefixBytes < FRAME_PREFIX_BYTES) continue
-        this.prefixBytes = 0
-        length = frameLength(this.prefix)
-      }
+    while (at < chunk.byteLength) {
+      const [next, length] = this.boundaries.step(chunk, at)
+      at = next
       if (length > this.maxMessageBytes) return length
-      this.remaining = length
     }
     return -1
+  }
+}
+
+/**
+ * Passes one direction of a gRPC stream on in whole messages: the bytes of a message still arriving are held
+ * back until its last byte is in, so that a stream cut short (a link failure, a backend reset) can still end at
+ * a message boundary, followed by its status. gRPC clients report a stream that ends inside a message as
+ * INTERNAL ("unexpected EOF" in grpc-go) whatever status follows. A message larger than `maxHeldBytes` passes as
+ * it arrives (holding it would take more memory than the flow-control window bounds): only such a message can
+ * still be cut. Nothing is copied: what leaves are the chunks as they came in, or slices of them.
+ */
+export class MessageAligner {
+  private readonly maxHeldBytes: number
+  private readonly boundaries = new MessageBoundaries()
+  /** The start of the message now arriving, held back. */
+  private held: Uint8Array[] = []
+  private heldLength = 0
+  /** The current message is passed on as it arrives (too large to hold). */
+  private passing = false
+
+  constructor(maxHeldBytes: number) {
+    this.maxHeldBytes = maxHeldBytes
+  }
+
+  /** Bytes held back now (the start of a message not yet complete). */
+  get heldBytes(): number {
+    return this.heldLength
+  }
+
+  /** True when what was passed on ends inside a message too large to hold (the stream cannot end cleanly now). */
+  get cut(): boolean {
+    return this.passing && this.boundaries.remaining > 0
+  }
+
+  /** Takes a chunk; returns what may be passed on now, in order. */
+  push(chunk: Uint8Array): Uint8Array[] {
+    const n = chunk.byteLength
+    /** chunk[0, releasable) may go: it ends at a message boundary, or inside a message that passes. */
+    let releasable = 0
+    let at = 0
+    while (at < n) {
+      const inPayload = this.boundaries.remaining > 0
+      const [next, length] = this.boundaries.step(chunk, at)
+      at = next
+      if (!inPayload) {
+        if (length < 0) continue
+        this.passing = length > 0 && FRAME_PREFIX_BYTES + length > this.maxHeldBytes
+      }
+      if (this.passing || this.boundaries.remaining === 0) releasable = at
+      if (this.boundaries.remaining === 0) this.passing = false
+    }
+    const out: Uint8Array[] = []
+    if (releasable > 0 && this.heldLength > 0) {
+      out.push(...this.held)
+      this.held = []
+      this.heldLength = 0
+    }
+    if (releasable > 0) out.push(releasable === n ? chunk : chunk.subarray(0, releasable))
+    if (releasable < n) {
+      // Held as a view, like the chunks node:http2 keeps queued after write(): a chunk is never reused.
+      this.held.push(releasable === 0 ? chunk : chunk.subarray(releasable))
+      this.heldLength += n - releasable
+    }
+    return out
+  }
+
+  /** Hands over what is held (the stream ended normally: the bytes go on as they are) and forgets it. */
+  release(): Uint8Array[] {
+    const out = this.held
+    this.held = []
+    this.heldLength = 0
+    return out
   }
 }
