@@ -559,7 +559,7 @@ export class Gateway {
     const parts: RoutedStreamParts = {
       routing: {
         plan: (peerId, method, requestId, deadlineAtMs, last) => {
-          const plan = this.router.defaultPlan(peerId, 'stream', method, requestId, deadlineAtMs - Date.now())
+          const plan = this.router.defaultPlan(peerId, 'stream', method, requestId, deadlineAtMs)
           // With more peers to try, each gets one round: an unreachable one is left for the next at once.
           return last ? plan : { ...plan, maxRetries: 0 }
         },

@@ -359,7 +359,7 @@ describe('router', () => {
 
   it('router - a failure marked final is never tried on another tier', async () => {
     const { clock, router, direct, relay } = setup()
-    const plan = router.defaultPlan(PEER, 'stream', '/pkg.Svc/Stream', 'r1', 10_000)
+    const plan = router.defaultPlan(PEER, 'stream', '/pkg.Svc/Stream', 'r1', clock.nowMs() + 10_000)
     const routed = router.run(
       plan,
       { run: () => Promise.reject(final(new StargateError(Code.Unavailable, 'link broke mid-stream'))) },
@@ -372,7 +372,7 @@ describe('router', () => {
 
   it('router - an exchange error that is not a transport failure ends the exchange as is: no other tier, no retry', async () => {
     const { clock, router, direct, relay } = setup()
-    const plan = router.defaultPlan(PEER, 'stream', '/pkg.Svc/Stream', 'r1', 10_000)
+    const plan = router.defaultPlan(PEER, 'stream', '/pkg.Svc/Stream', 'r1', clock.nowMs() + 10_000)
     const routed = router.run(
       plan,
       { run: () => Promise.reject(new StargateError(Code.PermissionDenied, 'caller not allowed')) },

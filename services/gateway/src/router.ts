@@ -188,9 +188,9 @@ export class Router {
 
   /**
    * A route plan with the gateway's defaults, for exchanges that are not Call requests (tunnelled streams).
-   * timeoutMs may be Infinity (no deadline).
+   * deadlineAtMs (an instant on the router's clock) may be Infinity (no deadline).
    */
-  defaultPlan(peerId: string, purpose: Purpose, method: string, requestId: string, timeoutMs: number): RoutePlan {
+  defaultPlan(peerId: string, purpose: Purpose, method: string, requestId: string, deadlineAtMs: number): RoutePlan {
     return {
       peerId,
       purpose,
@@ -201,7 +201,7 @@ export class Router {
       backoffBaseMs: this.o.backoffBaseMs,
       attemptTimeoutMs: this.o.attemptTimeoutMs,
       allowedTiers: [],
-      deadlineAtMs: this.clock.nowMs() + timeoutMs,
+      deadlineAtMs,
     }
   }
 

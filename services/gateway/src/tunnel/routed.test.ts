@@ -262,7 +262,7 @@ function setup(peerIds: string[] = ['peer-a']) {
   )
   const routing: StreamRouting = {
     plan: (peerId, method, requestId, deadlineAtMs, last) => {
-      const plan = router.defaultPlan(peerId, 'stream', method, requestId, deadlineAtMs - Date.now())
+      const plan = router.defaultPlan(peerId, 'stream', method, requestId, deadlineAtMs)
       return last ? plan : { ...plan, maxRetries: 0 }
     },
     run: (plan, exchange, signal) => router.run(plan, exchange({}), signal),
