@@ -2,7 +2,7 @@
  * A reservation holder killed (SIGKILL: its connection to the relay closes with neither a stream reset nor a
  * half-close): the relay drops its reservation and ends every circuit through that connection at once, on both
  * sides, counted as CIRCUIT_END_TARGET_GONE; the caller's relayed connection then closes, so nothing is sent
- * into a dead circuit. Real relay, real js-libp2p relay clients and real gateways, each in its own process.
+ * into a dead circuit and a tunnelled stream in flight on it ends UNAVAILABLE at once. Real relay, real js-libp2p relay clients and real gateways, each in its own process.
  */
 import assert from 'node:assert/strict'
 import { after, describe, it } from 'node:test'
@@ -110,6 +110,8 @@ describe('relay - a reservation holder killed', { timeout: 300_000 }, () => {
     let exposers: GatewayHandle[]
     let a: GatewayHandle
     let client: grpc.Client & Record<string, (...args: unknown[]) => grpc.ClientUnaryCall>
+    /** The exposer still alive after the first test. */
+    let survivor: GatewayHandle
 
     after(async () => {
       client?.close()
@@ -146,7 +148,8 @@ describe('relay - a reservation holder killed', { timeout: 300_000 }, () => {
       assert.equal(Buffer.from((await unary('first')).payload).toString(), 'first')
       const served = runs().indexOf(1)
       assert.ok(served >= 0, `one backend served: ${runs().join(', ')}`)
-      const survivor = 1 - served
+      const survivorIndex = 1 - served
+      survivor = exposers[survivorIndex]!
       // The one that served has a measured latency: discovery ranks it first, so the next call tries it first.
       await kill(exposers[served]!)
       await relay.proc.waitFor(/"msg":"circuit closed".*"end":"target-gone"/)
@@ -154,9 +157,33 @@ describe('relay - a reservation holder killed', { timeout: 300_000 }, () => {
       const startedAtMs = Date.now()
       assert.equal(Buffer.from((await unary('after the kill')).payload).toString(), 'after the kill', h.dump())
       console.log(`the first tunnelled call after the kill took ${Date.now() - startedAtMs} ms`)
-      assert.equal(runs()[survivor]! - before[survivor]!, 1, 'the surviving exposer served it')
+      assert.equal(runs()[survivorIndex]! - before[survivorIndex]!, 1, 'the surviving exposer served it')
       const stats = await relay.client.getRelayStats({})
       assert.ok(ended(stats, CircuitEnd.TARGET_GONE) >= 1, 'the relay ended the circuit to the killed exposer')
+    })
+
+    it('relay - a tunnelled stream in flight to an exposer that is killed ends UNAVAILABLE, not at its deadline', async () => {
+      // The backend sends its headers at once, then waits 60 s before its message: the call is open on A's
+      // pooled circuit to the survivor, and nothing but the kill can end it before its 120 s deadline.
+      const call = client.serverStream(
+        { responseCount: 1, behavior: { delay: { seconds: 60n, nanos: 0 } } },
+        (() => {
+          const md = new grpc.Metadata()
+          md.set('stargate-peer', survivor.peerId)
+          md.set('echo-started', 'yes')
+          return md
+        })(),
+        { deadline: new Date(Date.now() + 120_000) },
+      ) as unknown as grpc.ClientReadableStream<unknown>
+      const failed = new Promise<grpc.ServiceError>((resolve) => call.on('error', resolve))
+      call.on('data', () => {})
+      const headers = await new Promise<grpc.Metadata>((resolve) => call.once('metadata', resolve))
+      assert.deepEqual(headers.get('stargate-tier'), ['TIER_RELAY'], 'the call runs through the relay')
+      const killedAtMs = await kill(survivor)
+      const err = await failed
+      console.log(`the stream ended ${Date.now() - killedAtMs} ms after its exposer was killed: ${err.code} "${err.details}"`)
+      assert.equal(err.code, grpc.status.UNAVAILABLE, `${err.code} ${err.details}`)
+      assert.match(err.details, /not replayed/)
     })
   })
 })
