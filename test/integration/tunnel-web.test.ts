@@ -72,12 +72,19 @@ describe('tunnel web - Connect and gRPC-Web clients of a tunnelled service throu
       const web = createClient(EchoService, createGrpcWebTransport({ baseUrl: base, httpVersion }))
       const payload = generatedPayload(3, 70_000)
       let headers: Record<string, string> = {}
-      const res = await web.unary({ payload }, { headers: authed, onHeader: (h) => (headers = record(h)) })
+      const browserHeaders = { referer: `${PAGE}/page`, 'sec-fetch-mode': 'cors', 'sec-ch-ua': '"Chromium";v="140"', 'x-app': 'kept' }
+      const res = await web.unary({ payload }, { headers: { ...authed, ...browserHeaders }, onHeader: (h) => (headers = record(h)) })
       assert.ok(Buffer.from(res.payload).equals(Buffer.from(payload)))
       assertCors(headers, 'unary')
       assert.equal(headers['stargate-peer'], 'callee')
       assert.equal(headers['stargate-tier'], 'TIER_DIRECT')
       assert.equal(headers['content-type'], 'application/grpc-web+proto')
+      // The backend gets a gRPC call: what describes only the browser side stays behind, the app's metadata crosses.
+      const got = echo.lastMetadata!.toJSON()
+      for (const key of ['x-grpc-web', 'x-user-agent', 'origin', 'referer', 'sec-fetch-mode', 'sec-ch-ua']) {
+        assert.equal(got[key], undefined, `${key}: ${JSON.stringify(got)}`)
+      }
+      assert.deepEqual(got['x-app'], ['kept'])
 
       const indexes: number[] = []
       let streamHeaders: Record<string, string> = {}

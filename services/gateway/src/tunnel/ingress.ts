@@ -109,6 +109,8 @@ export interface IngressCallOptions {
   requestId?: string
   /** W3C trace context of the gateway's span for the call, continued into the backend request. */
   traceContext?: Record<string, string>
+  /** The request came as gRPC-Web: headers that only describe the browser side are not forwarded (wire.ts). */
+  fromBrowser?: boolean
 }
 
 const METHOD_PATH = /^\/([^/]+)\/[^/]+$/
@@ -249,7 +251,7 @@ class IngressCall implements ClientStreamEvents {
     const init: OpenInit = {
       method,
       requestId: this.key ?? this.call.requestId ?? randomUUID(),
-      metadata: metadataFromRawHeaders(this.rawHeaders, this.ingress.consumed),
+      metadata: metadataFromRawHeaders(this.rawHeaders, this.ingress.consumed, this.call.fromBrowser === true),
     }
     if (this.key != null) init.idempotent = true
     if (this.deadlineAtMs != null) init.deadlineAtMs = this.deadlineAtMs

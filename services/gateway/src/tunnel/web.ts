@@ -14,7 +14,8 @@ import type { IngressStream, TunnelIngress } from './ingress.ts'
  * HTTP/1.1, without buffering: its messages have gRPC's framing, so request and response bytes pass as
  * they are; only the trailers differ — gRPC-Web sends them as a last message-framed block (flag 0x80) in
  * the body — and the content types. The ingress serves such a request through an adapter that behaves like
- * a gRPC HTTP/2 stream.
+ * a gRPC HTTP/2 stream, and forwards none of the headers that only describe the browser side (x-grpc-web,
+ * origin, sec-fetch-*...: wire.ts).
  *
  * Connect (application/proto, application/json, application/connect+*), gRPC-Web text (base64) and
  * gRPC-Web JSON are answered UNIMPLEMENTED in their own protocol (a Connect stream's error in its end-stream
@@ -245,6 +246,9 @@ function answerNotTranslated(send: WebSend, path: string, contentType: string): 
 /** Sends a whole response: status, headers and an optional body. */
 type WebSend = (code: number, headers: Record<string, string>, body?: Uint8Array) => void
 
+/** How the ingress takes a translated gRPC-Web request: without the headers that only describe the browser side. */
+const FROM_BROWSER = { fromBrowser: true } as const
+
 /** Content types of Connect requests (unary and streaming). */
 const CONNECT = /^application\/(proto|json|connect\+)/i
 
@@ -259,7 +263,7 @@ export function webIngress(ingress: TunnelIngress): UnknownWebHandler {
       const contentType = req.headers[CONTENT_TYPE] ?? ''
       if (req.method === 'POST' && isGrpcWebBinary(contentType)) {
         const web = grpcWebOnHttp1(req, res)
-        void ingress.handle(web.stream, web.headers, web.rawHeaders)
+        void ingress.handle(web.stream, web.headers, web.rawHeaders, FROM_BROWSER)
         return
       }
       answer(contentType, req.url ?? '', (code, headers, body) => {
@@ -272,7 +276,7 @@ export function webIngress(ingress: TunnelIngress): UnknownWebHandler {
     const contentType = String(headers[CONTENT_TYPE] ?? '')
     if (headers[':method'] === 'POST' && isGrpcWebBinary(contentType)) {
       const web = grpcWebOnHttp2(stream, headers, rawHeaders, responseHeaders)
-      void ingress.handle(web.stream, web.headers, web.rawHeaders)
+      void ingress.handle(web.stream, web.headers, web.rawHeaders, FROM_BROWSER)
       return
     }
     answer(contentType, String(headers[':path'] ?? ''), (code, h, body) => {

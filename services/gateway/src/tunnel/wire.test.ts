@@ -144,4 +144,31 @@ describe('tunnel wire', () => {
     assert.deepEqual(appendRawHeaders([':status', '200'], fromPeer), [':status', '200', 'x-ok', 'v', 'x-ok', 'w'])
     assert.deepEqual(headersObject(fromPeer), { 'x-ok': ['v', 'w'] })
   })
+
+  it('wire - headers: from a gRPC-Web request, those that only describe the browser side never cross; from gRPC they do', () => {
+    const browser = [
+      'x-grpc-web',
+      '1',
+      'x-user-agent',
+      'connect-es/2.0.0',
+      'origin',
+      'https://app.example',
+      'referer',
+      'https://app.example/page',
+      'sec-fetch-mode',
+      'cors',
+      'sec-fetch-site',
+      'cross-site',
+      'sec-ch-ua-platform',
+      '"Linux"',
+      'access-control-request-headers',
+      'x-app',
+    ]
+    const kept = ['content-type', 'application/grpc', 'user-agent', 'Mozilla/5.0', 'x-app', 'a', 'x-origin', 'b', 'trace-bin', 'AAEC']
+    const raw = [...browser, ...kept]
+    const pairs = (md: { key: string; value: string }[]) => md.map((m) => [m.key, m.value])
+    const expected = (list: string[]) => list.flatMap((k, i) => (i % 2 === 0 ? [[k, list[i + 1]]] : []))
+    assert.deepEqual(pairs(metadataFromRawHeaders(raw, undefined, true)), expected(kept))
+    assert.deepEqual(pairs(metadataFromRawHeaders(raw)), expected(raw), 'a gRPC client may send metadata of any of these names')
+  })
 })

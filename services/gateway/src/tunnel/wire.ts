@@ -48,6 +48,20 @@ const NOT_FORWARDED = new Set([
   'grpc-message',
 ])
 
+/**
+ * Request headers that describe only the browser side of a gRPC-Web call: the gRPC-Web client's marker and
+ * name (x-grpc-web, x-user-agent; a gRPC client's name is user-agent, which crosses) and what the browser
+ * adds for CORS and fetch metadata (origin, referer, sec-fetch-*, sec-ch-*, access-control-request-*). The
+ * caller gateway answers the browser protocol (CORS included) itself and the backend gets a gRPC call, so
+ * they are not forwarded from gRPC-Web requests. A gRPC client's metadata of these names crosses as sent.
+ */
+const BROWSER_ONLY = new Set(['x-grpc-web', 'x-user-agent', 'origin', 'referer'])
+const BROWSER_ONLY_PREFIXES = ['sec-fetch-', 'sec-ch-', 'access-control-request-']
+
+function isBrowserOnly(key: string): boolean {
+  return BROWSER_ONLY.has(key) || BROWSER_ONLY_PREFIXES.some((p) => key.startsWith(p))
+}
+
 /** A metadata key as gRPC allows it: lower-case letters, digits, '-', '_' and '.' (pseudo-headers never match). */
 const KEY_RE = /^[0-9a-z_.-]+$/
 /** True when a value holds a control character other than tab, which no header value may carry. */
@@ -59,24 +73,31 @@ function hasControlCharacter(value: string): boolean {
   return false
 }
 
-/** True when a header crosses the gateway: not hop-by-hop, not pseudo, not stargate-*, not consumed here. */
-export function isForwarded(key: string, value: string, consumed?: ReadonlySet<string>): boolean {
+/**
+ * True when a header crosses the gateway: not hop-by-hop, not pseudo, not stargate-*, not consumed here,
+ * and, from a gRPC-Web request (`fromBrowser`), not one that only describes the browser side (BROWSER_ONLY).
+ */
+export function isForwarded(key: string, value: string, consumed?: ReadonlySet<string>, fromBrowser = false): boolean {
   return (
     KEY_RE.test(key) &&
     !NOT_FORWARDED.has(key) &&
     !key.startsWith('stargate-') &&
     consumed?.has(key) !== true &&
+    !(fromBrowser && isBrowserOnly(key)) &&
     !hasControlCharacter(value)
   )
 }
 
-/** The forwarded entries of a node:http2 raw header list ([name, value, name, value, ...]), in order. */
-export function metadataFromRawHeaders(raw: readonly string[], consumed?: ReadonlySet<string>): MetadataEntry[] {
+/**
+ * The forwarded entries of a node:http2 raw header list ([name, value, name, value, ...]), in order;
+ * `fromBrowser` for a request translated from gRPC-Web.
+ */
+export function metadataFromRawHeaders(raw: readonly string[], consumed?: ReadonlySet<string>, fromBrowser = false): MetadataEntry[] {
   const out: MetadataEntry[] = []
   for (let i = 0; i + 1 < raw.length; i += 2) {
     const key = raw[i]!.toLowerCase()
     const value = raw[i + 1]!
-    if (isForwarded(key, value, consumed)) out.push(metadataEntry(key, value))
+    if (isForwarded(key, value, consumed, fromBrowser)) out.push(metadataEntry(key, value))
   }
   return out
 }
