@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict'
 import { once } from 'node:events'
+import { request as httpRequest } from 'node:http'
+import { connect as http2Connect } from 'node:http2'
 import { createServer, type Server, type Socket } from 'node:net'
 import { after, before, describe, it } from 'node:test'
 import { fromJson } from '@bufbuild/protobuf'
@@ -43,6 +45,62 @@ async function blackhole(): Promise<{ server: Server; port: number; sockets: Set
   server.listen(0, '127.0.0.1')
   await once(server, 'listening')
   return { server, port: (server.address() as { port: number }).port, sockets }
+}
+
+const GET_STATUS = '/stargate.v1.GatewayService/GetStatus'
+
+/**
+ * GetStatus over gRPC on a node:http2 connection to `api`, naming `authority` in :authority (as a client that
+ * reached the gateway through a name, a proxy or a port mapping would). Resolves with the grpc-status.
+ */
+async function grpcGetStatus(api: string, authority: string, headers: Record<string, string> = {}): Promise<string> {
+  const session = http2Connect(`http://${api}`)
+  session.on('error', () => {})
+  try {
+    const req = session.request({
+      ':method': 'POST',
+      ':path': GET_STATUS,
+      ':authority': authority,
+      'content-type': 'application/grpc',
+      te: 'trailers',
+      ...headers,
+    })
+    let status = ''
+    req.on('response', (h) => {
+      if (h['grpc-status'] != null) status = String(h['grpc-status'])
+    })
+    req.on('trailers', (t) => {
+      status = String(t['grpc-status'])
+    })
+    req.end(Buffer.alloc(5)) // one empty GetStatusRequest
+    req.resume()
+    await once(req, 'close')
+    return status
+  } finally {
+    session.close()
+  }
+}
+
+/** GetStatus over Connect (JSON) on HTTP/1.1 to `api`, with `host` as the Host header. Resolves with the HTTP status. */
+function connectGetStatus(api: string, host: string, headers: Record<string, string> = {}): Promise<number> {
+  const [hostname, port] = api.split(':')
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(
+      {
+        host: hostname,
+        port: Number(port),
+        method: 'POST',
+        path: GET_STATUS,
+        headers: { host, 'content-type': 'application/json', ...headers },
+      },
+      (res) => {
+        res.resume()
+        res.on('end', () => resolve(res.statusCode ?? 0))
+      },
+    )
+    req.on('error', reject)
+    req.end('{}')
+  })
 }
 
 /** Lines a process wrote about telemetry (SDK diagnostics, exporter errors). */
@@ -192,6 +250,9 @@ describe('telemetry - traces and metrics over OTLP/HTTP for every tier', () => {
     assert.ok(
       matches(server.attrs, { 'rpc.system.name': 'grpc', 'rpc.method': 'stargate.v1.GatewayService/Call', 'rpc.status_code': 'OK' }),
     )
+    // server.address and server.port: the authority the client called (here the API address itself)
+    assert.equal(server.attrs['server.address'], '127.0.0.1')
+    assert.equal(server.attrs['server.port'], Number(a.api.split(':')[1]))
     // the call span: an RPC client span named after the method, with the status of the call
     assert.equal(call.name, 'echo')
     assert.ok(matches(call.attrs, { 'rpc.method': 'echo', 'rpc.status_code': 'OK', 'stargate.peer_id': b.peerId }))
@@ -238,6 +299,27 @@ describe('telemetry - traces and metrics over OTLP/HTTP for every tier', () => {
     assert.ok(cancelled.error)
     assert.ok(cancelled.endMs - cancelled.startMs >= 200, 'the attempt span covers the time the dial hung')
     await inboundOf(call, d, 'nats')
+  })
+
+  it('server address - API server spans name the authority the client used (server.address, server.port), gRPC and Connect; the metric does not', async () => {
+    const viaName = 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa1'
+    const viaHost = 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa2'
+    // a client that reached A through a name and a mapped port: the span says what it called, not where A listens
+    assert.equal(await grpcGetStatus(a.api, 'gateway-a.example:7443', { traceparent: `00-${viaName}-00f067aa0ba902b7-01` }), '0')
+    assert.equal(await connectGetStatus(a.api, 'gateway-a.example', { traceparent: `00-${viaHost}-00f067aa0ba902b7-01` }), 200)
+    const grpc = await otlp.waitFor('gRPC GetStatus span', () => otlp.spans.find((s) => s.traceId === viaName))
+    assert.equal(grpc.kind, SPAN_KIND_SERVER)
+    assert.ok(matches(grpc.attrs, { 'rpc.system.name': 'grpc', 'rpc.method': 'stargate.v1.GatewayService/GetStatus' }))
+    assert.equal(grpc.attrs['server.address'], 'gateway-a.example')
+    assert.equal(grpc.attrs['server.port'], 7443)
+    const connect = await otlp.waitFor('Connect GetStatus span', () => otlp.spans.find((s) => s.traceId === viaHost))
+    assert.ok(matches(connect.attrs, { 'rpc.system.name': 'connectrpc', 'server.address': 'gateway-a.example' }))
+    assert.equal(connect.attrs['server.port'], undefined, 'no port in the Host header: none on the span')
+    // opt-in on rpc.server.call.duration (one series per name a client uses): left out
+    await otlp.waitFor('GetStatus duration on A', () =>
+      otlp.latest('rpc.server.call.duration', { 'rpc.method': 'stargate.v1.GatewayService/GetStatus' }, { 'stargate.peer_id': a.peerId }),
+    )
+    assert.ok(!otlp.points.some((p) => p.name === 'rpc.server.call.duration' && p.attrs['server.address'] != null))
   })
 
   it('relay health - a span per check with the relay peer id and result; relay metrics on the relay', async () => {

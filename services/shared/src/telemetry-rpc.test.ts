@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { Code } from './errors.ts'
-import { grpcStatusName, RPC_SYSTEM_CONNECT, rpcStatusAttributes } from './telemetry-rpc.ts'
+import { grpcStatusName, RPC_SYSTEM_CONNECT, rpcStatusAttributes, serverAddressAttributes } from './telemetry-rpc.ts'
 
 describe('telemetry-rpc - status attributes per the RPC semantic conventions', () => {
   it('telemetry-rpc - gRPC status names, as rpc.status_code spells them', () => {
@@ -32,5 +32,22 @@ describe('telemetry-rpc - status attributes per the RPC semantic conventions', (
       'error.type': 'unavailable',
     })
     assert.deepEqual(rpcStatusAttributes(RPC_SYSTEM_CONNECT, Code.NotFound, 'server'), { 'rpc.status_code': 'not_found' })
+  })
+
+  it('telemetry-rpc - server.address and server.port: the authority the client named, the port only when it names one', () => {
+    const cases: Array<[string, Record<string, string | number>]> = [
+      ['http://127.0.0.1:7000/stargate.v1.GatewayService/Call', { 'server.address': '127.0.0.1', 'server.port': 7000 }],
+      ['https://gw.example.com/stargate.v1.GatewayService/Call', { 'server.address': 'gw.example.com' }],
+      ['http://gw.example.com:80/a.B/C', { 'server.address': 'gw.example.com', 'server.port': 80 }],
+      ['http://[::1]:50051/a.B/C?x=1', { 'server.address': '::1', 'server.port': 50051 }],
+      ['http://[fe80::1]/a.B/C', { 'server.address': 'fe80::1' }],
+      ['http://user@host:8443/a.B/C', { 'server.address': 'host', 'server.port': 8443 }],
+      ['http://host:0/a.B/C', { 'server.address': 'host' }],
+      ['http://host:99999/a.B/C', { 'server.address': 'host' }],
+      ['/stargate.v1.GatewayService/Call', {}],
+      ['http:///a.B/C', {}],
+      ['http://host:port/a.B/C', {}],
+    ]
+    for (const [url, expected] of cases) assert.deepEqual(serverAddressAttributes(url), expected, url)
   })
 })

@@ -17,6 +17,8 @@ import {
   ATTR_RPC_METHOD,
   ATTR_RPC_STATUS_CODE,
   ATTR_RPC_SYSTEM_NAME,
+  ATTR_SERVER_ADDRESS,
+  ATTR_SERVER_PORT,
   METRIC_RPC_CLIENT_CALL_DURATION,
   METRIC_RPC_SERVER_CALL_DURATION,
   RPC_SYSTEM_NAME_VALUE_GRPC,
@@ -114,6 +116,26 @@ export function rpcStatusAttributes(system: string, code: Code | 0, side: 'serve
   return attrs
 }
 
+/** scheme://[userinfo@]host[:port] at the start of a URL; host is a bracketed IPv6 address or a name/IPv4. */
+const AUTHORITY = /^[a-z][a-z0-9+.-]*:\/\/(?:[^@/?#]*@)?(\[[^\]/?#]*\]|[^:/?#[\]]*)(?::(\d{1,5}))?(?:[/?#]|$)/i
+
+/**
+ * server.address and server.port of a server span (RPC conventions v1.45.0): the host and port of the
+ * authority the client used to reach this server (`:authority`, Host on HTTP/1.1), from the request URL as the
+ * handler context has it (scheme://authority/path). The port only when the authority names one; nothing when
+ * the URL has none. Never the listening socket's address, which behind a proxy, a port mapping or 0.0.0.0 is
+ * not what clients call (the conventions say not to use connection-level information).
+ */
+export function serverAddressAttributes(url: string): Attributes {
+  const m = AUTHORITY.exec(url)
+  const host = m?.[1]
+  if (m == null || host == null || host === '' || host === '[]') return {}
+  const attrs: Attributes = { [ATTR_SERVER_ADDRESS]: host.startsWith('[') ? host.slice(1, -1) : host }
+  const port = m[2] != null ? Number(m[2]) : 0
+  if (port > 0 && port <= 65535) attrs[ATTR_SERVER_PORT] = port
+  return attrs
+}
+
 const headerGetter: TextMapGetter<Headers> = {
   get: (headers, key) => headers.get(key) ?? undefined,
   keys: (headers) => {
@@ -133,7 +155,8 @@ function rpcSystem(ctx: HandlerContext): string {
 /**
  * A SERVER span and an rpc.server.call.duration measurement per API call (gRPC, gRPC-Web and Connect
  * alike), per the RPC semantic conventions (RPC_SEMCONV_VERSION): span name and rpc.method
- * "package.Service/Method", rpc.system.name, rpc.status_code, error.type for server errors. The span joins
+ * "package.Service/Method", rpc.system.name, rpc.status_code, error.type for server errors; on the span also
+ * server.address and server.port (serverAddressAttributes; opt-in on the metric, so left out). The span joins
  * the caller's trace when the request carries W3C trace context headers and is the active context of the
  * method implementation. A streaming call is measured over the whole stream.
  */
@@ -147,7 +170,7 @@ export function rpcServerSpans(scope: string): MethodMiddleware {
       const parent = propagation.extract(ROOT_CONTEXT, ctx.requestHeader, headerGetter)
       const system = rpcSystem(ctx)
       const base: Attributes = { [ATTR_RPC_SYSTEM_NAME]: system, [ATTR_RPC_METHOD]: name }
-      const span = tracer.startSpan(name, { kind: SpanKind.SERVER, attributes: base }, parent)
+      const span = tracer.startSpan(name, { kind: SpanKind.SERVER, attributes: { ...base, ...serverAddressAttributes(ctx.url) } }, parent)
       const startedAtMs = performance.now()
       const finish = (err: unknown): void => {
         const e = err === undefined ? undefined : StargateError.from(err)

@@ -7,6 +7,7 @@ import type { Clock, Timer } from '../clock.ts'
 export interface CallContextInit {
   service: DescService
   method: DescMethod
+  /** The URL the request was sent to (scheme://authority/path; the path alone without an authority). */
   url: string
   /** The request's headers as node:http2 gives them (pseudo-headers are left out of requestHeader). */
   headers: IncomingHttpHeaders

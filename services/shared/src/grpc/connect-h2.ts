@@ -34,6 +34,19 @@ export function webHeaders(headers: IncomingHttpHeaders): Headers {
 }
 
 /**
+ * The URL a request on an HTTP/2 stream was sent to, as connect-es handler contexts have it: scheme, the
+ * authority the client named (`:authority`, else Host; else `fallbackAuthority`), path. Only the path when
+ * there is no authority at all.
+ */
+export function requestUrl(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, fallbackAuthority?: string): string {
+  const path = headers[':path'] ?? '/'
+  const authority = headers[':authority'] ?? headers.host ?? fallbackAuthority
+  if (authority == null || authority === '') return path
+  const secure = (stream.session?.socket as { encrypted?: boolean } | undefined)?.encrypted === true
+  return `${secure ? 'https' : 'http'}://${authority}${path}`
+}
+
+/**
  * Serves one Connect or gRPC-Web request that arrived on an HTTP/2 stream with a connect-es universal handler.
  * (node's Http2ServerRequest exists only on a server that hands every stream to one request listener; ours
  * dispatches per stream.) The request body is read only as fast as the handler consumes it, so HTTP/2 flow
@@ -52,12 +65,11 @@ export async function serveUniversal(
     if (!done) abort.abort(new ConnectError('the client closed the stream', Code.Canceled))
   }
   stream.once('close', onClose)
-  const secure = (stream.session?.socket as { encrypted?: boolean } | undefined)?.encrypted === true
-  const authority = headers[':authority'] ?? headers.host ?? 'localhost'
   const res = await handler({
     httpVersion: '2.0',
     method: headers[':method'] ?? 'POST',
-    url: `${secure ? 'https' : 'http'}://${authority}${headers[':path'] ?? '/'}`,
+    // connect-es parses the URL: a request naming no authority gets a stand-in.
+    url: requestUrl(stream, headers, 'localhost'),
     header: webHeaders(headers),
     // destroyOnReturn false: a handler that stops reading must not reset the stream it still answers on.
     body: stream.iterator({ destroyOnReturn: false }) as AsyncIterable<Uint8Array>,

@@ -16,7 +16,7 @@ import type { Clock } from '../clock.ts'
 import { Code, StargateError } from '../errors.ts'
 import type { Logger } from '../log.ts'
 import { CallContext } from './call-context.ts'
-import { addHeaders, drained } from './connect-h2.ts'
+import { addHeaders, drained, requestUrl } from './connect-h2.ts'
 import {
   decompress,
   encodeFrame,
@@ -176,7 +176,7 @@ class GrpcCall {
     this.ctx = new CallContext({
       service: route.service,
       method: route.method,
-      url: headers[':path'] as string,
+      url: requestUrl(stream, headers),
       headers,
       timeoutMs,
       shutdownSignal: options.shutdownSignal,
@@ -332,7 +332,7 @@ class GrpcCall {
     // Releases the deadline timer; a handler still running sees its signal abort.
     ctx.end(err ?? SETTLED)
     if (err !== undefined && !(err instanceof ConnectError)) {
-      this.options.log.warn('gRPC handler failed', { err, path: ctx.url })
+      this.options.log.warn('gRPC handler failed', { err, url: ctx.url })
     }
     if (stream.destroyed || stream.closed) return
     if (!stream.headersSent) {
