@@ -105,7 +105,12 @@ function connectGetStatus(api: string, host: string, headers: Record<string, str
 
 /** Lines a process wrote about telemetry (SDK diagnostics, exporter errors). */
 function telemetryNoise(proc: Proc): string[] {
-  return proc.stderr.filter((l) => /otel|opentelemetry|otlp|exporter|traceparent/i.test(l))
+  // With the 1 s export interval of these tests the SDK's export timeout is 1 s too: on a loaded machine one
+  // export may outlast it and is retried at the next interval. That is the machine, not a telemetry error;
+  // every figure the tests assert still has to arrive.
+  return proc.stderr.filter(
+    (l) => /otel|opentelemetry|otlp|exporter|traceparent/i.test(l) && !/metrics export timed out after 1000ms/.test(l),
+  )
 }
 
 describe('telemetry - traces and metrics over OTLP/HTTP for every tier', () => {
