@@ -51,15 +51,16 @@ const GET_STATUS = '/stargate.v1.GatewayService/GetStatus'
 
 /**
  * GetStatus over gRPC on a node:http2 connection to `api`, naming `authority` in :authority (as a client that
- * reached the gateway through a name, a proxy or a port mapping would). Resolves with the grpc-status.
+ * reached the gateway through a name, a proxy or a port mapping would); `path` for another method (its request is
+ * sent empty). Resolves with the grpc-status.
  */
-async function grpcGetStatus(api: string, authority: string, headers: Record<string, string> = {}): Promise<string> {
+async function grpcGetStatus(api: string, authority: string, headers: Record<string, string> = {}, path = GET_STATUS): Promise<string> {
   const session = http2Connect(`http://${api}`)
   session.on('error', () => {})
   try {
     const req = session.request({
       ':method': 'POST',
-      ':path': GET_STATUS,
+      ':path': path,
       ':authority': authority,
       'content-type': 'application/grpc',
       te: 'trailers',
@@ -615,6 +616,87 @@ describe('telemetry - off by default, harmless when the collector is down', () =
     } finally {
       await h.close()
     }
+  })
+})
+
+describe('telemetry - API calls the token check refuses', () => {
+  const h = new Harness()
+  const otlp = new OtlpReceiver()
+  const TOKEN = 'telemetry-refusals-token'
+  let g: GatewayHandle
+
+  before(async () => {
+    await otlp.start()
+    g = await h.gateway([], { name: 'gateway-auth', env: { ...otelEnv(otlp.endpoint), STARGATE_AUTH_TOKENS: TOKEN } })
+  })
+  after(async () => {
+    await h.close()
+    await otlp.stop()
+  })
+
+  const traced = (traceId: string, extra: Record<string, string> = {}) => ({ traceparent: `00-${traceId}-00f067aa0ba902b7-01`, ...extra })
+  const onG = () => ({ 'stargate.peer_id': g.peerId })
+
+  it('auth refusals - a local method refused on gRPC or Connect has its SERVER span and rpc.server.call.duration with UNAUTHENTICATED', async () => {
+    const missing = 'bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb1'
+    const wrong = 'bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb2'
+    const allowed = 'bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb3'
+    assert.equal(await grpcGetStatus(g.api, g.api, traced(missing)), String(Code.Unauthenticated))
+    assert.equal(await connectGetStatus(g.api, g.api, traced(wrong, { authorization: 'Bearer not-the-token' })), 401)
+    assert.equal(await grpcGetStatus(g.api, g.api, traced(allowed, { authorization: `Bearer ${TOKEN}` })), '0')
+
+    const grpc = await otlp.waitFor('span of the call without a token', () => otlp.spans.find((s) => s.traceId === missing))
+    assert.equal(grpc.kind, SPAN_KIND_SERVER)
+    assert.equal(grpc.name, 'stargate.v1.GatewayService/GetStatus')
+    assert.ok(
+      matches(grpc.attrs, {
+        'rpc.system.name': 'grpc',
+        'rpc.method': 'stargate.v1.GatewayService/GetStatus',
+        'rpc.status_code': 'UNAUTHENTICATED',
+      }),
+    )
+    assert.equal(grpc.attrs['server.address'], '127.0.0.1')
+    assert.equal(grpc.attrs['error.type'], undefined, 'UNAUTHENTICATED is the caller’s error, not the server’s')
+    assert.equal(grpc.error, false)
+    const connect = await otlp.waitFor('span of the call with a wrong token', () => otlp.spans.find((s) => s.traceId === wrong))
+    assert.ok(matches(connect.attrs, { 'rpc.system.name': 'connectrpc', 'rpc.status_code': 'unauthenticated' }))
+    await otlp.waitFor('span of the allowed call', () => otlp.spans.find((s) => s.traceId === allowed))
+    for (const [system, code] of [
+      ['grpc', 'UNAUTHENTICATED'],
+      ['connectrpc', 'unauthenticated'],
+      ['grpc', 'OK'],
+    ]) {
+      await otlp.waitFor(`rpc.server.call.duration ${system} ${code}`, () =>
+        otlp.latest(
+          'rpc.server.call.duration',
+          { 'rpc.system.name': system, 'rpc.method': 'stargate.v1.GatewayService/GetStatus', 'rpc.status_code': code },
+          onG(),
+        ),
+      )
+    }
+    assert.equal(otlp.spans.filter((s) => s.traceId === allowed).length, 1, 'an allowed call is recorded once, not as a refusal too')
+  })
+
+  it('auth refusals - a tunnelled request refused has a span naming its method and a series under _OTHER', async () => {
+    const tunnelled = 'bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb4'
+    assert.equal(await grpcGetStatus(g.api, g.api, traced(tunnelled), '/acme.orders.v1.Orders/Get'), String(Code.Unauthenticated))
+    const span = await otlp.waitFor('span of the refused tunnelled request', () => otlp.spans.find((s) => s.traceId === tunnelled))
+    assert.equal(span.kind, SPAN_KIND_SERVER)
+    assert.equal(span.name, 'grpc')
+    assert.ok(
+      matches(span.attrs, {
+        'rpc.method': '_OTHER',
+        'rpc.method_original': 'acme.orders.v1.Orders/Get',
+        'rpc.status_code': 'UNAUTHENTICATED',
+      }),
+    )
+    await otlp.waitFor('rpc.server.call.duration of _OTHER', () =>
+      otlp.latest('rpc.server.call.duration', { 'rpc.method': '_OTHER', 'rpc.status_code': 'UNAUTHENTICATED' }, onG()),
+    )
+    assert.ok(
+      !otlp.points.some((p) => p.name === 'rpc.server.call.duration' && p.attrs['rpc.method'] === 'acme.orders.v1.Orders/Get'),
+      'a caller without a token cannot add series',
+    )
   })
 })
 

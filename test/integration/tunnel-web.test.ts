@@ -11,7 +11,7 @@ import { Code, ConnectError, createClient } from '@connectrpc/connect'
 import { createConnectTransport, createGrpcWebTransport } from '@connectrpc/connect-node'
 import { authGate, TokenAuthenticator } from '@stargate/shared/auth'
 import { stargateDescriptorSets } from '@stargate/shared/descriptors'
-import { ApiServer } from '@stargate/shared/grpc/server'
+import { ApiServer, type RefusedRequest } from '@stargate/shared/grpc/server'
 import { createLogger } from '@stargate/shared/log'
 import { webIngress } from '../../services/gateway/src/tunnel/web.ts'
 import { EchoService } from '../gen/stargate/test/v1/echo_pb.js'
@@ -43,6 +43,8 @@ describe('tunnel web - Connect and gRPC-Web clients of a tunnelled service throu
   let stack: TunnelStack
   let api: ApiServer
   let base: string
+  /** What the API server reported as refused by the gate (what telemetry records). */
+  const refused: RefusedRequest[] = []
 
   before(async () => {
     const port = await echo.start()
@@ -52,6 +54,7 @@ describe('tunnel web - Connect and gRPC-Web clients of a tunnelled service throu
       descriptorSets: stargateDescriptorSets(),
       log: createLogger('test:tunnel-web', { level: 'silent' }),
       gate: authGate(new TokenAuthenticator([TOKEN]), { healthOpen: false }),
+      onRefused: (r) => refused.push(r),
       corsAllowOrigins: [PAGE],
       unknownService: (stream, headers, rawHeaders) => void stack.ingress.handle(stream, headers, rawHeaders),
       unknownWeb: webIngress(stack.ingress),
@@ -133,8 +136,9 @@ describe('tunnel web - Connect and gRPC-Web clients of a tunnelled service throu
       assert.equal(echo.runs.get('Unary') ?? 0, runs, 'nothing reached the backend')
     })
 
-    it(`tunnel web - HTTP/${httpVersion}: a call without the token is refused in its protocol, UNAUTHENTICATED and readable by the page`, async () => {
+    it(`tunnel web - HTTP/${httpVersion}: a call without the token is refused in its protocol, UNAUTHENTICATED and readable by the page, and reported`, async () => {
       const runs = echo.runs.get('Unary') ?? 0
+      const reported = refused.length
       for (const transport of [
         createGrpcWebTransport({ baseUrl: base, httpVersion }),
         createConnectTransport({ baseUrl: base, httpVersion }),
@@ -158,6 +162,19 @@ describe('tunnel web - Connect and gRPC-Web clients of a tunnelled service throu
         }
       }
       assert.equal(echo.runs.get('Unary') ?? 0, runs, 'nothing reached the backend')
+      // every refusal is reported for telemetry, with the protocol and the URL the client used
+      assert.deepEqual(
+        refused
+          .slice(reported)
+          .map((r) => [r.protocolName, r.tunnelled, `${r.service}/${r.method}`, r.url, ConnectError.from(r.error).code]),
+        ['grpc-web', 'grpc-web', 'connect', 'connect'].map((protocol, i) => [
+          protocol,
+          true,
+          `stargate.test.v1.EchoService/${i % 2 === 0 ? 'Unary' : 'ServerStream'}`,
+          `${base}/stargate.test.v1.EchoService/${i % 2 === 0 ? 'Unary' : 'ServerStream'}`,
+          Code.Unauthenticated,
+        ]),
+      )
     })
   }
 })

@@ -6,7 +6,7 @@ import { GatewayService, NatsState, NatType, PeerSource } from '@stargate/shared
 import { ApiServer } from '@stargate/shared/grpc/server'
 import type { Logger } from '@stargate/shared/log'
 import { ReplayGuard, type SealedCodec, sealedCodec } from '@stargate/shared/seal'
-import { rpcServerSpans } from '@stargate/shared/telemetry-rpc'
+import { rpcServerRefusals, rpcServerSpans } from '@stargate/shared/telemetry-rpc'
 import { type GatewayApi, gatewayServiceImpl, type RelayView, type StatusView } from './api/service.ts'
 import { GATEWAY_DEFAULTS as D } from './defaults.ts'
 import { FailureHistory } from './failure-history.ts'
@@ -367,6 +367,7 @@ export class Gateway {
       descriptorSets: stargateDescriptorSets(),
       log: this.log.child('api'),
       middleware: [rpcServerSpans(GATEWAY_SCOPE)],
+      onRefused: rpcServerRefusals(GATEWAY_SCOPE),
       maxReceiveMessageBytes: maxFrameBytes,
       // gRPC requests for services not served here (and reflection naming a stargate-peer) are tunnelled.
       unknownService: (stream, headers, rawHeaders) => void ingress.handle(stream, headers, rawHeaders),

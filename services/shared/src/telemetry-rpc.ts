@@ -7,6 +7,7 @@ import {
   metrics,
   propagation,
   ROOT_CONTEXT,
+  type Span,
   SpanKind,
   SpanStatusCode,
   type TextMapGetter,
@@ -15,6 +16,7 @@ import {
 import {
   ATTR_ERROR_TYPE,
   ATTR_RPC_METHOD,
+  ATTR_RPC_METHOD_ORIGINAL,
   ATTR_RPC_STATUS_CODE,
   ATTR_RPC_SYSTEM_NAME,
   ATTR_SERVER_ADDRESS,
@@ -24,7 +26,7 @@ import {
   RPC_SYSTEM_NAME_VALUE_GRPC,
 } from '@opentelemetry/semantic-conventions'
 import { Code, StargateError } from './errors.ts'
-import type { AnyMethodImpl, MethodMiddleware } from './grpc/server.ts'
+import type { AnyMethodImpl, MethodMiddleware, RefusalObserver } from './grpc/server.ts'
 import { STARGATE_VERSION } from './version.ts'
 
 /**
@@ -59,6 +61,9 @@ export function rpcCallDuration(meter: Meter, side: 'server' | 'client'): Histog
 
 /** rpc.system.name of the Connect protocol (a well-known value of the conventions, still in development). */
 export const RPC_SYSTEM_CONNECT = 'connectrpc'
+
+/** rpc.method of a call for a method the server does not know (the conventions' value; bounded cardinality). */
+export const RPC_METHOD_OTHER = '_OTHER'
 
 /** gRPC status names (github.com/grpc/grpc doc/statuscodes.md) by code: the values of rpc.status_code for gRPC. */
 const GRPC_STATUS_NAMES: readonly string[] = [
@@ -147,9 +152,22 @@ const headerGetter: TextMapGetter<Headers> = {
   },
 }
 
-/** The rpc.system.name of a request: connectrpc for the Connect protocol, grpc for gRPC and gRPC-Web. */
-function rpcSystem(ctx: HandlerContext): string {
-  return ctx.protocolName === 'connect' ? RPC_SYSTEM_CONNECT : RPC_SYSTEM_NAME_VALUE_GRPC
+/** The rpc.system.name of a request's protocol: connectrpc for Connect, grpc for gRPC and gRPC-Web. */
+function rpcSystem(protocolName: string): string {
+  return protocolName === 'connect' ? RPC_SYSTEM_CONNECT : RPC_SYSTEM_NAME_VALUE_GRPC
+}
+
+/**
+ * Ends a server call's span and records its rpc.server.call.duration: its status attributes on both, span
+ * status ERROR for the server's own errors. `base` holds the metric's attributes (rpc.system.name, rpc.method).
+ */
+function endServerCall(span: Span, duration: Histogram, base: Attributes, startedAtMs: number, err: unknown): void {
+  const e = err === undefined ? undefined : StargateError.from(err)
+  const status = rpcStatusAttributes(String(base[ATTR_RPC_SYSTEM_NAME]), e?.code ?? 0, 'server')
+  span.setAttributes(status)
+  if (e != null && status[ATTR_ERROR_TYPE] != null) span.setStatus({ code: SpanStatusCode.ERROR, message: e.rawMessage })
+  span.end()
+  duration.record((performance.now() - startedAtMs) / 1000, { ...base, ...status })
 }
 
 /**
@@ -168,18 +186,10 @@ export function rpcServerSpans(scope: string): MethodMiddleware {
     const streamingResponse = method.methodKind === 'server_streaming' || method.methodKind === 'bidi_streaming'
     return (input: unknown, ctx: HandlerContext) => {
       const parent = propagation.extract(ROOT_CONTEXT, ctx.requestHeader, headerGetter)
-      const system = rpcSystem(ctx)
-      const base: Attributes = { [ATTR_RPC_SYSTEM_NAME]: system, [ATTR_RPC_METHOD]: name }
+      const base: Attributes = { [ATTR_RPC_SYSTEM_NAME]: rpcSystem(ctx.protocolName), [ATTR_RPC_METHOD]: name }
       const span = tracer.startSpan(name, { kind: SpanKind.SERVER, attributes: { ...base, ...serverAddressAttributes(ctx.url) } }, parent)
       const startedAtMs = performance.now()
-      const finish = (err: unknown): void => {
-        const e = err === undefined ? undefined : StargateError.from(err)
-        const status = rpcStatusAttributes(system, e?.code ?? 0, 'server')
-        span.setAttributes(status)
-        if (e != null && status[ATTR_ERROR_TYPE] != null) span.setStatus({ code: SpanStatusCode.ERROR, message: e.rawMessage })
-        span.end()
-        duration.record((performance.now() - startedAtMs) / 1000, { ...base, ...status })
-      }
+      const finish = (err: unknown): void => endServerCall(span, duration, base, startedAtMs, err)
       const active = trace.setSpan(parent, span)
       if (!streamingResponse) {
         return context.with(active, async () => {
@@ -206,5 +216,29 @@ export function rpcServerSpans(scope: string): MethodMiddleware {
         }
       })()
     }
+  }
+}
+
+/**
+ * The SERVER span and rpc.server.call.duration of each API request the request gate refused (no token, a
+ * wrong one, a token whose scope does not cover a tunnelled method): recorded like a call that failed with
+ * that status (UNAUTHENTICATED, PERMISSION_DENIED: the caller's errors, so no error.type), as rpcServerSpans
+ * records a call refused inside its method (a scoped token's Call outside its scope). A local method keeps
+ * its name; a tunnelled request names a method this server does not know, so, as for the calls from peers
+ * that name no served method, rpc.method is _OTHER, the name only on the span (rpc.method_original): a
+ * caller without a token cannot grow the metric's series. The span joins the request's trace context.
+ */
+export function rpcServerRefusals(scope: string): RefusalObserver {
+  const tracer = trace.getTracer(scope, STARGATE_VERSION)
+  const duration = rpcCallDuration(metrics.getMeter(scope, STARGATE_VERSION), 'server')
+  return (r) => {
+    const system = rpcSystem(r.protocolName)
+    const method = `${r.service}/${r.method}`
+    const base: Attributes = { [ATTR_RPC_SYSTEM_NAME]: system, [ATTR_RPC_METHOD]: r.tunnelled ? RPC_METHOD_OTHER : method }
+    const attributes: Attributes = { ...base, ...serverAddressAttributes(r.url) }
+    if (r.tunnelled) attributes[ATTR_RPC_METHOD_ORIGINAL] = method
+    const parent = propagation.extract(ROOT_CONTEXT, r.header, headerGetter)
+    const span = tracer.startSpan(r.tunnelled ? system : method, { kind: SpanKind.SERVER, attributes }, parent)
+    endServerCall(span, duration, base, r.startedAtMs, r.error)
   }
 }

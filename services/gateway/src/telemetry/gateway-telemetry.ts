@@ -17,7 +17,7 @@ import { durationToMs } from '@stargate/shared/clock'
 import { Code, StargateError } from '@stargate/shared/errors'
 import type { PeerRequest, StreamOpen } from '@stargate/shared/gen/envelope'
 import { AttemptOutcome, NatsState, Tier } from '@stargate/shared/gen/gateway'
-import { grpcStatusName, rpcCallDuration, rpcStatusAttributes } from '@stargate/shared/telemetry-rpc'
+import { grpcStatusName, RPC_METHOD_OTHER, rpcCallDuration, rpcStatusAttributes } from '@stargate/shared/telemetry-rpc'
 import { STARGATE_VERSION } from '@stargate/shared/version'
 import { type InboundMeta, type InboundObserver, type PeerResponseInit, PING_METHOD } from '../inbound.ts'
 import type { RelayHealthObserver, RelayState } from '../relays.ts'
@@ -55,9 +55,6 @@ export const ATTR = {
  * server span, named after rpc.method.
  */
 export const RPC_SYSTEM_STARGATE = 'stargate'
-
-/** rpc.method of an inbound call whose method this gateway does not serve (bounded cardinality). */
-const OTHER_METHOD = '_OTHER'
 
 /** The counter of tunnelled calls (by stargate.service, stargate.tier, rpc.status_code and error.type), for dashboards. */
 export const TUNNEL_CALLS_METRIC = 'stargate.tunnel.calls'
@@ -374,7 +371,7 @@ export class GatewayTelemetry implements RouterObserver, RelayHealthObserver, In
         const method = open.method.replace(/^\//, '')
         const named: Attributes = served
           ? { [ATTR_RPC_METHOD]: method }
-          : { [ATTR_RPC_METHOD]: OTHER_METHOD, [ATTR_RPC_METHOD_ORIGINAL]: method }
+          : { [ATTR_RPC_METHOD]: RPC_METHOD_OTHER, [ATTR_RPC_METHOD_ORIGINAL]: method }
         const status = rpcStatusAttributes('grpc', result.code, 'server')
         if (served) span.updateName(method)
         span.setAttributes({ ...named, ...status, [ATTR.replayed]: replayed })
@@ -385,7 +382,7 @@ export class GatewayTelemetry implements RouterObserver, RelayHealthObserver, In
           [ATTR_RPC_METHOD]: named[ATTR_RPC_METHOD],
           ...status,
         })
-        this.tunnelInbound.add(1, { [ATTR.service]: served ? serviceOf(open.method) : OTHER_METHOD, [ATTR.tier]: tier, ...status })
+        this.tunnelInbound.add(1, { [ATTR.service]: served ? serviceOf(open.method) : RPC_METHOD_OTHER, [ATTR.tier]: tier, ...status })
       },
     }
   }
@@ -435,7 +432,7 @@ export class GatewayTelemetry implements RouterObserver, RelayHealthObserver, In
       const served = this.delivered.has(req) || (req.method === PING_METHOD && error == null && res.replayed !== true)
       const method: Attributes = served
         ? { [ATTR_RPC_METHOD]: req.method }
-        : { [ATTR_RPC_METHOD]: OTHER_METHOD, [ATTR_RPC_METHOD_ORIGINAL]: req.method }
+        : { [ATTR_RPC_METHOD]: RPC_METHOD_OTHER, [ATTR_RPC_METHOD_ORIGINAL]: req.method }
       if (served) span.updateName(req.method)
       span.setAttributes({ ...method, ...status, [ATTR.outcome]: outcome, [ATTR.replayed]: res.replayed === true })
       if (error != null && status[ATTR.errorType] != null) span.setStatus({ code: SpanStatusCode.ERROR, message: error.message ?? '' })

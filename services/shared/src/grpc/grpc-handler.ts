@@ -49,6 +49,12 @@ export interface GateRequest {
  */
 export type RequestGate = (request: GateRequest) => void
 
+/**
+ * The request gate as the server runs it: with the URL and protocol of the request, so that a refusal can be
+ * recorded like a call (ApiServerOptions.onRefused).
+ */
+export type CheckedGate = (request: GateRequest, call: { url: string; protocolName: string }) => void
+
 /** A local method. */
 export interface GrpcRoute {
   service: DescService
@@ -64,7 +70,7 @@ export interface GrpcCallOptions {
   shutdownSignal: AbortSignal
   /** Times the calls' deadlines. */
   clock: Clock
-  gate?: RequestGate
+  gate?: CheckedGate
   log: Logger
 }
 
@@ -209,7 +215,7 @@ class GrpcCall {
 
   private async run(): Promise<void> {
     const { route, ctx, options } = this
-    options.gate?.({ service: route.service.typeName, method: route.method.name, header: ctx.requestHeader, tunnelled: false })
+    options.gate?.({ service: route.service.typeName, method: route.method.name, header: ctx.requestHeader, tunnelled: false }, ctx)
     switch (route.method.methodKind) {
       case 'unary': {
         const input = await this.readSingle()

@@ -21,9 +21,17 @@ import { Health } from '../gen/grpc/health/v1/health_pb.js'
 import { ServerReflection as ReflectionV1 } from '../gen/grpc/reflection/v1/reflection_pb.js'
 import { ServerReflection as ReflectionV1alpha } from '../gen/grpc/reflection/v1alpha/reflection_pb.js'
 import type { Logger } from '../log.ts'
-import { serveUniversal, webHeaders } from './connect-h2.ts'
+import { requestUrl, serveUniversal, webHeaders } from './connect-h2.ts'
 import { CorsPolicy } from './cors.ts'
-import { type AnyMethodImpl, type GrpcRoute, type RequestGate, respondWithStatus, serveGrpc } from './grpc-handler.ts'
+import {
+  type AnyMethodImpl,
+  type CheckedGate,
+  type GateRequest,
+  type GrpcRoute,
+  type RequestGate,
+  respondWithStatus,
+  serveGrpc,
+} from './grpc-handler.ts'
 import { HEALTH_SERVICE, HealthService } from './health.ts'
 import { DescriptorIndex, REFLECTION_V1, REFLECTION_V1ALPHA, reflectionImpls } from './reflection.ts'
 import { type WebErrorResponse, webErrorResponse } from './web-error.ts'
@@ -51,6 +59,21 @@ export type UnknownWebHandler = (
     | { stream: ServerHttp2Stream; headers: IncomingHttpHeaders; rawHeaders: string[]; responseHeaders: Record<string, string> }
     | { http1: { req: IncomingMessage; res: ServerResponse } },
 ) => void
+
+/** A request the request gate refused, as it is recorded (the API server's telemetry). */
+export interface RefusedRequest extends GateRequest {
+  /** The URL the request was sent to (scheme://authority/path), as HandlerContext.url. */
+  url: string
+  /** The protocol it came in: grpc, grpc-web or connect (as HandlerContext.protocolName). */
+  protocolName: string
+  /** The gate's error: the status the client got (UNAUTHENTICATED, PERMISSION_DENIED). */
+  error: unknown
+  /** When the gate was asked (performance.now()). */
+  startedAtMs: number
+}
+
+/** Told of every request the gate refused: any protocol, local methods and tunnels alike. */
+export type RefusalObserver = (refused: RefusedRequest) => void
 
 /** A service and its implementation. */
 export interface ServiceRegistration {
@@ -85,6 +108,11 @@ export interface ApiServerOptions {
   middleware?: MethodMiddleware[]
   /** Runs before every request (local on any protocol, or tunnelled); throws to refuse it. Auth goes here. */
   gate?: RequestGate
+  /**
+   * Records what the gate refused (a refused call never reaches the middleware): rpcServerRefusals gives it
+   * the SERVER span and rpc.server.call.duration of a call.
+   */
+  onRefused?: RefusalObserver
   /**
    * gRPC requests for services not served here, and reflection requests that carry a `stargate-peer`
    * header. Default: UNIMPLEMENTED naming the method.
@@ -134,7 +162,7 @@ const REFLECTION_SERVICES = new Set([REFLECTION_V1, REFLECTION_V1ALPHA])
 export class ApiServer {
   readonly health: HealthService
   private readonly log: Logger
-  private readonly gate: RequestGate | undefined
+  private readonly gate: CheckedGate | undefined
   private readonly unknownService: UnknownServiceHandler
   private readonly unknownWeb?: UnknownWebHandler
   private readonly cors: CorsPolicy | undefined
@@ -157,7 +185,7 @@ export class ApiServer {
 
   constructor(options: ApiServerOptions) {
     this.log = options.log
-    this.gate = options.gate
+    this.gate = checkedGate(options.gate, options.onRefused)
     this.unknownService = options.unknownService ?? unimplemented
     this.unknownWeb = options.unknownWeb
     const origins = options.corsAllowOrigins ?? []
@@ -205,7 +233,7 @@ export class ApiServer {
       ...(gate != null
         ? {
             requestGate: (ctx: HandlerContext): void =>
-              gate({ service: ctx.service.typeName, method: ctx.method.name, header: ctx.requestHeader, tunnelled: false }),
+              gate({ service: ctx.service.typeName, method: ctx.method.name, header: ctx.requestHeader, tunnelled: false }, ctx),
           }
         : {}),
     }
@@ -412,7 +440,10 @@ export class ApiServer {
         respondWithStatus(stream, new StargateError(Code.Unimplemented, `method ${method} of ${service} is not implemented here`))
         return
       }
-      this.gate?.({ service, method, header: webHeaders(headers), tunnelled: true })
+      this.gate?.(
+        { service, method, header: webHeaders(headers), tunnelled: true },
+        { url: requestUrl(stream, headers), protocolName: 'grpc' },
+      )
       this.unknownService(stream, headers, rawHeaders)
     } catch (err: unknown) {
       respondWithStatus(stream, err)
@@ -426,7 +457,12 @@ export class ApiServer {
   private serveUnknownHttp1(req: IncomingMessage, res: ServerResponse): void {
     try {
       const { service, method } = splitPath((req.url ?? '').split('?')[0] ?? '')
-      this.gate?.({ service, method, header: webHeaders(req.headers), tunnelled: true })
+      const secure = (req.socket as { encrypted?: boolean }).encrypted === true
+      const url = req.headers.host != null ? `${secure ? 'https' : 'http'}://${req.headers.host}${req.url ?? '/'}` : (req.url ?? '/')
+      this.gate?.(
+        { service, method, header: webHeaders(req.headers), tunnelled: true },
+        { url, protocolName: webProtocol(req.headers['content-type']) },
+      )
       this.unknownWeb?.({ http1: { req, res } })
     } catch (err: unknown) {
       if (res.headersSent) {
@@ -446,7 +482,10 @@ export class ApiServer {
       if (this.unknownWeb != null) {
         const { service, method } = splitPath(query < 0 ? path : path.slice(0, query))
         try {
-          this.gate?.({ service, method, header: webHeaders(headers), tunnelled: true })
+          this.gate?.(
+            { service, method, header: webHeaders(headers), tunnelled: true },
+            { url: requestUrl(stream, headers), protocolName: webProtocol(headers['content-type']) },
+          )
         } catch (err: unknown) {
           const r = webRefusal(headers['content-type'], err)
           stream.respond({ ':status': r.status, ...cors, ...r.headers }, { endStream: r.body == null })
@@ -464,6 +503,25 @@ export class ApiServer {
       if (!stream.destroyed) stream.close(constants.NGHTTP2_INTERNAL_ERROR)
     })
   }
+}
+
+/** The gate, telling `onRefused` of what it refuses (the refusal still goes to the client). */
+function checkedGate(gate: RequestGate | undefined, onRefused: RefusalObserver | undefined): CheckedGate | undefined {
+  if (gate == null) return undefined
+  return (request, call) => {
+    const startedAtMs = performance.now()
+    try {
+      gate(request)
+    } catch (err: unknown) {
+      onRefused?.({ ...request, url: call.url, protocolName: call.protocolName, error: err, startedAtMs })
+      throw err
+    }
+  }
+}
+
+/** The protocol of a web request for a path not served here, by its content type (as connect-es names them). */
+function webProtocol(contentType: string | undefined): string {
+  return /^application\/grpc-web/i.test(contentType ?? '') ? 'grpc-web' : 'connect'
 }
 
 /** "/pkg.Service/Method" → its service and method. */
