@@ -8,6 +8,7 @@ import { Code } from '@stargate/shared/errors'
 import { PeerRequestSchema } from '@stargate/shared/gen/envelope'
 import { ServeReplySchema, Tier } from '@stargate/shared/gen/gateway'
 import { createLogger } from '@stargate/shared/log'
+import { eventually } from '../../../test/lib/eventually.ts'
 import { GATEWAY_DEFAULTS as D } from './defaults.ts'
 import { InboundDispatcher, type InboundOptions, type PeerResponseInit } from './inbound.ts'
 import { InFlight } from './inflight.ts'
@@ -212,7 +213,7 @@ describe('inbound dispatch', () => {
     try {
       assert.equal(dataBytes(await first.call('done-1', 40)), 40)
       const interrupted = first.call('inflight-1', 1, 'hang')
-      while (first.runs.get('inflight-1') !== 1) await new Promise((r) => setImmediate(r))
+      await eventually('the hanging request reached the Serve client', () => first.runs.get('inflight-1') === 1, { intervalMs: 0 })
       // "crash": the first dispatcher is not closed; a second one opens the same journal
       const restarted = reopen()
       const done = await call(restarted, 'done-1', 'echo')

@@ -211,7 +211,7 @@ describe('tunnel', () => {
   })
 
   it('tunnel - bidi: both directions in order, half-close, then the status', async () => {
-    const { nextAccepted, open, client, server } = pair()
+    const { loop, nextAccepted, open, client, server } = pair()
     const rec = new Recorder()
     const s = open(rec)
     const parts = [message(10, 1), message(70_000, 2), message(0), message(5, 3)]
@@ -224,7 +224,8 @@ describe('tunnel', () => {
     await rec.received(parts.reduce((n, p) => n + p.byteLength, 0))
     assert.deepEqual(rec.data, concat(parts))
     s.end()
-    while (!a.events.ended) await new Promise((r) => setImmediate(r))
+    await loop.settled()
+    assert.equal(a.events.ended, true, 'the half-close reached the callee')
     a.stream.close(0, '', [])
     assert.equal((await rec.closed()).code, 0)
     assert.equal(client.stats.streams, 0)
