@@ -2,6 +2,8 @@ import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
 import { after, before, describe, it } from 'node:test'
 import { promisify } from 'node:util'
+import { fromJson } from '@bufbuild/protobuf'
+import { ValueSchema } from '@bufbuild/protobuf/wkt'
 import * as grpc from '@grpc/grpc-js'
 import { GATEWAY_DEFAULTS } from '@stargate/gateway/defaults'
 import { RELAY_DEFAULTS } from '@stargate/relay/defaults'
@@ -85,6 +87,25 @@ describe('foundation', () => {
     assert.equal(s.relays.length, 1)
     assert.equal(s.relays[0]?.peerId, relay.peerId)
     assert.equal(s.nats?.state, NatsState.DISABLED)
+  })
+
+  it('gateway - GetStatus counts the calls in flight: a call being handled, none once it answered', async () => {
+    const server = await h.serveClient(gateway.api, ['slow'], { name: 'serve-slow' })
+    try {
+      const call = gateway.client.call({
+        peerId: gateway.peerId,
+        method: 'slow',
+        payload: { case: 'json', value: fromJson(ValueSchema, { ms: 2_000 }) },
+      })
+      await server.waitFor(/^HANDLED slow /)
+      const during = await gateway.client.getStatus({})
+      assert.ok(during.inflightCalls >= 1, `in flight while the handler runs: ${during.inflightCalls}`)
+      await call
+      // the count drops before the answer leaves the gateway
+      assert.equal((await gateway.client.getStatus({})).inflightCalls, 0)
+    } finally {
+      await server.stop()
+    }
   })
 
   it('grpcurl - lists and describes both services through reflection', async () => {

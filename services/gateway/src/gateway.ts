@@ -609,6 +609,7 @@ export class Gateway {
           connectedServerName: this.nats?.connectedServerName ?? '',
           knownServers: this.nats?.knownServers ?? [],
         },
+        inflightCalls: this.inflight.count,
       }),
       relays: (): RelayView[] =>
         this.relays.all().map((r) => ({

@@ -57,6 +57,8 @@ export interface StatusView {
     connectedServerName: string
     knownServers: string[]
   }
+  /** Calls the gateway is working on now (outbound, tunnelled and inbound). */
+  inflightCalls: number
 }
 
 /**
@@ -200,6 +202,7 @@ export function gatewayServiceImpl(gw: GatewayApi): ServiceImpl<typeof GatewaySe
             policyFile: p.policyFile ?? '',
           }
         })(),
+        inflightCalls: st.inflightCalls,
       })
     },
     getPeerMetrics(req): GetPeerMetricsResponse {

@@ -1307,6 +1307,14 @@ export declare type GetStatusResponse = Message<"stargate.v1.GetStatusResponse">
    * @generated from field: stargate.v1.CallerPolicyStatus caller_policy = 10;
    */
   callerPolicy?: CallerPolicyStatus | undefined;
+
+  /**
+   * inflight_calls is the number of calls this gateway is working on now: Calls and tunnelled calls it
+   * routes, and requests from other gateways (or itself) it runs. Graceful shutdown waits for it to reach 0.
+   *
+   * @generated from field: uint32 inflight_calls = 11;
+   */
+  inflightCalls: number;
 };
 
 /**
@@ -1384,6 +1392,14 @@ export declare type GetStatusResponseJson = {
    * @generated from field: stargate.v1.CallerPolicyStatus caller_policy = 10;
    */
   callerPolicy?: CallerPolicyStatusJson;
+
+  /**
+   * inflight_calls is the number of calls this gateway is working on now: Calls and tunnelled calls it
+   * routes, and requests from other gateways (or itself) it runs. Graceful shutdown waits for it to reach 0.
+   *
+   * @generated from field: uint32 inflight_calls = 11;
+   */
+  inflightCalls?: number;
 };
 
 /**

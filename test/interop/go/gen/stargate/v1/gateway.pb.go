@@ -1713,7 +1713,10 @@ type GetStatusResponse struct {
 	// methods are the methods currently served by Serve clients (plus the built-in ping).
 	Methods []string `protobuf:"bytes,9,rep,name=methods,proto3" json:"methods,omitempty"`
 	// caller_policy says which remote peers may call this gateway's methods and exposed services.
-	CallerPolicy  *CallerPolicyStatus `protobuf:"bytes,10,opt,name=caller_policy,json=callerPolicy,proto3" json:"caller_policy,omitempty"`
+	CallerPolicy *CallerPolicyStatus `protobuf:"bytes,10,opt,name=caller_policy,json=callerPolicy,proto3" json:"caller_policy,omitempty"`
+	// inflight_calls is the number of calls this gateway is working on now: Calls and tunnelled calls it
+	// routes, and requests from other gateways (or itself) it runs. Graceful shutdown waits for it to reach 0.
+	InflightCalls uint32 `protobuf:"varint,11,opt,name=inflight_calls,json=inflightCalls,proto3" json:"inflight_calls,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1816,6 +1819,13 @@ func (x *GetStatusResponse) GetCallerPolicy() *CallerPolicyStatus {
 		return x.CallerPolicy
 	}
 	return nil
+}
+
+func (x *GetStatusResponse) GetInflightCalls() uint32 {
+	if x != nil {
+		return x.InflightCalls
+	}
+	return 0
 }
 
 // CallerPolicyStatus describes a gateway's caller policy (--allow-caller, --caller-policy).
@@ -2795,7 +2805,7 @@ const file_stargate_v1_gateway_proto_rawDesc = "" +
 	"\apeer_id\x18\x02 \x01(\tR\x06peerId\x12\x1c\n" +
 	"\tconnected\x18\x03 \x01(\bR\tconnected\x12\x1a\n" +
 	"\breserved\x18\x04 \x01(\bR\breserved\x12#\n" +
-	"\rcircuit_addrs\x18\x05 \x03(\tR\fcircuitAddrs\"\xc3\x03\n" +
+	"\rcircuit_addrs\x18\x05 \x03(\tR\fcircuitAddrs\"\xea\x03\n" +
 	"\x11GetStatusResponse\x12\x17\n" +
 	"\apeer_id\x18\x01 \x01(\tR\x06peerId\x12!\n" +
 	"\flisten_addrs\x18\x02 \x03(\tR\vlistenAddrs\x12'\n" +
@@ -2809,7 +2819,8 @@ const file_stargate_v1_gateway_proto_rawDesc = "" +
 	"started_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12\x18\n" +
 	"\amethods\x18\t \x03(\tR\amethods\x12D\n" +
 	"\rcaller_policy\x18\n" +
-	" \x01(\v2\x1f.stargate.v1.CallerPolicyStatusR\fcallerPolicy\"\x87\x01\n" +
+	" \x01(\v2\x1f.stargate.v1.CallerPolicyStatusR\fcallerPolicy\x12%\n" +
+	"\x0einflight_calls\x18\v \x01(\rR\rinflightCalls\"\x87\x01\n" +
 	"\x12CallerPolicyStatus\x121\n" +
 	"\x04mode\x18\x01 \x01(\x0e2\x1d.stargate.v1.CallerPolicyModeR\x04mode\x12\x1d\n" +
 	"\n" +

@@ -276,7 +276,7 @@ class RelayStatus(_message.Message):
     def __init__(self, addr: _Optional[str] = ..., peer_id: _Optional[str] = ..., connected: _Optional[bool] = ..., reserved: _Optional[bool] = ..., circuit_addrs: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetStatusResponse(_message.Message):
-    __slots__ = ("peer_id", "listen_addrs", "announced_addrs", "nat_status", "relays", "nats", "version", "started_at", "methods", "caller_policy")
+    __slots__ = ("peer_id", "listen_addrs", "announced_addrs", "nat_status", "relays", "nats", "version", "started_at", "methods", "caller_policy", "inflight_calls")
     PEER_ID_FIELD_NUMBER: _ClassVar[int]
     LISTEN_ADDRS_FIELD_NUMBER: _ClassVar[int]
     ANNOUNCED_ADDRS_FIELD_NUMBER: _ClassVar[int]
@@ -287,6 +287,7 @@ class GetStatusResponse(_message.Message):
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     METHODS_FIELD_NUMBER: _ClassVar[int]
     CALLER_POLICY_FIELD_NUMBER: _ClassVar[int]
+    INFLIGHT_CALLS_FIELD_NUMBER: _ClassVar[int]
     peer_id: str
     listen_addrs: _containers.RepeatedScalarFieldContainer[str]
     announced_addrs: _containers.RepeatedScalarFieldContainer[str]
@@ -297,7 +298,8 @@ class GetStatusResponse(_message.Message):
     started_at: _timestamp_pb2.Timestamp
     methods: _containers.RepeatedScalarFieldContainer[str]
     caller_policy: CallerPolicyStatus
-    def __init__(self, peer_id: _Optional[str] = ..., listen_addrs: _Optional[_Iterable[str]] = ..., announced_addrs: _Optional[_Iterable[str]] = ..., nat_status: _Optional[_Union[NatStatus, _Mapping]] = ..., relays: _Optional[_Iterable[_Union[RelayStatus, _Mapping]]] = ..., nats: _Optional[_Union[NatsStatus, _Mapping]] = ..., version: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., methods: _Optional[_Iterable[str]] = ..., caller_policy: _Optional[_Union[CallerPolicyStatus, _Mapping]] = ...) -> None: ...
+    inflight_calls: int
+    def __init__(self, peer_id: _Optional[str] = ..., listen_addrs: _Optional[_Iterable[str]] = ..., announced_addrs: _Optional[_Iterable[str]] = ..., nat_status: _Optional[_Union[NatStatus, _Mapping]] = ..., relays: _Optional[_Iterable[_Union[RelayStatus, _Mapping]]] = ..., nats: _Optional[_Union[NatsStatus, _Mapping]] = ..., version: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., methods: _Optional[_Iterable[str]] = ..., caller_policy: _Optional[_Union[CallerPolicyStatus, _Mapping]] = ..., inflight_calls: _Optional[int] = ...) -> None: ...
 
 class CallerPolicyStatus(_message.Message):
     __slots__ = ("mode", "rule_count", "policy_file")
