@@ -11,6 +11,7 @@ import { fromJson } from '@bufbuild/protobuf'
 import { ValueSchema } from '@bufbuild/protobuf/wkt'
 import { Code, ConnectError } from '@connectrpc/connect'
 import { Tier } from '@stargate/shared/gen/gateway'
+import { eventually } from '../lib/eventually.ts'
 import { freePort, Harness, type Proc } from '../lib/harness.ts'
 import { liveHeapMB, rssMiB } from '../lib/memory.ts'
 
@@ -156,8 +157,16 @@ describe('chaos', () => {
       }
       const duplicates = [...runs.values()].filter((n) => n > 1).length
 
-      // settle past the calls' 10 s deadline timers, then resources back near the baseline
-      await new Promise((res) => setTimeout(res, CALL_DEADLINE_MS + 2_000))
+      // Every call the workers made has settled at the client; the caller gateway may still be ending some (a
+      // call the client gave up on runs until its deadline there). Resources are compared once it has none.
+      const settleStartedAtMs = Date.now()
+      await eventually('the caller gateway has no call in flight', async () => (await caller.client.getStatus({})).inflightCalls === 0, {
+        timeoutMs: CALL_DEADLINE_MS * 2,
+        intervalMs: 200,
+        giveUp: () => (caller.proc.running ? undefined : 'the caller gateway exited'),
+        context: () => `calls that hung at the client: ${hangs}\n${caller.proc.dump()}`,
+      })
+      const settledAfterMs = Date.now() - settleStartedAtMs
       assert.ok(caller.proc.running, `the caller gateway is still running\n${caller.proc.dump()}`)
       const after = { fds: fds(pid), rssMiB: rssMiB(pid), heapMB: await heapMB() }
 
@@ -182,6 +191,7 @@ describe('chaos', () => {
         hangs,
         duplicateExecutions: duplicates,
         slowestCallMs: slowest,
+        callerIdleAfterLoadMs: settledAfterMs,
         callerBackgroundFailuresLogged: caller.proc.stderr.filter((l) => /(uncaught exception|unhandled rejection): exiting/.test(l))
           .length,
         callerFds: { baseline: baseline.fds, after: after.fds },
