@@ -37,6 +37,7 @@ import {
   type UnaryResponse,
 } from '../gen/stargate/test/v1/echo_pb.js'
 import { bytesOf, type CancelledCall, EchoBackend, EchoClient, generatedPayload } from '../lib/echo.ts'
+import { eventually } from '../lib/eventually.ts'
 import { TunnelStack } from '../lib/tunnel-stack.ts'
 
 const RAW_SERVICE = 'raw.v1.Bytes'
@@ -662,16 +663,18 @@ describe('tunnel (in-process, real HTTP/2 both ends)', () => {
     down.pause()
     // There is no event for "nothing moves": watch the backend's byte count until it has not changed for 1 s.
     let last = -1
-    let stableSince = Date.now()
-    const t0 = Date.now()
-    while (Date.now() - stableSince < 1_000) {
-      if (raw.written !== last) {
-        last = raw.written
-        stableSince = Date.now()
-      }
-      assert.ok(Date.now() - t0 < 30_000, 'the backend never stopped')
-      await new Promise((r) => setTimeout(r, 50))
-    }
+    let stableSinceMs = Date.now()
+    await eventually(
+      'the backend stopped (no byte written for 1 s)',
+      () => {
+        if (raw.written !== last) {
+          last = raw.written
+          stableSinceMs = Date.now()
+        }
+        return Date.now() - stableSinceMs >= 1_000
+      },
+      { timeoutMs: 30_000, intervalMs: 50, context: () => `the backend wrote ${raw.written} of ${total} bytes` },
+    )
     const buffered = { caller: stack.client.stats.bufferedBytes, callee: stack.server.stats.bufferedBytes }
     console.log(
       `stalled client: backend stopped after writing ${raw.written} of ${total} bytes; tunnel holds caller ${buffered.caller}, callee ${buffered.callee}`,
