@@ -214,14 +214,17 @@ export interface EchoRun {
 }
 
 /** Runs an echo client to completion against addr (a gateway or a server). */
-export async function runEchoClient(lang: EchoLang, addr: string, o: EchoClientOptions = {}, timeoutMs = 300_000): Promise<EchoRun> {
+export async function runEchoClient(lang: EchoLang, addr: string, o: EchoClientOptions = {}, timeoutMs = 120_000): Promise<EchoRun> {
   const [bin, args] = await command(lang, 'client', clientArgs(addr, o))
   try {
-    const { stdout } = await run(bin, args, { timeout: timeoutMs, maxBuffer: 64 << 20 })
+    // A client still running after timeoutMs (its own calls have deadlines: it is stuck) gets SIGQUIT: Go and
+    // the Python client (faulthandler) then print every thread's stack to stderr, which the error carries.
+    const { stdout } = await run(bin, args, { timeout: timeoutMs, killSignal: 'SIGQUIT', maxBuffer: 64 << 20 })
     return parseRun(stdout)
   } catch (err: unknown) {
-    const e = err as { stdout?: string; stderr?: string; code?: unknown }
-    throw new Error(`${lang} echo-client ${args.join(' ')} failed (${String(e.code)}): ${e.stdout ?? ''}${e.stderr ?? ''}`)
+    const e = err as { stdout?: string; stderr?: string; code?: unknown; signal?: unknown }
+    const how = e.signal === 'SIGQUIT' ? `stuck after ${timeoutMs} ms, stacks below` : String(e.code)
+    throw new Error(`${lang} echo-client ${args.join(' ')} failed (${how}): ${e.stdout ?? ''}${e.stderr ?? ''}`)
   }
 }
 

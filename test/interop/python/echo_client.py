@@ -18,9 +18,11 @@ One JSON line per call ({"event": "result", "kind", "size", "code", "message", "
 import argparse
 import base64
 import binascii
+import faulthandler
 import hashlib
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -230,6 +232,8 @@ def main() -> int:
     add("--cancel-after-ms", "-cancel-after-ms", type=int, default=0)
     add("--stall-after", "-stall-after", type=int, default=0)
     args = parser.parse_args()
+    # A test that finds this client stuck sends SIGQUIT: print where every thread is, then die of the signal.
+    faulthandler.register(signal.SIGQUIT, all_threads=True, chain=True)
 
     limit = 64 << 20
     options = [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
