@@ -20,7 +20,7 @@ import { CALL_PROTOCOL } from '../services/gateway/src/peer/frames.ts'
 import { type GatewayHandle, Harness, Proc, type RelayHandle } from '../test/lib/harness.ts'
 import { netnsUnsupported, Testbed } from '../test/netns/testbed.ts'
 import { CallClientJs } from './lib/grpc.ts'
-import { cpuMsOf, createBenchNode, ECHO_PROTOCOL, MuxEchoClient, rssOf, streamPerCallEcho } from './lib/p2p.ts'
+import { cpuMsOf, createBenchNode, ECHO_PROTOCOL, MuxEchoClient, rssAnonOf, rssOf, streamPerCallEcho } from './lib/p2p.ts'
 import { renderReport, type TunnelInput } from './lib/report.ts'
 import {
   LatencyRecorder,
@@ -767,8 +767,20 @@ try {
       await waitRelayReady(g)
       // Started, reservation held, connected to NATS, no call made: settled for a few seconds.
       await sleep(3_000)
-      results.memory.gatewayIdleRssMB = Math.round((await rssOf(g.proc.child.pid!)) / 1024 / 102.4) / 10
-      results.memory.relayIdleRssMB = Math.round((await rssOf(r.proc.child.pid!)) / 1024 / 102.4) / 10
+      const mb = (bytes: number): number => Math.round(bytes / 1024 / 102.4) / 10
+      results.memory.gatewayIdleRssMB = mb(await rssOf(g.proc.child.pid!))
+      results.memory.relayIdleRssMB = mb(await rssOf(r.proc.child.pid!))
+      results.memory.gatewayIdleAnonMB = mb(await rssAnonOf(g.proc.child.pid!))
+      results.memory.relayIdleAnonMB = mb(await rssAnonOf(r.proc.child.pid!))
+      // The raw baseline: the same node binary with the launcher's V8 flags, running nothing.
+      const bare = spawn(process.execPath, ['--max-semi-space-size=8', '-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' })
+      try {
+        await sleep(1_000)
+        results.memory.bareNodeRssMB = mb(await rssOf(bare.pid!))
+        results.memory.bareNodeAnonMB = mb(await rssAnonOf(bare.pid!))
+      } finally {
+        bare.kill('SIGKILL')
+      }
     } finally {
       await g.proc.stop()
       await r.proc.stop()

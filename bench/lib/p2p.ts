@@ -110,10 +110,23 @@ export async function streamPerCallEcho(open: () => Promise<Stream>, payload: Ui
 
 /** Resident set size of a process in bytes, from /proc (0 when unavailable). */
 export async function rssOf(pid: number): Promise<number> {
+  return procStatusBytes(pid, 'VmRSS')
+}
+
+/**
+ * The anonymous part of a process's resident set in bytes (RssAnon: heaps, JIT code, malloc), from /proc (0
+ * when unavailable). The rest of RSS is mostly the node binary's text, file-backed and shared by every Node
+ * process on the host.
+ */
+export async function rssAnonOf(pid: number): Promise<number> {
+  return procStatusBytes(pid, 'RssAnon')
+}
+
+async function procStatusBytes(pid: number, field: 'VmRSS' | 'RssAnon'): Promise<number> {
   const { readFile } = await import('node:fs/promises')
   try {
     const status = await readFile(`/proc/${pid}/status`, 'utf8')
-    const m = status.match(/^VmRSS:\s+(\d+) kB/m)
+    const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)
     return m == null ? 0 : Number(m[1]) * 1024
   } catch {
     return 0
